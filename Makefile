@@ -1,0 +1,36 @@
+# gantk: two commands set a fresh machine up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint man bench clean
+
+install: $(STAMP)
+
+# Re-install whenever the package metadata changes; the editable install picks up code edits.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh out/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check gantk tests bench examples
+	$(BIN)/ruff format --check gantk tests bench examples
+
+man: $(STAMP)
+	$(BIN)/python -m gantk.cli.manpages man
+
+bench: $(STAMP)
+	$(BIN)/python bench/data_throughput.py --out out/bench
+
+clean:
+	rm -rf out runs build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The gantk demo on built-in data (run by `make demo`). Every step is a plain gantk command, so
+# this file doubles as a tour of the command line. Usage: examples/demo.sh [OUT_DIR]
+set -euo pipefail
+out=${1:-out/demo}
+mkdir -p "$out"
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "what this installation can do"
+gantk info
+
+step "built-in datasets"
+gantk data list
+
+step "a sample grid of each built-in dataset -> $out/previews/"
+for name in digits stacked-digits faces textures photos shapes; do
+  gantk data preview "builtin:$name" "$out/previews/$name.png" --rows 6 --cols 10 --force --quiet
+done
+gantk data preview 'builtin:shapes?minority=triangle:0.02' "$out/previews/shapes-minority.png" \
+  --rows 6 --cols 10 --force --quiet
+
+step "export 2000 shape scenes as PNG files (one folder per class, attributes.csv)"
+gantk data export builtin:shapes "$out/shapes" -n 2000 --resolution 64 --force
+
+step "pack them into one h5 file with labels and attributes, then describe it"
+gantk data pack "$out/shapes" "$out/packs/shapes64.h5" --resolution 64 --labels \
+  --attributes "$out/shapes/attributes.csv" --force
+gantk data info "$out/packs/shapes64.h5"
+
+step "a 2 % minority: how many triangles in builtin:shapes?minority=triangle:0.02 (JSON for pipelines)"
+gantk data info 'builtin:shapes?minority=triangle:0.02' --json |
+  python3 -c 'import json, sys; d = json.load(sys.stdin); print("triangles:", d["classes"]["triangle"], "of", d["count"])'
+
+step "done: see $out/previews/*.png and $out/packs/shapes64.h5"

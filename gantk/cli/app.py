@@ -1,0 +1,55 @@
+"""The ``gantk`` Typer application: global options and command registration.
+
+Each command module imports its library code inside the command function, so building this app
+(and ``gantk --help``) never imports torch or numpy.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gantk import __version__
+from gantk.cli import data, info
+from gantk.cli.common import DEBUG
+
+app = typer.Typer(
+    name="gantk",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gantk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    """Build, evaluate and police deep generative models: GAN training, texture mixing,
+    attribution of fake images and fingerprinting of generators.
+
+    Datasets are folders of images, .h5 packs (`gantk data pack`) or built-ins (`builtin:NAME`,
+    see `gantk data list`). Results go to files named by --out; --json prints a summary on
+    stdout; progress and tables go to stderr. User errors exit with status 2.
+    """
+    if debug:
+        DEBUG["enabled"] = True
+
+
+app.command("info", help=info.info.__doc__)(info.info)
+app.add_typer(data.app, name="data")

@@ -1,0 +1,176 @@
+"""What every command shares: options, output streams, error handling.
+
+Conventions (DESIGN.md): results go to files named by ``--out``; ``--json`` prints one JSON
+document on stdout; tables, progress and warnings go to stderr (progress only on a terminal, none
+with ``--quiet``); a :class:`~gantk.errors.GantkError` becomes one ``error:`` line on stderr and
+exit status 2, with the traceback only under ``--debug``.
+
+Only typer and rich are imported here, so ``gantk --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from gantk.errors import GantkError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Set by the global --debug flag (or GANTK_DEBUG=1): show tracebacks of user errors too.
+DEBUG = {"enabled": os.environ.get("GANTK_DEBUG", "") not in ("", "0")}
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bars or tables on stderr.")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+StrictOpt = Annotated[
+    bool,
+    typer.Option("--strict", help="Stop at the first unreadable image instead of skipping it."),
+]
+CountOpt = Annotated[
+    int | None,
+    typer.Option(
+        "-n",
+        "--count",
+        min=1,
+        help="Number of images (default: all, or the built-in's default size).",
+    ),
+]
+ResolutionOpt = Annotated[
+    int | None,
+    typer.Option("--resolution", "-r", help="Square output size in pixels, a power of two."),
+]
+ResizeOpt = Annotated[
+    str, typer.Option("--resize", help="How images become square: center-crop, stretch or pad.")
+]
+UpscaleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-upscale", help="Enlarge images smaller than --resolution instead of refusing them."
+    ),
+]
+LabelsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--labels",
+        help="Treat each subfolder of a folder as one class (sorted; 0_real/1_fake work).",
+    ),
+]
+DatasetArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="DATASET",
+        help="Folder of images, .h5 pack, or builtin:NAME (see `gantk data list`).",
+        show_default=False,
+    ),
+]
+
+
+class Output:
+    """Where a command's words go: JSON to stdout, everything for people to stderr."""
+
+    def __init__(self, quiet: bool = False, as_json: bool = False) -> None:
+        from rich.console import Console
+
+        # With --json the output is for a program: people's tables and messages stay out of it.
+        self.quiet, self.as_json = quiet or as_json, as_json
+        self.console = Console(stderr=True, quiet=self.quiet, highlight=False)
+        self._warnings = Console(stderr=True, highlight=False)
+
+    def say(self, message: str) -> None:
+        self.console.print(message)
+
+    def warn(self, message: str) -> None:
+        # Warnings stay visible under --quiet: they tell of skipped input.
+        self._warnings.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """A table on stderr; all-empty column names mean a two-column fact sheet, no header."""
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left", show_header=any(columns))
+        for i, col in enumerate(columns):
+            table.add_column(col, no_wrap=i == 0)  # the key column stays readable and greppable
+        for row in rows:
+            table.add_row(*[("-" if v is None else str(v)) for v in row])
+        self.console.print(table)
+
+    @contextlib.contextmanager
+    def progress(self, total: int, description: str) -> Iterator[Callable[[int], None]]:
+        """Yield ``advance(k)``; draws a bar only on an interactive stderr."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            disable=self.quiet or not self.console.is_terminal,
+        )
+        with bar:
+            task = bar.add_task(description, total=total)
+            yield lambda k=1: bar.advance(task, k)
+
+    def result(self, document: dict[str, Any]) -> None:
+        if self.as_json:
+            sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+            sys.stdout.flush()
+
+
+def handle_errors(func: F) -> F:
+    """Turn user errors into one stderr line and exit status 2; Ctrl-C into status 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except GantkError as exc:
+            if DEBUG["enabled"]:
+                import traceback
+
+                traceback.print_exc()
+            print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when a GPU is usable, else ``cpu``; others are validated."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise GantkError(
+                f"--device {device} asked for, but no CUDA device is usable here; use --device cpu"
+            )
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise GantkError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s), numbered from 0; pick one of them"
+            )
+        return device
+    raise GantkError(f"--device {device!r} is not auto, cpu, cuda or cuda:N")

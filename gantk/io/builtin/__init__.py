@@ -1,0 +1,161 @@
+"""Built-in datasets: offline, deterministic, addressable as ``builtin:NAME`` wherever a dataset
+is accepted.
+
+A spec may carry options as a query string: ``builtin:shapes?minority=triangle:0.02&n=500``.
+``n``, ``resolution`` and ``seed`` work for every dataset; others are listed per dataset. The
+same spec, seed and resolution always give the same images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+from gantk.errors import GantkError
+
+
+@dataclass(frozen=True)
+class BuiltinInfo:
+    name: str
+    summary: str
+    default_count: int
+    max_count: int
+    default_resolution: int
+    labels: str
+    attributes: str
+    source: str
+    builder: str  # "module:function", imported only when the dataset is built
+    options: dict[str, str] = field(default_factory=dict)
+
+    def build(self) -> Callable:
+        import importlib
+
+        module, func = self.builder.split(":")
+        return getattr(importlib.import_module(f"gantk.io.builtin.{module}"), func)
+
+
+MAX_GENERATED = 1_000_000
+
+BUILTINS: dict[str, BuiltinInfo] = {
+    info.name: info
+    for info in [
+        BuiltinInfo(
+            "digits",
+            "handwritten digits 0-9 (sklearn), upsampled",
+            1797,
+            1797,
+            32,
+            "digit 0-9",
+            "-",
+            "sklearn.datasets.load_digits (8x8 originals)",
+            "digits:build_digits",
+        ),
+        BuiltinInfo(
+            "stacked-digits",
+            "three digits in the R, G, B channels: 1000 modes",
+            10000,
+            MAX_GENERATED,
+            32,
+            "mode id 0-999 (100*R + 10*G + B)",
+            "-",
+            "Stacked-MNIST protocol on sklearn digits",
+            "digits:build_stacked_digits",
+        ),
+        BuiltinInfo(
+            "faces",
+            "face crops of the LFW subset (skimage), upsampled",
+            100,
+            100,
+            32,
+            "-",
+            "-",
+            "skimage.data.lfw_subset (25x25 grayscale)",
+            "crops:build_faces",
+        ),
+        BuiltinInfo(
+            "textures",
+            "random crops of texture-like images",
+            2000,
+            MAX_GENERATED,
+            64,
+            "source: brick, grass, gravel, moon, hubble, ihc",
+            "-",
+            "skimage.data (512-1000 px)",
+            "crops:build_textures",
+        ),
+        BuiltinInfo(
+            "photos",
+            "random crops of natural photos",
+            2000,
+            MAX_GENERATED,
+            64,
+            "source: astronaut, coffee, chelsea, rocket, china, flower",
+            "-",
+            "skimage.data and sklearn sample images",
+            "crops:build_photos",
+        ),
+        BuiltinInfo(
+            "shapes",
+            "procedural scenes of coloured shapes",
+            2000,
+            MAX_GENERATED,
+            64,
+            "shape: circle, square, triangle",
+            "circle square triangle red green blue yellow large multiple",
+            "generated",
+            "shapes:build_shapes",
+            {"minority": "ATTR[:FRACTION] makes one attribute rare (default 0.02)"},
+        ),
+    ]
+}
+
+
+def parse_spec(spec: str) -> tuple[BuiltinInfo, dict[str, str]]:
+    """Split ``builtin:NAME?k=v&…`` into the dataset's info and its options."""
+    body = spec.removeprefix("builtin:")
+    name, _, query = body.partition("?")
+    if name not in BUILTINS:
+        raise GantkError(
+            f"unknown dataset builtin:{name}; valid ones are "
+            + ", ".join(f"builtin:{n}" for n in BUILTINS)
+        )
+    info = BUILTINS[name]
+    options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False)) if query else {}
+    allowed = {"n", "resolution", "seed", *info.options}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise GantkError(
+            f"builtin:{name} has no option {unknown[0]!r}; it takes " + ", ".join(sorted(allowed))
+        )
+    return info, options
+
+
+def _as_int(options: dict[str, str], key: str, spec: str) -> int | None:
+    if key not in options:
+        return None
+    try:
+        return int(options.pop(key))
+    except ValueError:
+        raise GantkError(f"{spec}: option {key} must be an integer") from None
+
+
+def load_builtin(
+    spec: str, count: int | None = None, resolution: int | None = None, seed: int | None = None
+):
+    """Build the dataset named by ``spec``; explicit arguments override the spec's options."""
+    from gantk.io.images import check_resolution
+
+    info, options = parse_spec(spec)
+    count = count if count is not None else _as_int(options, "n", spec)
+    resolution = resolution if resolution is not None else _as_int(options, "resolution", spec)
+    seed = seed if seed is not None else _as_int(options, "seed", spec)
+    options = {k: v for k, v in options.items() if k not in ("n", "resolution", "seed")}
+    count = info.default_count if count is None else count
+    if not 1 <= count <= info.max_count:
+        raise GantkError(
+            f"builtin:{info.name} has at most {info.max_count} images; ask for "
+            f"1 to {info.max_count} (got {count})"
+        )
+    resolution = check_resolution(resolution or info.default_resolution, low=8, high=1024)
+    return info.build()(count, resolution, seed or 0, **options)

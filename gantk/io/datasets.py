@@ -1,0 +1,441 @@
+"""Datasets of square RGB images with optional class labels and binary attributes.
+
+Every dataset, whatever it is read from, looks the same to training code: item ``i`` is
+``(image, label)`` with ``image`` a uint8 tensor (3, R, R) and ``label`` an int (-1 when the
+dataset has none); ``labels``, ``attributes`` and ``filenames`` are whole arrays for code that
+needs them (attribute-conditioned sampling, joining a CSV).
+
+Sources: plain folders, labeled folders (one sorted subfolder per class), h5 packs written by
+:mod:`gantk.io.packs`, and ``builtin:NAME`` datasets (:mod:`gantk.io.builtin`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from gantk.errors import GantkError
+from gantk.io.images import (
+    ResizePolicy,
+    UnreadableImage,
+    check_resolution,
+    fit_image,
+    list_images,
+    load_rgb,
+    read_image_size,
+    upscale_factor,
+)
+
+Warn = Callable[[str], None]
+
+
+def print_warning(message: str) -> None:
+    """Default warning sink: one line on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class ImageDataset(Dataset):
+    """Common interface of all gantk datasets (see the module docstring)."""
+
+    name: str = "dataset"
+    resolution: int | None = None
+    labels: np.ndarray
+    class_names: list[str] | None = None
+    attributes: np.ndarray | None = None
+    attribute_names: list[str] | None = None
+    filenames: list[str] | None = None
+    # Files left out when the dataset was opened (unreadable), reported by packing/exporting.
+    skipped: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int) -> np.ndarray:
+        """Image ``index`` as an RGB uint8 array (R, R, 3)."""
+        raise TypeError(f"{type(self).__name__} must define image()")
+
+    def read(self, index: int) -> np.ndarray:
+        """Like :meth:`image`, but a corrupt file raises UnreadableImage so callers may skip it."""
+        return self.image(index)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        arr = self.image(index)
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous(), int(
+            self.labels[index]
+        )
+
+    @property
+    def has_labels(self) -> bool:
+        return self.class_names is not None
+
+    def summary(self) -> dict:
+        """Facts about the dataset, JSON-ready: count, resolution, classes, attribute rates."""
+        info: dict = {"name": self.name, "count": len(self), "resolution": self.resolution}
+        if self.class_names is not None:
+            counts = np.bincount(self.labels[self.labels >= 0], minlength=len(self.class_names))
+            info["classes"] = {n: int(c) for n, c in zip(self.class_names, counts, strict=True)}
+        if self.attributes is not None and self.attribute_names is not None:
+            rates = (
+                self.attributes.mean(axis=0) if len(self) else np.zeros(len(self.attribute_names))
+            )
+            info["attributes"] = {
+                n: round(float(r), 4) for n, r in zip(self.attribute_names, rates, strict=True)
+            }
+        return info
+
+
+class ArrayDataset(ImageDataset):
+    """Images held in memory as one uint8 array (N, R, R, 3): built-ins and tests."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        name: str,
+        labels: np.ndarray | None = None,
+        class_names: Sequence[str] | None = None,
+        attributes: np.ndarray | None = None,
+        attribute_names: Sequence[str] | None = None,
+        filenames: Sequence[str] | None = None,
+    ) -> None:
+        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+            raise ValueError(
+                f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}"
+            )
+        self.images = images
+        self.name = name
+        self.resolution = int(images.shape[1])
+        self.labels = (
+            np.asarray(labels, dtype=np.int64)
+            if labels is not None
+            else np.full(len(images), -1, dtype=np.int64)
+        )
+        self.class_names = list(class_names) if class_names is not None else None
+        self.attributes = np.asarray(attributes, dtype=np.uint8) if attributes is not None else None
+        self.attribute_names = list(attribute_names) if attribute_names is not None else None
+        self.filenames = (
+            list(filenames)
+            if filenames is not None
+            else [f"{i:06d}.png" for i in range(len(images))]
+        )
+
+    def image(self, index: int) -> np.ndarray:
+        return self.images[index]
+
+
+class FolderDataset(ImageDataset):
+    """Images in a folder tree, decoded on access and fitted to ``resolution``.
+
+    Construction reads only headers: files that are not decodable images are skipped with one
+    warning each (or rejected with ``strict``), and images too small for ``resolution`` are
+    rejected unless ``allow_upscale``. With ``labeled``, each sorted immediate subfolder is a
+    class (so ``0_real``/``1_fake`` become labels 0 and 1).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        resolution: int | None = None,
+        policy: ResizePolicy = "center-crop",
+        allow_upscale: bool = False,
+        labeled: bool = False,
+        strict: bool = False,
+        warn: Warn = print_warning,
+    ) -> None:
+        self.root = Path(root)
+        self.name = str(root)
+        self.policy = policy
+        self.resolution = check_resolution(resolution) if resolution is not None else None
+        files = list_images(self.root)
+        labels: list[int] = []
+        if labeled:
+            classes = sorted(
+                p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+            )
+            loose = [f for f in files if f.parent == self.root]
+            if not classes or loose:
+                raise GantkError(
+                    f"--labels needs {self.root} to hold one subfolder per class (e.g. 0_real/ "
+                    f"and 1_fake/) and no loose images; found {len(classes)} subfolders and "
+                    f"{len(loose)} loose images"
+                )
+            by_class = {c: i for i, c in enumerate(classes)}
+            empty = [
+                c for c in classes if not any(f.relative_to(self.root).parts[0] == c for f in files)
+            ]
+            if empty:
+                raise GantkError(
+                    f"class folder {self.root / empty[0]} has no images; remove it or add images"
+                )
+            labels = [by_class[f.relative_to(self.root).parts[0]] for f in files]
+            self.class_names = classes
+        kept, kept_labels, sizes, skipped = [], [], [], []
+        for i, path in enumerate(files):
+            try:
+                size = read_image_size(path)
+            except UnreadableImage as exc:
+                if strict:
+                    raise GantkError(
+                        f"cannot read image {exc}; remove or replace it "
+                        "(or drop --strict to skip it)"
+                    ) from exc
+                warn(f"skipping unreadable image {path}")
+                skipped.append(path.relative_to(self.root).as_posix())
+                continue
+            kept.append(path)
+            sizes.append(size)
+            if labeled:
+                kept_labels.append(labels[i])
+        if not kept:
+            raise GantkError(f"{self.root} holds no readable images")
+        if self.resolution is not None and not allow_upscale:
+            for path, (width, height) in zip(kept, sizes, strict=True):
+                if upscale_factor(height, width, self.resolution, policy) > 1.0 + 1e-9:
+                    raise GantkError(
+                        f"image {path} is {width}x{height}, smaller than --resolution "
+                        f"{self.resolution}; choose a smaller resolution or pass --allow-upscale"
+                    )
+        self.paths = kept
+        self.skipped = tuple(skipped)
+        self.sizes = sizes
+        self.labels = (
+            np.asarray(kept_labels, dtype=np.int64)
+            if labeled
+            else np.full(len(kept), -1, dtype=np.int64)
+        )
+        self.filenames = [
+            p.relative_to(self.root).as_posix() if p != self.root else p.name for p in kept
+        ]
+
+    def read(self, index: int) -> np.ndarray:
+        """Image ``index`` fitted to the resolution; raises UnreadableImage if corrupt."""
+        arr = load_rgb(self.paths[index])
+        if self.resolution is not None:
+            arr = fit_image(arr, self.resolution, self.policy)
+        return arr
+
+    def image(self, index: int) -> np.ndarray:
+        try:
+            return self.read(index)
+        except UnreadableImage as exc:
+            raise GantkError(
+                f"cannot decode image {exc}; remove it, or pack the folder with "
+                "`gantk data pack`, which skips such files"
+            ) from exc
+
+
+class H5Dataset(ImageDataset):
+    """An h5 pack written by ``gantk data pack``; images are read lazily, one chunk at a time.
+
+    The file handle is opened per process, so the dataset works in DataLoader workers.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import h5py
+
+        self.path = Path(path)
+        self.name = str(path)
+        if not self.path.is_file():
+            raise GantkError(f"{path} does not exist; write a pack with `gantk data pack`")
+        try:
+            with h5py.File(self.path, "r") as f:
+                if "images" not in f:
+                    raise GantkError(
+                        f"{path} is an HDF5 file but not a gantk pack (no 'images'); "
+                        "write one with `gantk data pack`"
+                    )
+                shape = f["images"].shape
+                self.labels = f["labels"][:] if "labels" in f else np.full(shape[0], -1, np.int64)
+                self.class_names = _json_attr(f["labels"], "class_names") if "labels" in f else None
+                if "attributes" in f:
+                    self.attributes = f["attributes"][:]
+                    self.attribute_names = _json_attr(f["attributes"], "names")
+                if "filenames" in f:
+                    self.filenames = [
+                        s.decode() if isinstance(s, bytes) else s for s in f["filenames"][:]
+                    ]
+        except OSError as exc:
+            raise GantkError(
+                f"{path} is not a readable h5 pack ({exc}); write one with `gantk data pack`"
+            ) from exc
+        if len(shape) != 4 or shape[3] != 3:
+            raise GantkError(f"{path}: 'images' has shape {shape}, expected (N, R, R, 3)")
+        self.resolution = int(shape[1])
+        self._file = None
+        self._pid = -1
+
+    def _images(self):
+        import h5py
+
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file["images"]
+
+    def image(self, index: int) -> np.ndarray:
+        return self._images()[index]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_file"] = None  # h5py handles do not survive pickling into workers
+        return state
+
+
+def iter_readable(
+    dataset: ImageDataset,
+    names: Sequence[str],
+    skipped: list[str],
+    strict: bool = False,
+    warn: Warn = print_warning,
+    advance: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, image)`` for every image that decodes; a corrupt one is appended to
+    ``skipped`` with a warning naming it, or stops everything with ``strict``."""
+    for i in range(len(dataset)):
+        try:
+            arr = dataset.read(i)
+        except UnreadableImage as exc:
+            if strict:
+                raise GantkError(
+                    f"cannot decode image {exc}; remove it or drop --strict to skip it"
+                ) from exc
+            warn(f"skipping corrupt image {names[i]}")
+            skipped.append(names[i])
+        else:
+            yield i, arr
+        if advance is not None:
+            advance(1)
+
+
+def _json_attr(node, key: str) -> list[str] | None:
+    import json
+
+    value = node.attrs.get(key)
+    return json.loads(value) if value is not None else None
+
+
+def read_attribute_csv(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Parse ``filename,attr1,attr2,…`` with 0/1 values; returns (names, rows by filename)."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise GantkError(f"attribute CSV {path} does not exist")
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header or header[0].strip().lower() != "filename" or len(header) < 2:
+            raise GantkError(f"{path}: the first line must be 'filename,attr1,attr2,...'")
+        names = [h.strip() for h in header[1:]]
+        rows: dict[str, np.ndarray] = {}
+        for line_no, row in enumerate(reader, start=2):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) != len(header):
+                raise GantkError(
+                    f"{path} line {line_no}: {len(row)} fields, expected {len(header)}"
+                )
+            values = [v.strip() for v in row[1:]]
+            bad = [v for v in values if v not in ("0", "1")]
+            if bad:
+                raise GantkError(f"{path} line {line_no}: attribute value {bad[0]!r} is not 0 or 1")
+            rows[row[0].strip()] = np.array([int(v) for v in values], dtype=np.uint8)
+    return names, rows
+
+
+def attach_attributes(dataset: ImageDataset, csv_path: str | Path) -> ImageDataset:
+    """Join an attribute CSV to ``dataset`` by relative filename (or by unique base name)."""
+    names, rows = read_attribute_csv(csv_path)
+    files = dataset.filenames or []
+    index = {f: i for i, f in enumerate(files)}
+    by_base: dict[str, list[int]] = {}
+    for i, f in enumerate(files):
+        by_base.setdefault(Path(f).name, []).append(i)
+    table = np.zeros((len(files), len(names)), dtype=np.uint8)
+    seen = np.zeros(len(files), dtype=bool)
+    unknown = []
+    for key, values in rows.items():
+        target = index.get(key)
+        if target is None and len(by_base.get(Path(key).name, [])) == 1:
+            target = by_base[Path(key).name][0]
+        if target is None:
+            unknown.append(key)
+            continue
+        table[target], seen[target] = values, True
+    if unknown:
+        raise GantkError(
+            f"{csv_path} names {len(unknown)} file(s) not in {dataset.name}, "
+            f"e.g. {unknown[0]!r}; fix the filename column"
+        )
+    if not seen.all():
+        missing = files[int(np.argmin(seen))]
+        raise GantkError(
+            f"{csv_path} has no row for {int((~seen).sum())} image(s), e.g. "
+            f"{missing!r}; add a row for every image"
+        )
+    dataset.attributes, dataset.attribute_names = table, names
+    return dataset
+
+
+def open_dataset(
+    spec: str | Path,
+    resolution: int | None = None,
+    policy: ResizePolicy = "center-crop",
+    allow_upscale: bool = False,
+    labeled: bool = False,
+    attributes_csv: str | Path | None = None,
+    strict: bool = False,
+    count: int | None = None,
+    seed: int | None = None,
+    warn: Warn = print_warning,
+) -> ImageDataset:
+    """Open any dataset gantk accepts: ``builtin:NAME[?opt=val&…]``, an .h5 pack, or a folder."""
+    text = str(spec)
+    if text.startswith("builtin:"):
+        from gantk.io.builtin import load_builtin
+
+        dataset: ImageDataset = load_builtin(text, count=count, resolution=resolution, seed=seed)
+    else:
+        path = Path(text).expanduser()
+        if path.suffix.lower() in (".h5", ".hdf5"):
+            dataset = H5Dataset(path)
+            if resolution is not None and resolution != dataset.resolution:
+                raise GantkError(
+                    f"{path} is packed at {dataset.resolution}px, not {resolution}px; "
+                    f"repack it with --resolution {resolution} or drop --resolution"
+                )
+        else:
+            dataset = FolderDataset(path, resolution, policy, allow_upscale, labeled, strict, warn)
+        if labeled and not dataset.has_labels:
+            raise GantkError(f"{spec} has no labels; pack a labeled folder with --labels")
+        if count is not None and count < len(dataset):
+            dataset = Subset(dataset, np.arange(count))
+    if attributes_csv is not None:
+        attach_attributes(dataset, attributes_csv)
+    return dataset
+
+
+class Subset(ImageDataset):
+    """The first/chosen ``indices`` of another dataset, with its labels and attributes."""
+
+    def __init__(self, base: ImageDataset, indices: np.ndarray) -> None:
+        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
+        self.name, self.resolution, self.skipped = base.name, base.resolution, base.skipped
+        self.labels = base.labels[self.indices]
+        self.class_names = base.class_names
+        self.attributes = base.attributes[self.indices] if base.attributes is not None else None
+        self.attribute_names = base.attribute_names
+        self.filenames = (
+            [base.filenames[i] for i in self.indices] if base.filenames is not None else None
+        )
+
+    def image(self, index: int) -> np.ndarray:
+        return self.base.image(int(self.indices[index]))
+
+    def read(self, index: int) -> np.ndarray:
+        return self.base.read(int(self.indices[index]))

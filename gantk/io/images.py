@@ -1,0 +1,188 @@
+"""Reading, converting, resizing and writing images.
+
+Whatever comes in (grayscale, palette, RGBA, 16-bit, rotated by EXIF) leaves as an RGB uint8
+array of shape (H, W, 3); everything downstream may assume that one format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from gantk.errors import GantkError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+ResizePolicy = Literal["center-crop", "stretch", "pad"]
+RESIZE_POLICIES: tuple[str, ...] = ("center-crop", "stretch", "pad")
+
+
+class UnreadableImage(Exception):
+    """An image file that cannot be decoded (corrupt, truncated, not an image)."""
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All image files below ``root`` (recursive, case-insensitive extensions), sorted."""
+    root = Path(root)
+    if not root.exists():
+        raise GantkError(
+            f"{root} does not exist; give a folder of images, an .h5 pack or builtin:NAME"
+        )
+    if root.is_file():
+        if is_image_file(root):
+            return [root]
+        raise GantkError(f"{root} is not an image, folder, .h5 pack or builtin: dataset")
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and is_image_file(p)
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if not files:
+        anything = any(p.is_file() for p in root.rglob("*"))
+        what = "only non-image files" if anything else "no files"
+        exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+        raise GantkError(f"{root} holds {what}; put images ({exts}) in it")
+    return files
+
+
+def to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Convert any PIL image to an RGB uint8 array (H, W, 3)."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit (and 32-bit integer) grayscale: keep the top 8 bits of the 16-bit range.
+        arr = np.asarray(img).astype(np.float64)
+        peak = 65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
+        gray = np.clip(np.round(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
+        gray = np.clip(np.round(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Composite transparent pixels onto white, the way viewers show them.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) after EXIF orientation, reading only the header."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UnreadableImage(f"{path}: {exc}") from exc
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file fully into an RGB uint8 array, applying EXIF orientation."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb_array(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(f"{path}: {exc}") from exc
+
+
+def upscale_factor(height: int, width: int, resolution: int, policy: ResizePolicy) -> float:
+    """How much a (height, width) image must be enlarged to fill ``resolution`` under ``policy``."""
+    if policy == "center-crop":
+        return resolution / min(height, width)
+    if policy == "stretch":
+        return resolution / min(height, width)
+    return resolution / max(height, width)
+
+
+def fit_image(arr: np.ndarray, resolution: int, policy: ResizePolicy = "center-crop") -> np.ndarray:
+    """Resize an RGB array to a square ``resolution`` image.
+
+    center-crop: scale the short side to ``resolution``, keep the centre square.
+    stretch:     scale each side independently (aspect ratio changes).
+    pad:         scale the long side to ``resolution``, pad the rest with black.
+    """
+    height, width = arr.shape[:2]
+    if (height, width) == (resolution, resolution):
+        return arr
+    img = Image.fromarray(arr)
+    if policy == "stretch":
+        return np.asarray(img.resize((resolution, resolution), Image.Resampling.LANCZOS))
+    if policy == "center-crop":
+        scale = resolution / min(height, width)
+        new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
+        img = img.resize((new_w, new_h), Image.Resampling.LANCZOS)
+        left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
+        return np.asarray(img.crop((left, top, left + resolution, top + resolution)))
+    if policy == "pad":
+        scale = resolution / max(height, width)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        canvas = Image.new("RGB", (resolution, resolution))
+        canvas.paste(
+            img.resize((new_w, new_h), Image.Resampling.LANCZOS),
+            ((resolution - new_w) // 2, (resolution - new_h) // 2),
+        )
+        return np.asarray(canvas)
+    raise GantkError(f"unknown resize policy {policy!r}; use one of {', '.join(RESIZE_POLICIES)}")
+
+
+def check_resolution(resolution: int, low: int = 4, high: int = 4096) -> int:
+    """A square resolution must be a power of two within [low, high]."""
+    if resolution < low or resolution > high or resolution & (resolution - 1):
+        raise GantkError(
+            f"--resolution {resolution} is not a power of two between {low} and {high}; "
+            "use e.g. 32, 64, 128 or 256"
+        )
+    return resolution
+
+
+def save_image(arr: np.ndarray, path: str | Path, named_as: str | Path | None = None) -> None:
+    """Write an RGB uint8 array; the format follows the extension of ``named_as`` (default:
+    ``path``; PNG if unknown), so a temporary file can be written in its final format."""
+    path = Path(path)
+    suffix = Path(named_as if named_as is not None else path).suffix.lower()
+    fmt = {
+        ".jpg": "JPEG",
+        ".jpeg": "JPEG",
+        ".webp": "WEBP",
+        ".bmp": "BMP",
+        ".tif": "TIFF",
+        ".tiff": "TIFF",
+    }.get(suffix, "PNG")
+    options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    Image.fromarray(np.ascontiguousarray(arr)).save(path, format=fmt, **options)
+
+
+def make_grid(images: Iterable[np.ndarray], cols: int, padding: int = 2) -> np.ndarray:
+    """Tile equally sized RGB arrays into one image, row by row, on a white background."""
+    images = list(images)
+    if not images:
+        raise GantkError("no images to put in a grid")
+    height, width = images[0].shape[:2]
+    cols = max(1, min(cols, len(images)))
+    rows = -(-len(images) // cols)
+    grid = np.full(
+        (rows * (height + padding) + padding, cols * (width + padding) + padding, 3),
+        255,
+        dtype=np.uint8,
+    )
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        y, x = padding + r * (height + padding), padding + c * (width + padding)
+        grid[y : y + height, x : x + width] = img
+    return grid

@@ -1,0 +1,46 @@
+"""Shared fixtures: run the CLI in-process, and make small image folders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from gantk.cli.app import app
+
+
+@pytest.fixture(autouse=True)
+def _isolated_weights(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never look at (or depend on) weight files of the machine running the tests."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.delenv("GANTK_WEIGHTS_DIR", raising=False)
+
+
+@pytest.fixture
+def cli() -> Callable:
+    """``cli("data", "list", "--json")`` -> click Result with exit_code, stdout, stderr."""
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Six 40x40 RGB PNGs (three per class in 0_real/ and 1_fake/) with distinct colours."""
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for cls in ("0_real", "1_fake"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            arr = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / cls / f"img{i}.png")
+    return root
