@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from gantk import __version__
-from gantk.cli import data, info
+from gantk.cli import data, generate, info, train
 from gantk.cli.common import DEBUG
 
 app = typer.Typer(
@@ -52,4 +52,6 @@ def main(
 
 
 app.command("info", help=info.info.__doc__)(info.info)
+app.add_typer(train.app, name="train")
+app.command("generate", help=generate.generate.__doc__)(generate.generate)
 app.add_typer(data.app, name="data")

@@ -62,6 +62,14 @@ def check_output(
     return resolved
 
 
+def _default_mode(directory: bool) -> int:
+    """The mode a plain open()/mkdir() would give under the current umask (mkstemp and mkdtemp
+    use 0600/0700, which would make every output private to its owner)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -77,6 +85,7 @@ def atomic_file(target: str | Path, force: bool = False) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, _default_mode(directory=False))
     try:
         yield tmp
         if target.is_dir():
@@ -95,6 +104,7 @@ def atomic_dir(target: str | Path, force: bool = False) -> Iterator[Path]:
     """
     target = check_output(target, force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    os.chmod(tmp, _default_mode(directory=True))
     try:
         yield tmp
         if target.exists() or target.is_symlink():

@@ -326,7 +326,8 @@ def read_attribute_csv(path: str | Path) -> tuple[list[str], dict[str, np.ndarra
     path = Path(path)
     if not path.is_file():
         raise GantkError(f"attribute CSV {path} does not exist")
-    with path.open(newline="") as f:
+    # utf-8-sig: spreadsheets ("CSV UTF-8") start the file with a byte-order mark.
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if not header or header[0].strip().lower() != "filename" or len(header) < 2:

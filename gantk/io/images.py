@@ -79,12 +79,26 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation without decoding pixels: PIL's getexif() on a PNG loads the whole
+    image to look for a late eXIf chunk, so for PNG only an eXIf chunk before the pixel data
+    (already parsed into ``info``) is consulted."""
+    if img.format == "PNG":
+        raw = img.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(0x0112, 1))
+    return int(img.getexif().get(0x0112, 1))
+
+
 def read_image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) after EXIF orientation, reading only the header."""
     try:
         with Image.open(path) as img:
             width, height = img.size
-            orientation = img.getexif().get(0x0112, 1)
+            orientation = _orientation(img)
     except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImage(f"{path}: {exc}") from exc
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
@@ -122,13 +136,13 @@ def fit_image(arr: np.ndarray, resolution: int, policy: ResizePolicy = "center-c
         return arr
     img = Image.fromarray(arr)
     if policy == "stretch":
-        return np.asarray(img.resize((resolution, resolution), Image.Resampling.LANCZOS))
+        return np.array(img.resize((resolution, resolution), Image.Resampling.LANCZOS))
     if policy == "center-crop":
         scale = resolution / min(height, width)
         new_w, new_h = max(resolution, round(width * scale)), max(resolution, round(height * scale))
         img = img.resize((new_w, new_h), Image.Resampling.LANCZOS)
         left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
-        return np.asarray(img.crop((left, top, left + resolution, top + resolution)))
+        return np.array(img.crop((left, top, left + resolution, top + resolution)))
     if policy == "pad":
         scale = resolution / max(height, width)
         new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
@@ -137,7 +151,7 @@ def fit_image(arr: np.ndarray, resolution: int, policy: ResizePolicy = "center-c
             img.resize((new_w, new_h), Image.Resampling.LANCZOS),
             ((resolution - new_w) // 2, (resolution - new_h) // 2),
         )
-        return np.asarray(canvas)
+        return np.array(canvas)
     raise GantkError(f"unknown resize policy {policy!r}; use one of {', '.join(RESIZE_POLICIES)}")
 
 

@@ -32,9 +32,13 @@ DEFAULT_MINORITY_FRACTION = 0.02
 
 
 def _quota(count: int, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Exactly round(p*count) of each value (the largest share absorbs rounding), shuffled."""
-    sizes = np.floor(probs * count + 0.5).astype(int)
-    sizes[int(np.argmax(probs))] += count - sizes.sum()
+    """Exact shares of ``count`` by the largest-remainder method (each value gets floor(p*count)
+    and the leftovers go to the largest fractional parts, earlier values first), shuffled."""
+    exact = probs * count
+    sizes = np.floor(exact).astype(int)
+    leftover = count - int(sizes.sum())
+    order = np.argsort(-(exact - sizes), kind="stable")
+    sizes[order[:leftover]] += 1
     return rng.permutation(np.repeat(np.arange(len(probs)), sizes))
 
 

@@ -1,0 +1,231 @@
+"""``gantk train``: one subcommand per trainable model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gantk.cli.common import DeviceOpt, ForceOpt, JsonOpt, Output, QuietOpt, SeedOpt, handle_errors
+
+app = typer.Typer(
+    help="Train models (GANs now; more methods join as they land).", no_args_is_help=True
+)
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def _device(device: str) -> str:
+    """Under torchrun each process takes the GPU of its LOCAL_RANK."""
+    import os
+
+    from gantk.cli.common import resolve_device
+
+    resolved = resolve_device(device)
+    if resolved == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return resolved
+
+
+@app.command("gan")
+@handle_errors
+def train_gan(
+    data: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="DATA",
+            help="Folder, .h5 pack or builtin:NAME (not needed with --resume).",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run folder: checkpoints, samples, log.jsonl."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue the run in this folder exactly where it stopped."),
+    ] = None,
+    resolution: Annotated[
+        int | None,
+        typer.Option(
+            "--resolution", "-r", help="Image size (power of two, 4-1024); default: the dataset's."
+        ),
+    ] = None,
+    kimg: Annotated[
+        float, typer.Option("--kimg", help="Train until this many thousand real images were shown.")
+    ] = 50.0,
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", "-b", min=2, help="Global batch (split across processes)."),
+    ] = 32,
+    loss: Annotated[
+        str,
+        typer.Option(
+            "--loss",
+            help="ns, saturating, wgan-gp, hinge or contrastive "
+            "(dual contrastive, thesis Eq. 2.1-2.3).",
+        ),
+    ] = "ns",
+    contrastive_warmup: Annotated[
+        int,
+        typer.Option(
+            "--contrastive-warmup",
+            min=0,
+            help="Steps of non-saturating loss before the contrastive loss takes over.",
+        ),
+    ] = 0,
+    g_attn: Annotated[
+        str | None,
+        typer.Option(
+            "--g-attn", help="Attention in G: san@RES or sagan@RES replaces the conv at RES."
+        ),
+    ] = None,
+    d_attn: Annotated[
+        str | None,
+        typer.Option(
+            "--d-attn",
+            help="Attention in D: reference@RES (Siamese, real reference image) or self@RES.",
+        ),
+    ] = None,
+    attn_kernel: Annotated[int, typer.Option("--attn-kernel", help="SAN patch size (odd).")] = 7,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate of G and D.")] = 0.002,
+    r1_gamma: Annotated[
+        float | None, typer.Option("--r1-gamma", help="R1 weight; default 0.0002*res^2/batch.")
+    ] = None,
+    pl_weight: Annotated[
+        float, typer.Option("--pl-weight", help="Path length regularization weight (0: off).")
+    ] = 2.0,
+    style_mixing: Annotated[
+        float, typer.Option("--style-mixing", help="Probability of style mixing.")
+    ] = 0.9,
+    ema_kimg: Annotated[
+        float, typer.Option("--ema-kimg", help="Half-life of the generator EMA in kimg.")
+    ] = 10.0,
+    mirror: Annotated[
+        bool, typer.Option("--mirror", help="Random left-right flips of real images.")
+    ] = False,
+    z_dim: Annotated[int, typer.Option("--z-dim", help="Latent size.")] = 512,
+    w_dim: Annotated[int, typer.Option("--w-dim", help="Style size.")] = 512,
+    mapping_layers: Annotated[
+        int, typer.Option("--mapping-layers", help="FC layers in the mapping network.")
+    ] = 8,
+    channel_base: Annotated[
+        int, typer.Option("--channel-base", help="Channels at resolution r: min(base/r, max).")
+    ] = 16384,
+    channel_max: Annotated[int, typer.Option("--channel-max", help="Channel cap.")] = 512,
+    snapshot_kimg: Annotated[
+        float, typer.Option("--snapshot-kimg", help="Checkpoint every this many kimg.")
+    ] = 10.0,
+    sample_kimg: Annotated[
+        float, typer.Option("--sample-kimg", help="Sample grid every this many kimg.")
+    ] = 5.0,
+    tick_kimg: Annotated[
+        float, typer.Option("--tick-kimg", help="Log line every this many kimg.")
+    ] = 1.0,
+    amp: Annotated[
+        str, typer.Option("--amp", help="Mixed precision: none, bf16 or fp16 (CUDA).")
+    ] = "none",
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="channels_last memory format on CUDA.")
+    ] = False,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Data loading processes.")] = 0,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a StyleGAN2 (config E) GAN, optionally with the dual contrastive loss and attention.
+
+    Writes to --out: latest.safetensors (the EMA generator, for `gantk generate`),
+    snapshot-*.safetensors, latest-state.safetensors (for --resume), samples-*.png grids,
+    log.jsonl and train-config.json. Ctrl-C saves a checkpoint and exits 0.
+    Multi-GPU: torchrun --nproc-per-node N -m gantk train gan DATA ...
+    """
+    from gantk.errors import GantkError
+    from gantk.gan.networks import NetworkConfig
+    from gantk.gan.train import TrainConfig, resume_training, start_training
+    from gantk.io.images import check_resolution
+
+    output = Output(quiet or _rank() > 0, as_json and _rank() == 0)
+    dev = _device(device)
+    if resume is not None:
+        overrides = {"kimg": kimg, "device": dev, "workers": workers}
+        with output.progress(1000, "training") as advance:
+            result = resume_training(
+                resume, overrides, log=output.say, progress=_progress(advance, kimg)
+            )
+    else:
+        if data is None or out is None:
+            raise GantkError("give DATA and --out for a new run, or --resume RUN_FOLDER")
+        if resolution is None:
+            resolution = _dataset_resolution(data)
+        check_resolution(resolution, 4, 1024)
+        network = NetworkConfig(
+            resolution=resolution,
+            z_dim=z_dim,
+            w_dim=w_dim,
+            mapping_layers=mapping_layers,
+            channel_base=channel_base,
+            channel_max=channel_max,
+            g_attn=g_attn,
+            d_attn=d_attn,
+            attn_kernel=attn_kernel,
+        )
+        config = TrainConfig(
+            data=data,
+            out=str(out),
+            network=network,
+            kimg=kimg,
+            batch_size=batch_size,
+            loss=loss,
+            contrastive_warmup=contrastive_warmup,
+            lr=lr,
+            r1_gamma=r1_gamma,
+            pl_weight=pl_weight,
+            style_mixing=style_mixing,
+            ema_kimg=ema_kimg,
+            mirror=mirror,
+            snapshot_kimg=snapshot_kimg,
+            sample_kimg=sample_kimg,
+            tick_kimg=tick_kimg,
+            seed=seed,
+            amp=amp,
+            channels_last=channels_last,
+            workers=workers,
+            device=dev,
+        )
+        with output.progress(1000, "training") as advance:
+            result = start_training(
+                config, force=force, log=output.say, progress=_progress(advance, kimg)
+            )
+    word = "stopped" if result["interrupted"] else "finished"
+    output.say(f"{word} at {result['kimg']} kimg; generator: {result['checkpoint']}")
+    output.result(result)
+
+
+def _progress(advance, kimg: float):
+    """Map kimg to a 0-1000 progress bar and show the latest losses."""
+    done = {"value": 0}
+
+    def update(at_kimg: float, stats: dict) -> None:
+        target = min(1000, round(1000 * at_kimg / max(kimg, 1e-9)))
+        advance(target - done["value"])
+        done["value"] = target
+
+    return update
+
+
+def _dataset_resolution(data: str) -> int:
+    from gantk.errors import GantkError
+    from gantk.io.datasets import open_dataset
+
+    if not data.startswith("builtin:") and not data.lower().endswith((".h5", ".hdf5")):
+        raise GantkError("training on a folder needs --resolution (a power of two, e.g. 64)")
+    return int(open_dataset(data, count=1).resolution or 0)

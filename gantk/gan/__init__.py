@@ -1,0 +1,1 @@
+"""GAN training on a StyleGAN2 backbone."""

@@ -1,0 +1,150 @@
+"""Sampling from a trained generator: image files, grids and latent walks.
+
+Image ``i`` of a run with ``--seed S`` comes from the latent drawn with seed S + i, so any one
+image can be regenerated alone, whatever ``-n`` and the batch size were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gantk.errors import GantkError
+from gantk.gan.networks import Generator, NetworkConfig
+from gantk.gan.train import GENERATOR_KIND, to_uint8
+from gantk.io.atomic import atomic_dir, atomic_file
+from gantk.io.checkpoint import load_checkpoint
+from gantk.io.images import make_grid, save_image
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """Rebuild a generator from a ``gan-generator`` checkpoint (G_ema weights)."""
+    ckpt = load_checkpoint(path, GENERATOR_KIND)
+    G = Generator(NetworkConfig.from_dict(ckpt.config["network"]))
+    missing, unexpected = G.load_state_dict(ckpt.tensors, strict=False)
+    if missing or unexpected:
+        raise GantkError(
+            f"{path} does not match its own network config "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)"
+        )
+    return G.to(device).eval().requires_grad_(False)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,7,10' -> [0, 1, 2, 3, 7, 10]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    except ValueError:
+        raise GantkError(f"--seeds {text!r}: write numbers and ranges like 0-99,120") from None
+    if not seeds:
+        raise GantkError("--seeds is empty")
+    return seeds
+
+
+def latents_for(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
+    return torch.stack(
+        [torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    )
+
+
+@torch.no_grad()
+def render(
+    G: Generator, z: torch.Tensor, psi: float, noise_mode: str = "const", batch_size: int = 32
+) -> Iterator[np.ndarray]:
+    """uint8 images (H, W, 3), one by one, for the latents ``z``."""
+    device = next(G.parameters()).device
+    for chunk in z.split(batch_size):
+        yield from to_uint8(G(chunk.to(device), psi=psi, noise_mode=noise_mode)).cpu().numpy()
+
+
+def write_images(
+    G: Generator,
+    seeds: Sequence[int],
+    out: str | Path,
+    psi: float = 1.0,
+    batch_size: int = 32,
+    force: bool = False,
+    advance: Callable[[int], None] | None = None,
+) -> list[str]:
+    """One PNG per seed (``seed000123.png``) in the new folder ``out``."""
+    names = []
+    with atomic_dir(out, force) as tmp:
+        z = latents_for(seeds, G.config.z_dim)
+        for seed, img in zip(seeds, render(G, z, psi, batch_size=batch_size), strict=True):
+            name = f"seed{seed:06d}.png"
+            save_image(img, tmp / name)
+            names.append(name)
+            if advance is not None:
+                advance(1)
+    return names
+
+
+def write_grid(
+    G: Generator,
+    seeds: Sequence[int],
+    out: str | Path,
+    cols: int,
+    psi: float = 1.0,
+    batch_size: int = 32,
+    force: bool = False,
+) -> None:
+    images = list(render(G, latents_for(seeds, G.config.z_dim), psi, batch_size=batch_size))
+    with atomic_file(out, force) as tmp:
+        save_image(make_grid(images, cols, padding=0), tmp, named_as=out)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation: keeps Gaussian latents at a typical norm along the path."""
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.arccos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+def walk_latents(keyframes: torch.Tensor, steps: int) -> torch.Tensor:
+    """A closed loop through the keyframes, ``steps`` frames from each to the next."""
+    frames = []
+    for i in range(len(keyframes)):
+        a, b = keyframes[i], keyframes[(i + 1) % len(keyframes)]
+        frames += [slerp(a, b, s / steps) for s in range(steps)]
+    return torch.stack(frames)
+
+
+def write_interpolation(
+    G: Generator,
+    seeds: Sequence[int],
+    steps: int,
+    out: str | Path,
+    psi: float = 1.0,
+    fps: int = 24,
+    force: bool = False,
+) -> int:
+    """A latent walk through the seeds' latents: an animated GIF if ``out`` ends in .gif,
+    otherwise a folder of numbered PNG frames. Returns the number of frames."""
+    if len(seeds) < 2 or steps < 1:
+        raise GantkError("--interpolate needs at least 2 keyframes and --steps of at least 1")
+    frames = list(render(G, walk_latents(latents_for(seeds, G.config.z_dim), steps), psi))
+    if str(out).lower().endswith(".gif"):
+        from PIL import Image
+
+        with atomic_file(out, force) as tmp:
+            pil = [Image.fromarray(f) for f in frames]
+            pil[0].save(
+                tmp,
+                format="GIF",
+                save_all=True,
+                append_images=pil[1:],
+                duration=round(1000 / fps),
+                loop=0,
+            )
+    else:
+        with atomic_dir(out, force) as tmp:
+            for i, frame in enumerate(frames):
+                save_image(frame, tmp / f"frame{i:05d}.png")
+    return len(frames)

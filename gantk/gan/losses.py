@@ -1,0 +1,94 @@
+"""GAN losses on discriminator logits, and the regularizers of StyleGAN2.
+
+Each adversarial loss is a pair of functions of the logits of real and generated images:
+``d_loss(real, fake)`` for the discriminator and ``g_loss(fake, real)`` for the generator,
+both to be minimized. Regularizers that need gradients through the networks (R1, WGAN-GP,
+path length) take the networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from gantk.errors import GantkError
+
+LOSSES = ("ns", "saturating", "wgan-gp", "hinge", "contrastive")
+
+
+def dual_contrastive(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """Dual contrastive loss (thesis Eq. 2.1-2.2) teaching that ``high`` logits beat ``low``.
+
+    Case I: each ``high[i]`` is the positive class against the whole batch ``low``:
+    softmax cross-entropy of [high_i, low_1..low_B] = log(1 + sum_j exp(low_j - high_i)).
+    Case II, dually: each ``low[j]`` against the batch ``high``, with negated logits:
+    cross-entropy of [-low_j, -high_1..-high_B] = log(1 + sum_i exp(low_j - high_i)).
+    Returns the sum of the two means.
+    """
+    diff = low[None, :] - high[:, None]  # diff[i, j] = low_j - high_i
+    zeros = torch.zeros_like(high[:, None])
+    case1 = torch.logsumexp(torch.cat([zeros, diff], dim=1), dim=1).mean()
+    zeros = torch.zeros_like(low[None, :])
+    case2 = torch.logsumexp(torch.cat([zeros, diff], dim=0), dim=0).mean()
+    return case1 + case2
+
+
+def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    if kind in ("ns", "saturating"):
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+    if kind == "wgan-gp":
+        # The drift term keeps real logits near 0 (Karras et al. 2018).
+        return fake.mean() - real.mean() + 0.001 * real.square().mean()
+    if kind == "hinge":
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    if kind == "contrastive":
+        return dual_contrastive(real, fake)
+    raise GantkError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
+
+
+def g_loss(kind: str, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+    if kind == "ns":
+        return F.softplus(-fake).mean()
+    if kind == "saturating":
+        # Minimize log(1 - sigmoid(fake)) = -softplus(fake): the original minimax objective.
+        return -F.softplus(fake).mean()
+    if kind in ("wgan-gp", "hinge"):
+        return -fake.mean()
+    if kind == "contrastive":
+        if real is None:
+            raise ValueError("the contrastive generator loss needs the logits of real images")
+        # The generator plays the dual game with the roles swapped: its fakes should beat the
+        # reals (the non-saturating counterpart of maximizing the discriminator's loss).
+        return dual_contrastive(fake, real)
+    raise GantkError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
+
+
+def r1_penalty(d_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """E ||grad_x D(x)||^2 on real images (times gamma/2 by the caller)."""
+    real = real.detach().requires_grad_(True)
+    logits = d_fn(real)
+    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    return grad.square().sum(dim=[1, 2, 3]).mean()
+
+
+def gradient_penalty(
+    d_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
+    """WGAN-GP: (||grad D(x_hat)|| - 1)^2 on random interpolates of real and fake images."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = (real.detach().lerp(fake.detach(), alpha)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(d_fn(mixed).sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1.0).square().mean()
+
+
+def path_lengths(
+    synthesis: Callable[[torch.Tensor], torch.Tensor], ws: torch.Tensor
+) -> torch.Tensor:
+    """Per-sample |J_w^T y| for random image-space directions y (StyleGAN2 path length)."""
+    ws = ws.detach().requires_grad_(True) if not ws.requires_grad else ws
+    img = synthesis(ws)
+    noise = torch.randn_like(img) / (img.shape[2] * img.shape[3]) ** 0.5
+    (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+    return grad.square().sum(dim=2).mean(dim=1).sqrt()

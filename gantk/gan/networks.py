@@ -1,0 +1,351 @@
+"""StyleGAN2 config E networks: mapping + skip generator, residual discriminator.
+
+Resolution 4…1024 (a power of two); channels at resolution r are
+min(channel_base // r, channel_max), so a 16 px model with channel_base 128 and channel_max 8
+trains in seconds on a CPU while the defaults give the published architecture.
+
+Attention (thesis ch.2): ``g_attn=("san"|"sagan", RES)`` replaces the second conv of the
+generator block at RES with an attention layer; ``d_attn=("self"|"reference", RES)`` replaces
+the first conv of the discriminator block whose input is RES. With reference attention the
+discriminator also takes a real reference image: both pass through the shared (Siamese) layers
+above RES, keys and queries come from the reference, values and the residual from the primary
+image, and only the primary branch continues below.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from gantk.errors import GantkError
+from gantk.gan.attention import make_attention, parse_attention_spec
+from gantk.nn.layers import EqualConv2d, EqualLinear, MinibatchStd, bias_act
+from gantk.nn.resample import make_filter, upsample2d
+from gantk.ops.modulated_conv import modulated_conv2d
+
+
+@dataclass
+class NetworkConfig:
+    """Everything needed to rebuild G and D (stored in every checkpoint)."""
+
+    resolution: int = 128
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 8
+    channel_base: int = 16384
+    channel_max: int = 512
+    g_attn: str | None = None  # "san@32", "sagan@32"
+    d_attn: str | None = None  # "reference@32", "self@32"
+    attn_kernel: int = 7
+    mbstd_group: int = 4
+
+    def channels(self, res: int) -> int:
+        return max(1, min(self.channel_base // res, self.channel_max))
+
+    def resolutions(self) -> list[int]:
+        return [2**i for i in range(2, int(math.log2(self.resolution)) + 1)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NetworkConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def parse_attn(
+    spec: str | None, kinds: tuple[str, ...], flag: str, resolutions: list[int]
+) -> tuple[str, int] | None:
+    """'san@32' -> ('san', 32), also checking that the network has a layer at that resolution."""
+    parsed = parse_attention_spec(spec, kinds, option=flag)
+    if parsed is not None and parsed[1] not in resolutions:
+        raise GantkError(
+            f"{flag} {spec!r}: the network has no {parsed[1]}px layer for it; use "
+            "one of " + ", ".join(str(r) for r in resolutions)
+        )
+    return parsed
+
+
+# --- generator -----------------------------------------------------------------------------
+
+
+class MappingNetwork(nn.Module):
+    """z -> w through ``layers`` FC layers (lr multiplier 0.01), broadcast to ``num_ws`` styles.
+    Tracks the running mean of w for the truncation trick."""
+
+    def __init__(
+        self,
+        z_dim: int,
+        w_dim: int,
+        num_ws: int,
+        layers: int = 8,
+        lr_multiplier: float = 0.01,
+        w_avg_beta: float = 0.995,
+    ) -> None:
+        super().__init__()
+        self.z_dim, self.w_dim, self.num_ws, self.w_avg_beta = z_dim, w_dim, num_ws, w_avg_beta
+        dims = [z_dim] + [w_dim] * layers
+        self.net = nn.Sequential(
+            *[
+                EqualLinear(a, b, lr_multiplier=lr_multiplier, activation="lrelu")
+                for a, b in itertools.pairwise(dims)
+            ]
+        )
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        psi: float = 1.0,
+        cutoff: int | None = None,
+        update_w_avg: bool = False,
+    ) -> torch.Tensor:
+        z = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()  # 2nd-moment normalization
+        w = self.net(z)
+        if update_w_avg:
+            self.w_avg.copy_(w.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
+        if psi != 1.0:
+            end = self.num_ws if cutoff is None else cutoff
+            ws[:, :end] = self.w_avg.to(ws.dtype).lerp(ws[:, :end], psi)
+        return ws
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv (optionally after 2x upsampling) + per-pixel noise + bias + lrelu."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        up: bool = False,
+        kernel_size: int = 3,
+    ) -> None:
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.register_buffer("resample_filter", make_filter(), persistent=False)
+        self.up, self.resolution, self.padding = up, resolution, kernel_size // 2
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+
+    def add_noise(self, x: torch.Tensor, noise_mode: str) -> torch.Tensor:
+        if noise_mode == "random":
+            noise = torch.randn(
+                x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype
+            )
+            return x + noise * self.noise_strength.to(x.dtype)
+        if noise_mode == "const":
+            return x + self.noise_const.to(x.dtype) * self.noise_strength.to(x.dtype)
+        return x
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        styles = self.affine(w)
+        if self.up:
+            x = upsample2d(x, self.resample_filter)
+        x = modulated_conv2d(
+            x, self.weight * self.weight_gain, styles, demodulate=True, padding=self.padding
+        )
+        x = self.add_noise(x, noise_mode)
+        return bias_act(x, self.bias, "lrelu")
+
+
+class AttentionLayer(nn.Module):
+    """Stands in for a SynthesisLayer: self-attention (residual) + noise. It receives the
+    replaced layer's style and ignores it, so style indexing and mixing stay the same."""
+
+    def __init__(self, kind: str, channels: int, resolution: int, kernel_size: int) -> None:
+        super().__init__()
+        self.attn = make_attention(kind, channels, kernel_size)
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.resolution = resolution
+
+    add_noise = SynthesisLayer.add_noise
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        return self.add_noise(self.attn(x, x), noise_mode)
+
+
+class ToRGB(nn.Module):
+    def __init__(self, in_channels: int, w_dim: int) -> None:
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(3, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(3))
+        self.weight_gain = 1.0 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        x = modulated_conv2d(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False)
+        return bias_act(x, self.bias)
+
+
+class SynthesisBlock(nn.Module):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        attn: str | None,
+        attn_kernel: int,
+    ) -> None:
+        super().__init__()
+        self.first = resolution == 4
+        if self.first:
+            self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True)
+        self.conv1 = (
+            AttentionLayer(attn, out_channels, resolution, attn_kernel)
+            if attn
+            else SynthesisLayer(out_channels, out_channels, w_dim, resolution)
+        )
+        self.torgb = ToRGB(out_channels, w_dim)
+        self.num_conv = 1 if self.first else 2
+        self.register_buffer("resample_filter", make_filter(), persistent=False)
+
+    def forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ws`` holds num_conv + 1 styles: one per conv, then the ToRGB's."""
+        if self.first:
+            x = self.const.to(ws.dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
+            x = self.conv1(x, ws[:, 0], noise_mode)
+        else:
+            x = self.conv0(x, ws[:, 0], noise_mode)
+            x = self.conv1(x, ws[:, 1], noise_mode)
+        rgb = self.torgb(x, ws[:, self.num_conv])
+        img = rgb if img is None else upsample2d(img, self.resample_filter) + rgb
+        return x, img
+
+
+class Generator(nn.Module):
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        attn = parse_attn(config.g_attn, ("san", "sagan"), "--g-attn", config.resolutions())
+        self.blocks = nn.ModuleList()
+        for res in config.resolutions():
+            in_ch = config.channels(res // 2) if res > 4 else 0
+            kind = attn[0] if attn and attn[1] == res else None
+            self.blocks.append(
+                SynthesisBlock(
+                    in_ch, config.channels(res), config.w_dim, res, kind, config.attn_kernel
+                )
+            )
+        self.num_ws = sum(b.num_conv for b in self.blocks) + 1
+        self.mapping = MappingNetwork(
+            config.z_dim, config.w_dim, self.num_ws, config.mapping_layers
+        )
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        x = img = None
+        index = 0
+        for block in self.blocks:
+            x, img = block(x, img, ws[:, index : index + block.num_conv + 1], noise_mode)
+            index += block.num_conv
+        return img
+
+    def forward(
+        self, z: torch.Tensor, psi: float = 1.0, noise_mode: str = "random"
+    ) -> torch.Tensor:
+        return self.synthesis(self.mapping(z, psi), noise_mode)
+
+
+# --- discriminator -------------------------------------------------------------------------
+
+
+class DiscriminatorBlock(nn.Module):
+    """Residual block: two 3x3 convs (the second halves the resolution) plus a 1x1 skip."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        resolution: int,
+        attn: str | None,
+        attn_kernel: int,
+    ) -> None:
+        super().__init__()
+        self.attn_kind = attn
+        if attn:
+            self.conv0 = make_attention("san", in_channels, attn_kernel)
+        else:
+            self.conv0 = EqualConv2d(in_channels, in_channels, 3, activation="lrelu")
+        self.conv1 = EqualConv2d(in_channels, out_channels, 3, activation="lrelu", down=2)
+        self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False, down=2)
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        skip = self.skip(x, gain=math.sqrt(0.5))
+        if self.attn_kind == "reference":
+            h = self.conv0(ref, x)  # keys/queries from the reference, values + residual from x
+        elif self.attn_kind == "self":
+            h = self.conv0(x, x)
+        else:
+            h = self.conv0(x)
+        return skip + self.conv1(h, gain=math.sqrt(0.5))
+
+
+class Discriminator(nn.Module):
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        self.config = config
+        attn = parse_attn(
+            config.d_attn, ("reference", "self"), "--d-attn", config.resolutions()[1:]
+        )
+        self.attn = attn
+        top = config.resolution
+        self.fromrgb = EqualConv2d(3, config.channels(top), 1, activation="lrelu")
+        self.blocks = nn.ModuleList()
+        for res in reversed(config.resolutions()[1:]):
+            kind = attn[0] if attn and attn[1] == res else None
+            self.blocks.append(
+                DiscriminatorBlock(
+                    config.channels(res), config.channels(res // 2), res, kind, config.attn_kernel
+                )
+            )
+        ch = config.channels(4)
+        self.mbstd = MinibatchStd(config.mbstd_group)
+        self.conv = EqualConv2d(ch + 1, ch, 3, activation="lrelu")
+        self.fc = EqualLinear(ch * 16, ch, activation="lrelu")
+        self.out = EqualLinear(ch, 1)
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.attn is not None and self.attn[0] == "reference"
+
+    def forward(
+        self, img: torch.Tensor, ref: torch.Tensor | None = None, return_features: bool = False
+    ):
+        """Logits (B,) for ``img``; with reference attention ``ref`` (real images, same shape)
+        is required. ``return_features`` also returns the last hidden layer (B, C) (FDDF)."""
+        if self.needs_reference and ref is None:
+            raise ValueError("this discriminator uses reference attention: pass ref= real images")
+        x = self.fromrgb(img)
+        r = self.fromrgb(ref) if self.needs_reference else None
+        for block in self.blocks:
+            if r is not None and block.attn_kind == "reference":
+                x, r = block(x, r), None  # the branches fuse here
+            else:
+                if r is not None:
+                    r = block(r)
+                x = block(x)
+        x = self.conv(self.mbstd(x))
+        features = self.fc(x.flatten(1))
+        logits = self.out(features).squeeze(1)
+        return (logits, features) if return_features else logits
+
+
+def count_parameters(module: nn.Module) -> int:
+    return int(sum(np.prod(p.shape) for p in module.parameters()))

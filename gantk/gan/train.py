@@ -1,0 +1,610 @@
+"""The GAN training loop: StyleGAN2 with a choice of loss and attention, resumable and DDP-ready.
+
+One iteration = one discriminator step then one generator step on a batch of ``batch_size``
+images. Lazy regularization (R1 every ``r1_interval`` D steps, path length every
+``pl_interval`` G steps) is folded into those steps with its weight multiplied by the interval.
+
+Exact resume: the batch indices of step s are a pure function of (seed, s); latents and style
+mixing draw from their own generator; every RNG state is saved with the models and optimizers,
+so a run stopped and resumed equals one that never stopped.
+
+Multi-process (``torchrun``): every process computes the same global batch indices and latents
+and takes its contiguous shard; gradients are averaged across processes after each backward
+(the regularizers need double backward, which DistributedDataParallel does not support).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gantk.errors import GantkError
+from gantk.gan import losses
+from gantk.gan.networks import Discriminator, Generator, NetworkConfig
+from gantk.io.checkpoint import (
+    load_training_state,
+    rng_state,
+    save_checkpoint,
+    save_training_state,
+    set_rng_state,
+)
+from gantk.io.datasets import ImageDataset, open_dataset
+from gantk.io.images import make_grid, save_image
+
+GENERATOR_KIND = "gan-generator"
+STATE_KIND = "gan-training-state"
+CONFIG_FILE = "train-config.json"
+# Options that may differ on --resume (how long and how often), the rest must match.
+RESUMABLE_CHANGES = ("kimg", "snapshot_kimg", "sample_kimg", "tick_kimg", "workers", "device")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    kimg: float = 50.0
+    batch_size: int = 32
+    loss: str = "ns"
+    contrastive_warmup: int = 0
+    lr: float = 0.002
+    r1_gamma: float | None = None  # None: 0.0002 * resolution^2 / batch_size (StyleGAN2-ADA)
+    r1_interval: int = 16
+    gp_weight: float = 10.0
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    pl_decay: float = 0.01
+    style_mixing: float = 0.9
+    ema_kimg: float = 10.0
+    ema_rampup: float | None = 0.05
+    mirror: bool = False
+    snapshot_kimg: float = 10.0
+    sample_kimg: float = 5.0
+    tick_kimg: float = 1.0
+    grid: int = 8
+    seed: int = 0
+    amp: str = "none"
+    channels_last: bool = False
+    workers: int = 0
+    device: str = "cpu"
+
+    @property
+    def gamma(self) -> float:
+        if self.r1_gamma is not None:
+            return self.r1_gamma
+        return 0.0002 * self.network.resolution**2 / self.batch_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        data["network"] = NetworkConfig.from_dict(data.get("network", {}))
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+# --- distributed helpers -------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def average_gradients(self, module: nn.Module) -> None:
+        if self.world == 1:
+            return
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if grads:
+            flat = torch.cat([g.flatten() for g in grads])
+            torch.distributed.all_reduce(flat)
+            flat /= self.world
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        value = value.detach()
+        if self.world > 1:
+            value = value.clone()
+            torch.distributed.all_reduce(value)
+            value /= self.world
+        return value
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def init_distributed(device: str) -> Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    return Dist(torch.distributed.get_rank(), world)
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Yields this process's shard of the batch indices of steps start, start+1, …; the
+    indices of step s depend only on (seed, s), which makes resuming exact."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_step: int, dist: Dist) -> None:
+        self.size, self.batch_size, self.seed, self.start, self.dist = (
+            size,
+            batch_size,
+            seed,
+            start_step,
+            dist,
+        )
+
+    def indices(self, step: int) -> list[int]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        idx = torch.randint(self.size, (self.batch_size,), generator=gen)
+        shard = self.batch_size // self.dist.world
+        return idx[self.dist.rank * shard : (self.dist.rank + 1) * shard].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start
+        while True:
+            yield self.indices(step)
+            step += 1
+
+    def __len__(self) -> int:  # DataLoader asks; the stream is endless
+        return 2**62
+
+
+def to_float_images(
+    batch: torch.Tensor, device: torch.device, mirror: bool, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    x = batch.to(device, non_blocking=True).float() / 127.5 - 1.0
+    if mirror:
+        flip = torch.rand(x.shape[0], generator=gen, device=gen.device if gen else "cpu") < 0.5
+        x = torch.where(flip.to(device)[:, None, None, None], x.flip(3), x)
+    return x
+
+
+# --- the trainer ---------------------------------------------------------------------------
+
+
+class NonFiniteLoss(GantkError):
+    pass
+
+
+class Trainer:
+    """Holds networks, optimizers and counters; ``run()`` trains until ``kimg``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: ImageDataset | None = None,
+        dist: Dist | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.cfg = config
+        self.dist = dist or Dist()
+        self.log = log
+        self.device = torch.device(config.device)
+        self.out = Path(config.out)
+        if config.loss not in losses.LOSSES:
+            raise GantkError(f"unknown loss {config.loss!r}; use one of {', '.join(losses.LOSSES)}")
+        if config.amp not in ("none", "bf16", "fp16"):
+            raise GantkError(f"--amp {config.amp!r} is not none, bf16 or fp16")
+        if config.amp == "fp16" and self.device.type != "cuda":
+            raise GantkError("--amp fp16 needs a CUDA device; use --amp bf16 or none on CPU")
+        if config.batch_size % self.dist.world:
+            raise GantkError(
+                f"--batch-size {config.batch_size} must be divisible by the "
+                f"{self.dist.world} processes"
+            )
+        self.dataset = (
+            dataset
+            if dataset is not None
+            else open_dataset(config.data, resolution=config.network.resolution)
+        )
+        if self.dataset.resolution != config.network.resolution:
+            raise GantkError(
+                f"{config.data} is {self.dataset.resolution}px but the network is "
+                f"{config.network.resolution}px; pass --resolution {self.dataset.resolution}"
+            )
+        if len(self.dataset) < config.batch_size:
+            raise GantkError(
+                f"{config.data} has {len(self.dataset)} images, fewer than one batch "
+                f"of {config.batch_size}; lower --batch-size or add images"
+            )
+
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        self.G = Generator(config.network).to(self.device)
+        self.D = Discriminator(config.network).to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        if config.channels_last and self.device.type == "cuda":
+            for net in (self.G, self.D, self.G_ema):
+                net.to(memory_format=torch.channels_last)
+        self.opt_G = torch.optim.Adam(
+            self.G.parameters(), lr=config.lr, betas=(0.0, 0.99), eps=1e-8
+        )
+        self.opt_D = torch.optim.Adam(
+            self.D.parameters(), lr=config.lr, betas=(0.0, 0.99), eps=1e-8
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+        self.latent_gen = torch.Generator().manual_seed(config.seed + 12345)
+        self.step = 0
+        self.pl_mean = torch.zeros([], device=self.device)
+        self.elapsed = 0.0
+        self._stop_requested = False
+
+    # -- state ----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "step": self.step,
+            "pl_mean": self.pl_mean.detach().cpu(),
+            "elapsed": self.elapsed,
+            "rng": rng_state(),
+            "latent_gen": self.latent_gen.get_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.step = int(state["step"])
+        self.pl_mean = state["pl_mean"].to(self.device)
+        self.elapsed = float(state["elapsed"])
+        set_rng_state(state["rng"])
+        self.latent_gen.set_state(state["latent_gen"])
+
+    @property
+    def nimg(self) -> int:
+        return self.step * self.cfg.batch_size
+
+    def save(self, snapshot: bool = False) -> Path:
+        """Write latest.safetensors (G_ema) and latest-state.safetensors (everything)."""
+        if self.dist.main:
+            meta = {
+                "network": self.cfg.network.to_dict(),
+                "kimg": round(self.nimg / 1000, 3),
+                "step": self.step,
+                "loss": self.cfg.loss,
+                "data": self.cfg.data,
+            }
+            latest = self.out / "latest.safetensors"
+            save_checkpoint(latest, self.G_ema.state_dict(), GENERATOR_KIND, meta)
+            if snapshot:
+                name = f"snapshot-{self.nimg // 1000:06d}kimg.safetensors"
+                save_checkpoint(self.out / name, self.G_ema.state_dict(), GENERATOR_KIND, meta)
+            save_training_state(
+                self.out / "latest-state.safetensors", self.state(), STATE_KIND, self.cfg.to_dict()
+            )
+        self.dist.barrier()
+        return self.out / "latest.safetensors"
+
+    # -- one iteration --------------------------------------------------------------------
+    def _autocast(self):
+        if self.cfg.amp == "none":
+            return torch.autocast(self.device.type, enabled=False)
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _latents(self, n: int) -> torch.Tensor:
+        """This process's shard of the global batch of latents (same on every process)."""
+        z = torch.randn(self.cfg.batch_size, self.cfg.network.z_dim, generator=self.latent_gen)
+        return z[self.dist.rank * n : (self.dist.rank + 1) * n].to(self.device)
+
+    def _mixed_ws(self, n: int) -> torch.Tensor:
+        ws = self.G.mapping(self._latents(n), update_w_avg=True)
+        mix = torch.rand([], generator=self.latent_gen).item() < self.cfg.style_mixing
+        cutoff = int(torch.randint(1, self.G.num_ws, [], generator=self.latent_gen))
+        z2 = self._latents(n)  # drawn every step so the latent stream does not depend on `mix`
+        if mix:
+            ws = ws.clone()
+            ws[:, cutoff:] = self.G.mapping(z2)[:, cutoff:]
+        return ws
+
+    def _loss_kind(self) -> str:
+        if self.cfg.loss == "contrastive" and self.step < self.cfg.contrastive_warmup:
+            return "ns"
+        return self.cfg.loss
+
+    def _check(self, name: str, value: torch.Tensor) -> None:
+        if not torch.isfinite(value).all():
+            raise NonFiniteLoss(
+                f"{name} became {value.item()} at step {self.step} ({self.nimg / 1000:.2f} kimg)"
+            )
+
+    def train_step(self, real: torch.Tensor) -> dict[str, float]:
+        cfg, n = self.cfg, real.shape[0]
+        kind = self._loss_kind()
+        ref = real.roll(1, dims=0) if self.D.needs_reference else None  # another real image
+
+        def d_fn(x: torch.Tensor) -> torch.Tensor:
+            return self.D(x, ref)
+
+        stats: dict[str, float] = {}
+        # Discriminator step.
+        self.D.requires_grad_(True)
+        with torch.no_grad(), self._autocast():
+            fake = self.G.synthesis(self._mixed_ws(n))
+        with self._autocast():
+            real_logits, fake_logits = d_fn(real).float(), d_fn(fake.float()).float()
+            loss_d = losses.d_loss(kind, real_logits, fake_logits)
+        total_d = loss_d
+        if kind == "wgan-gp":
+            gp = losses.gradient_penalty(d_fn, real, fake.float())
+            total_d = total_d + cfg.gp_weight * gp
+            stats["gp"] = float(self.dist.mean(gp))
+        elif cfg.gamma > 0 and self.step % cfg.r1_interval == 0:
+            r1 = losses.r1_penalty(d_fn, real)
+            total_d = total_d + r1 * (cfg.gamma / 2) * cfg.r1_interval
+            stats["r1"] = float(self.dist.mean(r1))
+        self._check("the discriminator loss", total_d)
+        self._backward_and_step(total_d, self.D, self.opt_D)
+        stats["loss_d"] = float(self.dist.mean(loss_d))
+        stats["real_logit"] = float(self.dist.mean(real_logits.mean()))
+        stats["fake_logit"] = float(self.dist.mean(fake_logits.mean()))
+
+        # Generator step.
+        self.D.requires_grad_(False)
+        with self._autocast():
+            fake_logits = d_fn(self.G.synthesis(self._mixed_ws(n))).float()
+            with torch.no_grad():
+                real_logits = d_fn(real).float() if kind == "contrastive" else None
+            loss_g = losses.g_loss(kind, fake_logits, real_logits)
+        total_g = loss_g
+        if cfg.pl_weight > 0 and self.step % cfg.pl_interval == 0:
+            m = max(1, n // 2)
+            lengths = losses.path_lengths(self.G.synthesis, self._mixed_ws(m))
+            pl_mean = self.pl_mean.lerp(self.dist.mean(lengths.mean()), cfg.pl_decay)
+            self.pl_mean = pl_mean.detach()
+            penalty = (lengths - pl_mean).square().mean()
+            total_g = total_g + penalty * cfg.pl_weight * cfg.pl_interval
+            stats["pl_penalty"] = float(self.dist.mean(penalty))
+        self._check("the generator loss", total_g)
+        self._backward_and_step(total_g, self.G, self.opt_G)
+        stats["loss_g"] = float(self.dist.mean(loss_g))
+        self._update_ema(n)
+        self.step += 1
+        return stats
+
+    def _backward_and_step(
+        self, loss: torch.Tensor, net: nn.Module, opt: torch.optim.Optimizer
+    ) -> None:
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(opt)
+        else:
+            loss.backward()
+        self.dist.average_gradients(net)
+        for p in net.parameters():  # a stray inf/NaN gradient must not poison the weights
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+
+    @torch.no_grad()
+    def _update_ema(self, n: int) -> None:
+        cfg = self.cfg
+        ema_nimg = cfg.ema_kimg * 1000
+        if cfg.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, (self.nimg + cfg.batch_size) * cfg.ema_rampup)
+        beta = 0.5 ** (cfg.batch_size / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            b_ema.copy_(b)
+
+    # -- samples --------------------------------------------------------------------------
+    def grid_latents(self) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.cfg.seed + 777)
+        return torch.randn(self.cfg.grid**2, self.cfg.network.z_dim, generator=gen)
+
+    @torch.no_grad()
+    def write_samples(self) -> Path | None:
+        if not self.dist.main:
+            return None
+        images = []
+        for z in self.grid_latents().split(16):
+            img = self.G_ema(z.to(self.device), noise_mode="const")
+            images.append(to_uint8(img))
+        arr = torch.cat(images).cpu().numpy()
+        path = self.out / f"samples-{self.nimg // 1000:06d}kimg.png"
+        save_image(make_grid(list(arr), self.cfg.grid, padding=0), path)
+        return path
+
+    # -- the loop -------------------------------------------------------------------------
+    def _loader(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        sampler = StepBatchSampler(
+            len(self.dataset), self.cfg.batch_size, self.cfg.seed, self.step, self.dist
+        )
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=self.cfg.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.cfg.workers > 0,
+            # Its own generator: creating the iterator must not draw from the global RNG,
+            # or a resumed run would diverge from an uninterrupted one.
+            generator=torch.Generator().manual_seed(self.cfg.seed),
+        )
+        return iter(loader)
+
+    def run(self, progress: Callable[[float, dict], None] | None = None) -> dict[str, Any]:
+        """Train until ``kimg``; Ctrl-C stops at the next step boundary after a checkpoint."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch_size)
+        every = lambda kimg: max(1, round(kimg * 1000 / cfg.batch_size))  # noqa: E731
+        tick, snap, sample = every(cfg.tick_kimg), every(cfg.snapshot_kimg), every(cfg.sample_kimg)
+        if self.step == 0 and self.dist.main:
+            self.write_samples()
+        previous = signal.getsignal(signal.SIGINT)
+        if self.dist.main:
+            signal.signal(signal.SIGINT, self._on_sigint)
+        batches = self._loader()
+        tick_stats: list[dict[str, float]] = []
+        tick_start = time.perf_counter()
+        stopped = False
+        try:
+            while self.step < total_steps:
+                images, _ = next(batches)
+                real = to_float_images(images, self.device, cfg.mirror, self.latent_gen)
+                if cfg.channels_last and self.device.type == "cuda":
+                    real = real.contiguous(memory_format=torch.channels_last)
+                try:
+                    tick_stats.append(self.train_step(real))
+                except NonFiniteLoss as exc:
+                    self.save()
+                    raise GantkError(
+                        f"{exc}; the last good state is in {self.out}/latest-state."
+                        "safetensors; lower --lr or raise --r1-gamma and --resume"
+                    ) from None
+                done = self.step >= total_steps
+                if self.step % tick == 0 or done:
+                    seconds = time.perf_counter() - tick_start
+                    self.elapsed += seconds
+                    self._write_log(tick_stats, seconds)
+                    if progress is not None:
+                        progress(self.nimg / 1000, tick_stats[-1])
+                    tick_stats, tick_start = [], time.perf_counter()
+                if self.step % sample == 0 or done:
+                    self.write_samples()
+                if self.step % snap == 0 or done:
+                    self.save(snapshot=True)
+                if self._stop_requested:
+                    self.save()
+                    stopped = True
+                    break
+        finally:
+            if self.dist.main:
+                signal.signal(signal.SIGINT, previous)
+        return {
+            "out": str(self.out),
+            "kimg": round(self.nimg / 1000, 3),
+            "steps": self.step,
+            "interrupted": stopped,
+            "checkpoint": str(self.out / "latest.safetensors"),
+        }
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.log("stopping after this step (Ctrl-C again to abort without saving)")
+
+    def _write_log(self, stats: list[dict[str, float]], seconds: float) -> None:
+        if not self.dist.main or not stats:
+            return
+        keys = sorted({k for s in stats for k in s})
+        entry = {"step": self.step, "kimg": round(self.nimg / 1000, 4)}
+        for k in keys:
+            entry[k] = float(np.mean([s[k] for s in stats if k in s]))
+        images = len(stats) * self.cfg.batch_size
+        entry["sec_per_kimg"] = round(seconds / images * 1000, 3)
+        if self.device.type == "cuda":
+            entry["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+        with (self.out / "log.jsonl").open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] (B, 3, H, W) -> uint8 (B, H, W, 3)."""
+    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+# --- entry points --------------------------------------------------------------------------
+
+
+def start_training(
+    config: TrainConfig,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    progress: Callable[[float, dict], None] | None = None,
+) -> dict[str, Any]:
+    """A new run in ``config.out`` (which must be empty or absent unless ``force``)."""
+    out = Path(config.out)
+    dist = init_distributed(config.device)
+    if dist.main and out.exists() and any(out.iterdir()) and not force:
+        raise GantkError(
+            f"{out} already holds a run; --resume it, choose another --out, or pass --force"
+        )
+    trainer = Trainer(config, dist=dist, log=log)
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in ("log.jsonl",):
+            (out / stale).unlink(missing_ok=True)
+        (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+    dist.barrier()
+    return trainer.run(progress)
+
+
+def resume_training(
+    run_dir: str | Path,
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    progress: Callable[[float, dict], None] | None = None,
+) -> dict[str, Any]:
+    """Continue the run in ``run_dir`` exactly where it stopped (``kimg`` may be raised)."""
+    run_dir = Path(run_dir)
+    state_file = run_dir / "latest-state.safetensors"
+    if not (run_dir / CONFIG_FILE).is_file() or not state_file.is_file():
+        raise GantkError(
+            f"{run_dir} holds no resumable run (no {CONFIG_FILE} and "
+            "latest-state.safetensors); start one with `gantk train gan DATA --out`"
+        )
+    saved = json.loads((run_dir / CONFIG_FILE).read_text())
+    config = TrainConfig.from_dict(saved)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        current = getattr(config, key, None) if key != "network" else None
+        if key in RESUMABLE_CHANGES:
+            setattr(config, key, value)
+        elif value != current:
+            raise GantkError(
+                f"{run_dir} was trained with {key}={current!r}, not {value!r}; "
+                "resume with the same settings or start a new --out"
+            )
+    config.out = str(run_dir)
+    state, stored_config = load_training_state(state_file, STATE_KIND)
+    if stored_config.get("network") != saved.get("network"):
+        raise GantkError(f"{state_file} does not belong to the config in {run_dir}/{CONFIG_FILE}")
+    dist = init_distributed(config.device)
+    trainer = Trainer(config, dist=dist, log=log)
+    trainer.load_state(state)
+    if dist.main:
+        (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+    return trainer.run(progress)

@@ -1,0 +1,1 @@
+"""Layers shared by every network in gantk (equalized learning rate, FIR resampling, …)."""

@@ -1,0 +1,235 @@
+"""gantk.io.atomic: outputs appear complete or not at all, never over inputs or old results."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from gantk.errors import GantkError
+from gantk.io.atomic import atomic_dir, atomic_file, check_output
+
+
+class Boom(Exception):
+    pass
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+# --------------------------------------------------------------------------- atomic_file
+
+
+def test_atomic_file_success(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    with atomic_file(target) as tmp:
+        assert tmp.parent == tmp_path
+        assert tmp != target
+        assert not target.exists()  # nothing visible under the final name yet
+        tmp.write_text("done")
+    assert target.read_text() == "done"
+    assert _entries(tmp_path) == ["out.txt"]
+
+
+def test_atomic_file_failure_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    with pytest.raises(Boom), atomic_file(target) as tmp:
+        tmp.write_text("half")
+        raise Boom
+    assert not target.exists()
+    assert _entries(tmp_path) == []
+
+
+def test_atomic_file_keyboard_interrupt_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt), atomic_file(tmp_path / "out.bin") as tmp:
+        tmp.write_bytes(b"x" * 100)
+        raise KeyboardInterrupt
+    assert _entries(tmp_path) == []
+
+
+def test_atomic_file_refuses_existing_without_force(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(GantkError, match="--force"), atomic_file(target) as tmp:
+        tmp.write_text("new")  # pragma: no cover - never reached
+    assert target.read_text() == "old"
+    assert _entries(tmp_path) == ["out.txt"]
+
+
+def test_atomic_file_force_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with atomic_file(target, force=True) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert _entries(tmp_path) == ["out.txt"]
+
+
+def test_atomic_file_force_failure_keeps_old(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(Boom), atomic_file(target, force=True) as tmp:
+        tmp.write_text("new")
+        raise Boom
+    assert target.read_text() == "old"
+    assert _entries(tmp_path) == ["out.txt"]
+
+
+def test_atomic_file_creates_missing_parents(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "out.txt"
+    with atomic_file(target) as tmp:
+        tmp.write_text("x")
+    assert target.read_text() == "x"
+
+
+def test_atomic_file_has_normal_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(umask)
+    mode = stat.S_IMODE((tmp_path / "out.txt").stat().st_mode)
+    assert mode == stat.S_IMODE(plain.stat().st_mode) == 0o644
+
+
+def test_atomic_dir_has_normal_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "a.txt").write_text("x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+
+
+# --------------------------------------------------------------------------- check_output
+
+
+def test_check_output_returns_resolved(tmp_path: Path) -> None:
+    out = check_output(tmp_path / "x" / ".." / "new.h5")
+    assert out == (tmp_path / "new.h5").resolve()
+
+
+def test_check_output_inside_input(tmp_path: Path) -> None:
+    data = tmp_path / "images"
+    data.mkdir()
+    with pytest.raises(GantkError, match="overlaps"):
+        check_output(data / "pack.h5", inputs=[data])
+    with pytest.raises(GantkError, match="overlaps"):
+        check_output(data / "sub" / "out", inputs=[tmp_path / "other", data])
+
+
+def test_check_output_equal_to_input(tmp_path: Path) -> None:
+    src = tmp_path / "pack.h5"
+    src.write_bytes(b"data")
+    with pytest.raises(GantkError, match="overlaps"):
+        check_output(src, force=True, inputs=[src])
+    # Also through a different spelling of the same path.
+    with pytest.raises(GantkError, match="overlaps"):
+        check_output(tmp_path / "." / "pack.h5", force=True, inputs=[str(src)])
+    assert src.read_bytes() == b"data"
+
+
+def test_check_output_containing_input(tmp_path: Path) -> None:
+    with pytest.raises(GantkError, match="overlaps"):
+        check_output(tmp_path / "out", inputs=[tmp_path / "out" / "images"])
+
+
+def test_check_output_beside_input_is_fine(tmp_path: Path) -> None:
+    data = tmp_path / "images"
+    data.mkdir()
+    assert check_output(tmp_path / "images_out", inputs=[data]) == (tmp_path / "images_out")
+
+
+def test_check_output_parent_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("I am a file")
+    with pytest.raises(GantkError, match="not a directory"):
+        check_output(blocker / "out.h5")
+    with pytest.raises(GantkError, match="cannot create"):
+        check_output(blocker / "deeper" / "out.h5")
+    assert blocker.read_text() == "I am a file"
+
+
+def test_check_output_existing_needs_force(tmp_path: Path) -> None:
+    target = tmp_path / "exists"
+    target.mkdir()
+    with pytest.raises(GantkError, match="--force"):
+        check_output(target)
+    assert check_output(target, force=True) == target
+
+
+# --------------------------------------------------------------------------- atomic_dir
+
+
+def test_atomic_dir_success(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        assert tmp.is_dir() and tmp.parent == tmp_path
+        assert not target.exists()
+        (tmp / "a.txt").write_text("a")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "b.txt").write_text("b")
+    assert (target / "a.txt").read_text() == "a"
+    assert (target / "sub" / "b.txt").read_text() == "b"
+    assert _entries(tmp_path) == ["out"]
+
+
+def test_atomic_dir_failure_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    with pytest.raises(Boom), atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("a")
+        raise Boom
+    assert not target.exists()
+    assert _entries(tmp_path) == []
+
+
+def test_atomic_dir_refuses_existing_without_force(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(GantkError, match="--force"), atomic_dir(target):
+        pass  # pragma: no cover - never reached
+    assert _entries(target) == ["old.txt"]
+    assert _entries(tmp_path) == ["out"]
+
+
+def test_atomic_dir_force_replaces_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with atomic_dir(target, force=True) as tmp:
+        # The old content is still in place while the new one is being built.
+        assert (target / "old.txt").read_text() == "old"
+        (tmp / "new.txt").write_text("new")
+    assert _entries(target) == ["new.txt"]
+    assert (target / "new.txt").read_text() == "new"
+    assert _entries(tmp_path) == ["out"]
+
+
+def test_atomic_dir_force_failure_keeps_old(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(Boom), atomic_dir(target, force=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+        raise Boom
+    assert _entries(target) == ["old.txt"]
+    assert (target / "old.txt").read_text() == "old"
+    assert _entries(tmp_path) == ["out"]
+
+
+def test_atomic_dir_force_replaces_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    target.write_text("was a file")
+    with atomic_dir(target, force=True) as tmp:
+        (tmp / "x.txt").write_text("x")
+    assert target.is_dir()
+    assert _entries(target) == ["x.txt"]
+    assert _entries(tmp_path) == ["out"]
