@@ -31,4 +31,11 @@ step "a 2 % minority: how many triangles in builtin:shapes?minority=triangle:0.0
 gantk data info 'builtin:shapes?minority=triangle:0.02' --json |
   python3 -c 'import json, sys; d = json.load(sys.stdin); print("triangles:", d["classes"]["triangle"], "of", d["count"])'
 
-step "done: see $out/previews/*.png and $out/packs/shapes64.h5"
+step "train a small GAN on shapes for 1 kimg (under a minute on a CPU), then sample from it"
+gantk train gan 'builtin:shapes?n=2000' --resolution 32 --kimg 1 --batch-size 16 --z-dim 64 \
+  --w-dim 64 --mapping-layers 4 --channel-base 1024 --channel-max 32 --mirror \
+  --sample-kimg 0.5 --snapshot-kimg 0.5 --out "$out/gan" --force
+gantk generate "$out/gan/latest.safetensors" --grid "$out/gan-grid.png" --rows 4 --cols 8 --force
+gantk generate "$out/gan/latest.safetensors" --interpolate 3 --steps 8 --out "$out/gan-walk.gif" --force
+
+step "done: see $out/previews/*.png, $out/packs/shapes64.h5, $out/gan/samples-*.png, $out/gan-grid.png"

@@ -109,8 +109,9 @@ class Output:
         self.console.print(table)
 
     @contextlib.contextmanager
-    def progress(self, total: int, description: str) -> Iterator[Callable[[int], None]]:
-        """Yield ``advance(k)``; draws a bar only on an interactive stderr."""
+    def progress(self, total: int, description: str) -> Iterator[Callable[..., None]]:
+        """Yield ``advance(k, status=None)``; draws a bar only on an interactive stderr.
+        ``status`` replaces the text after the description (e.g. the latest losses)."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         bar = Progress(
@@ -124,7 +125,13 @@ class Output:
         )
         with bar:
             task = bar.add_task(description, total=total)
-            yield lambda k=1: bar.advance(task, k)
+
+            def advance(k: int = 1, status: str | None = None) -> None:
+                bar.advance(task, k)
+                if status is not None:
+                    bar.update(task, description=f"{description} {status}")
+
+            yield advance
 
     def result(self, document: dict[str, Any]) -> None:
         if self.as_json:

@@ -211,12 +211,13 @@ def train_gan(
 
 
 def _progress(advance, kimg: float):
-    """Map kimg to a 0-1000 progress bar and show the latest losses."""
+    """Map kimg to a 0-1000 progress bar showing kimg and the latest losses."""
     done = {"value": 0}
 
     def update(at_kimg: float, stats: dict) -> None:
         target = min(1000, round(1000 * at_kimg / max(kimg, 1e-9)))
-        advance(target - done["value"])
+        losses = " ".join(f"{k}={stats[k]:.3f}" for k in ("loss_d", "loss_g") if k in stats)
+        advance(target - done["value"], f"{at_kimg:.1f} kimg {losses}")
         done["value"] = target
 
     return update

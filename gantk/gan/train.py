@@ -46,6 +46,14 @@ from gantk.io.images import make_grid, save_image
 GENERATOR_KIND = "gan-generator"
 STATE_KIND = "gan-training-state"
 CONFIG_FILE = "train-config.json"
+RUN_ARTIFACTS = (
+    "latest.safetensors",
+    "latest-state.safetensors",
+    "snapshot-*kimg.safetensors",
+    "samples-*kimg.png",
+    "log.jsonl",
+    CONFIG_FILE,
+)
 # Options that may differ on --resume (how long and how often), the rest must match.
 RESUMABLE_CHANGES = ("kimg", "snapshot_kimg", "sample_kimg", "tick_kimg", "workers", "device")
 
@@ -133,6 +141,11 @@ class Dist:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def shard(self, x: torch.Tensor) -> torch.Tensor:
+        """This process's contiguous share of a tensor drawn for the whole global batch."""
+        size = x.shape[0] // self.world
+        return x[self.rank * size : (self.rank + 1) * size]
+
 
 def init_distributed(device: str) -> Dist:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
@@ -178,11 +191,11 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
 
 def to_float_images(
-    batch: torch.Tensor, device: torch.device, mirror: bool, gen: torch.Generator | None = None
+    batch: torch.Tensor, device: torch.device, flip: torch.Tensor | None = None
 ) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float in [-1, 1] on ``device``; ``flip`` (B,) mirrors rows."""
     x = batch.to(device, non_blocking=True).float() / 127.5 - 1.0
-    if mirror:
-        flip = torch.rand(x.shape[0], generator=gen, device=gen.device if gen else "cpu") < 0.5
+    if flip is not None:
         x = torch.where(flip.to(device)[:, None, None, None], x.flip(3), x)
     return x
 
@@ -301,7 +314,7 @@ class Trainer:
             latest = self.out / "latest.safetensors"
             save_checkpoint(latest, self.G_ema.state_dict(), GENERATOR_KIND, meta)
             if snapshot:
-                name = f"snapshot-{self.nimg // 1000:06d}kimg.safetensors"
+                name = f"snapshot-{round(self.nimg / 1000):06d}kimg.safetensors"
                 save_checkpoint(self.out / name, self.G_ema.state_dict(), GENERATOR_KIND, meta)
             save_training_state(
                 self.out / "latest-state.safetensors", self.state(), STATE_KIND, self.cfg.to_dict()
@@ -441,7 +454,7 @@ class Trainer:
             img = self.G_ema(z.to(self.device), noise_mode="const")
             images.append(to_uint8(img))
         arr = torch.cat(images).cpu().numpy()
-        path = self.out / f"samples-{self.nimg // 1000:06d}kimg.png"
+        path = self.out / f"samples-{round(self.nimg / 1000):06d}kimg.png"
         save_image(make_grid(list(arr), self.cfg.grid, padding=0), path)
         return path
 
@@ -469,8 +482,10 @@ class Trainer:
         total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch_size)
         every = lambda kimg: max(1, round(kimg * 1000 / cfg.batch_size))  # noqa: E731
         tick, snap, sample = every(cfg.tick_kimg), every(cfg.snapshot_kimg), every(cfg.sample_kimg)
-        if self.step == 0 and self.dist.main:
+        if self.step == 0:
+            # The untrained generator, as a reference point for samples and metrics.
             self.write_samples()
+            self.save(snapshot=True)
         previous = signal.getsignal(signal.SIGINT)
         if self.dist.main:
             signal.signal(signal.SIGINT, self._on_sigint)
@@ -481,7 +496,11 @@ class Trainer:
         try:
             while self.step < total_steps:
                 images, _ = next(batches)
-                real = to_float_images(images, self.device, cfg.mirror, self.latent_gen)
+                # Flips are drawn for the global batch so every process count sees the same ones.
+                flip = torch.rand(cfg.batch_size, generator=self.latent_gen) < 0.5
+                real = to_float_images(
+                    images, self.device, self.dist.shard(flip) if cfg.mirror else None
+                )
                 if cfg.channels_last and self.device.type == "cuda":
                     real = real.contiguous(memory_format=torch.channels_last)
                 try:
@@ -564,8 +583,10 @@ def start_training(
     trainer = Trainer(config, dist=dist, log=log)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in ("log.jsonl",):
-            (out / stale).unlink(missing_ok=True)
+        # --force replaces an earlier run: remove its artifacts (and nothing else in the folder).
+        for pattern in RUN_ARTIFACTS:
+            for stale in out.glob(pattern):
+                stale.unlink()
         (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
     dist.barrier()
     return trainer.run(progress)

@@ -1,0 +1,1 @@
+"""Metrics: distances between image distributions and the feature statistics behind them."""
