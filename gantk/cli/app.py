@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 
 from gantk import __version__
-from gantk.cli import data, generate, info, train
-from gantk.cli.common import DEBUG
+from gantk.cli import data, evaluate, generate, info, train
+from gantk.cli.common import DEBUG, show_warnings_as_lines
 
 app = typer.Typer(
     name="gantk",
@@ -49,9 +49,11 @@ def main(
     """
     if debug:
         DEBUG["enabled"] = True
+    show_warnings_as_lines()
 
 
 app.command("info", help=info.info.__doc__)(info.info)
 app.add_typer(train.app, name="train")
 app.command("generate", help=generate.generate.__doc__)(generate.generate)
+app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(data.app, name="data")

@@ -91,7 +91,7 @@ class Output:
         self._warnings = Console(stderr=True, highlight=False)
 
     def say(self, message: str) -> None:
-        self.console.print(message)
+        self.console.print(message, markup=False)
 
     def warn(self, message: str) -> None:
         # Warnings stay visible under --quiet: they tell of skipped input.
@@ -99,13 +99,15 @@ class Output:
 
     def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
         """A table on stderr; all-empty column names mean a two-column fact sheet, no header."""
+        from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title=title, title_justify="left", show_header=any(columns))
+        table = Table(title=escape(title), title_justify="left", show_header=any(columns))
         for i, col in enumerate(columns):
             table.add_column(col, no_wrap=i == 0)  # the key column stays readable and greppable
         for row in rows:
-            table.add_row(*[("-" if v is None else str(v)) for v in row])
+            # Escape: cell text like 'fid[random-inception]' is data, not rich markup.
+            table.add_row(*[escape("-" if v is None else str(v)) for v in row])
         self.console.print(table)
 
     @contextlib.contextmanager
@@ -137,6 +139,17 @@ class Output:
         if self.as_json:
             sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
             sys.stdout.flush()
+
+
+def show_warnings_as_lines() -> None:
+    """Library warnings (few samples, resized inputs, …) become 'warning: …' lines on stderr,
+    like the CLI's own, instead of Python's two-line file:line format."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
 
 
 def handle_errors(func: F) -> F:

@@ -629,3 +629,25 @@ def resume_training(
     if dist.main:
         (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
     return trainer.run(progress)
+
+
+def load_run_networks(
+    run_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Generator, Discriminator, TrainConfig]:
+    """The EMA generator and the discriminator of a run, from its latest-state file."""
+    run_dir = Path(run_dir)
+    state_file = run_dir / "latest-state.safetensors"
+    if not state_file.is_file():
+        raise GantkError(
+            f"{run_dir} has no latest-state.safetensors; give a `gantk train gan` run folder"
+        )
+    state, config_dict = load_training_state(state_file, STATE_KIND)
+    config = TrainConfig.from_dict(config_dict)
+    G, D = Generator(config.network), Discriminator(config.network)
+    G.load_state_dict(state["G_ema"])
+    D.load_state_dict(state["D"])
+    return (
+        G.to(device).eval().requires_grad_(False),
+        D.to(device).eval().requires_grad_(False),
+        config,
+    )

@@ -1,0 +1,329 @@
+"""``gantk evaluate``: distribution and perceptual metrics for image sets and generators."""
+
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gantk.cli.common import (
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    Output,
+    QuietOpt,
+    ResolutionOpt,
+    SeedOpt,
+    handle_errors,
+)
+
+app = typer.Typer(
+    help="Metrics for generated images: FID, KID, precision/recall, LPIPS, IvOM, SWD, "
+    "Stacked-MNIST mode coverage and FDDF.\n\n"
+    "An image SET is a folder, an .h5 pack, builtin:NAME, or a generator checkpoint (sampled "
+    "on the fly with seeds SEED…SEED+n-1); for FID also a statistics file written by "
+    "--save-stats. Standard weights are never downloaded: see `gantk info` for where they are "
+    "looked up.",
+    no_args_is_help=True,
+)
+
+SetArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="SET",
+        help="Folder, .h5, builtin:NAME, generator .safetensors (or stats .npz for FID).",
+        show_default=False,
+    ),
+]
+CountOpt = Annotated[
+    int | None,
+    typer.Option(
+        "-n", "--count", min=2, help="Images per set (generators: default 10000; datasets: all)."
+    ),
+]
+FeaturesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--features",
+        help="Feature network: inception, vgg16, random-inception, random-vgg16 "
+        "(default: the metric's standard one).",
+    ),
+]
+InceptionWeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--inception-weights", help="Path of pt_inception-2015-12-05-6726825d.pth."),
+]
+VggWeightsOpt = Annotated[
+    Path | None, typer.Option("--vgg-weights", help="Path of vgg16-397923af.pth.")
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Data loading processes.")]
+TruncOpt = Annotated[
+    float, typer.Option("--truncation", help="Truncation psi when sampling a generator.")
+]
+
+
+def _weights_for(features: str, inception: Path | None, vgg: Path | None) -> Path | None:
+    return inception if features.endswith("inception") else vgg
+
+
+def _distribution(
+    metrics: list[str],
+    set_a: str,
+    set_b: str | None,
+    count: int | None,
+    features: str | None,
+    inception_weights: Path | None,
+    vgg_weights: Path | None,
+    save_stats: Path | None,
+    resolution: int | None,
+    batch_size: int,
+    workers: int,
+    device: str,
+    seed: int,
+    truncation: float,
+    kid_subsets: int,
+    kid_subset_size: int,
+    k: int,
+    force: bool,
+    out: Output,
+) -> dict:
+    """FID / KID / precision-recall with one feature pass per set and network."""
+    from gantk.cli.common import resolve_device
+    from gantk.errors import GantkError
+    from gantk.io.atomic import check_output
+    from gantk.metrics import distribution as dist
+    from gantk.metrics.features import STANDARD_FOR, load_feature_net, metric_name
+    from gantk.metrics.sources import open_source
+    from gantk.metrics.sources import save_stats as write_stats
+
+    dev = resolve_device(device)
+    if save_stats is not None:
+        check_output(save_stats, force)
+    chosen = {m: features or STANDARD_FOR[m] for m in metrics}
+    nets = {
+        name: load_feature_net(name, _weights_for(name, inception_weights, vgg_weights), dev)
+        for name in sorted(set(chosen.values()))
+    }
+    keep = sorted({chosen[m] for m in metrics if m in ("kid", "pr")})
+    sources = [
+        open_source(s, count, resolution, seed, truncation, dev)
+        for s in ([set_a] if set_b is None else [set_a, set_b])
+    ]
+    passes = []
+    for src in sources:
+        if src.kind == "stats":
+            missing = [n for n in nets if n not in src.stats]
+            if missing or keep:
+                need = ", ".join(missing) or "per-image features (KID, precision/recall)"
+                raise GantkError(
+                    f"{src.spec} holds statistics of {', '.join(src.stats)}, not "
+                    f"{need}; recompute from images or use --features "
+                    f"{next(iter(src.stats))}"
+                )
+            passes.append((src.stats, {}))
+            continue
+        with out.progress(src.count, f"features of {src.spec}") as advance:
+            passes.append(
+                dist.feature_pass(src, list(nets.values()), keep, batch_size, workers, advance)
+            )
+    summary: dict = {
+        "sets": [
+            {"set": s.spec, "kind": s.kind, "count": s.count, "resolution": s.resolution}
+            for s in sources
+        ],
+        "features": {n: {"network": n, "weights": net.weights} for n, net in nets.items()},
+    }
+    if save_stats is not None:
+        write_stats(save_stats, sources[0], passes[0][0], force)
+        summary["saved_stats"] = str(save_stats)
+    if set_b is None:
+        return summary
+    resolutions = {s.resolution for s in sources if s.resolution}
+    if len(resolutions) > 1:
+        summary["note"] = (
+            "the sets have different resolutions "
+            f"({', '.join(str(r) for r in sorted(resolutions))} px); the feature "
+            "network resizes both to its input size"
+        )
+    (stats_a, feats_a), (stats_b, feats_b) = passes
+    values: dict = {}
+    for metric in metrics:
+        net = chosen[metric]
+        name = metric_name(metric, net)
+        if metric == "fid":
+            values[name] = dist.fid(stats_a[net], stats_b[net])
+        elif metric == "kid":
+            mean, std = dist.kid(feats_a[net], feats_b[net], kid_subsets, kid_subset_size, seed)
+            values[name], values[name + "_std"] = mean, std
+        elif metric == "pr":
+            p, r = dist.precision_recall(feats_a[net], feats_b[net], k)
+            values[metric_name("precision", net) if net != "vgg16" else "precision"] = p
+            values[metric_name("recall", net) if net != "vgg16" else "recall"] = r
+    summary["metrics"] = values
+    return summary
+
+
+def _report(out: Output, title: str, summary: dict) -> None:
+    rows = [[k, f"{v:.6g}"] for k, v in summary.get("metrics", {}).items()]
+    rows += [
+        [f"set {i + 1}", f"{s['set']} ({s['count']} images, {s['kind']})"]
+        for i, s in enumerate(summary.get("sets", []))
+    ]
+    if "note" in summary:
+        rows.append(["note", summary["note"]])
+    if "saved_stats" in summary:
+        rows.append(["statistics saved to", summary["saved_stats"]])
+    out.table(title, ["", ""], rows)
+    out.result(summary)
+
+
+def _distribution_command(metric: str):
+    """One command per metric, sharing every option."""
+
+    @handle_errors
+    def command(
+        set_a: SetArg,
+        set_b: Annotated[
+            str | None,
+            typer.Argument(
+                metavar="[SET2]",
+                help="Second set (omit with --save-stats to only cache the first).",
+                show_default=False,
+            ),
+        ] = None,
+        count: CountOpt = None,
+        features: FeaturesOpt = None,
+        inception_weights: InceptionWeightsOpt = None,
+        vgg_weights: VggWeightsOpt = None,
+        save_stats: Annotated[
+            Path | None,
+            typer.Option(
+                "--save-stats", help="Cache the first set's statistics in this .npz (FID)."
+            ),
+        ] = None,
+        resolution: ResolutionOpt = None,
+        kid_subsets: Annotated[
+            int, typer.Option("--kid-subsets", min=1, help="KID: number of subsets.")
+        ] = 100,
+        kid_subset_size: Annotated[
+            int, typer.Option("--kid-subset-size", min=2, help="KID: images per subset.")
+        ] = 1000,
+        k: Annotated[
+            int, typer.Option("--k", min=1, help="Precision/recall: k of the k-NN balls.")
+        ] = 3,
+        batch_size: BatchOpt = 50,
+        workers: WorkersOpt = 0,
+        truncation: TruncOpt = 1.0,
+        device: DeviceOpt = "auto",
+        seed: SeedOpt = 0,
+        force: ForceOpt = False,
+        as_json: JsonOpt = False,
+        quiet: QuietOpt = False,
+        metrics: Annotated[
+            str,
+            typer.Option(
+                "--metrics", help="With `all`: comma-separated fid,kid,pr.", hidden=metric != "all"
+            ),
+        ] = "fid,kid,pr",
+    ) -> None:
+        from gantk.errors import GantkError
+
+        out = Output(quiet, as_json)
+        chosen = [m.strip() for m in metrics.split(",")] if metric == "all" else [metric]
+        unknown = [m for m in chosen if m not in ("fid", "kid", "pr")]
+        if unknown:
+            raise GantkError(f"--metrics {unknown[0]!r} is not one of fid, kid, pr")
+        if set_b is None and save_stats is None:
+            raise GantkError("give two sets to compare, or one set and --save-stats FILE.npz")
+        if save_stats is not None and chosen != ["fid"]:
+            raise GantkError("--save-stats caches FID statistics; use it with `gantk evaluate fid`")
+        summary = _distribution(
+            chosen,
+            set_a,
+            set_b,
+            count,
+            features,
+            inception_weights,
+            vgg_weights,
+            save_stats,
+            resolution,
+            batch_size,
+            workers,
+            device,
+            seed,
+            truncation,
+            kid_subsets,
+            kid_subset_size,
+            k,
+            force,
+            out,
+        )
+        _report(out, metric, summary)
+
+    return command
+
+
+_HELP = {
+    "fid": "Fréchet Inception Distance between two sets (pytorch-fid's InceptionV3, FID "
+    "weights).\n\n"
+    "Examples: gantk evaluate fid real/ fakes/; gantk evaluate fid runs/x/latest.safetensors "
+    "builtin:shapes -n 10000; gantk evaluate fid real/ --save-stats real.npz; "
+    "gantk evaluate fid real.npz fakes/",
+    "kid": "Kernel Inception Distance (unbiased MMD, cubic polynomial kernel, seeded subsets).",
+    "pr": "Improved precision and recall (k-NN balls in VGG16 fc2 features, k=3).",
+    "all": "Several distribution metrics with one feature pass per set: --metrics fid,kid,pr.",
+}
+for _name, _doc in _HELP.items():
+    app.command(_name, help=_doc)(_distribution_command(_name))
+
+
+@app.command("fddf")
+@handle_errors
+def fddf_command(
+    run: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN",
+            help="A training run folder (uses its latest-state.safetensors).",
+            show_default=False,
+        ),
+    ],
+    data: Annotated[
+        str,
+        typer.Argument(
+            metavar="DATA", help="Real images (folder, .h5, builtin:NAME).", show_default=False
+        ),
+    ],
+    count: Annotated[
+        int, typer.Option("-n", "--count", min=2, help="Real and generated images.")
+    ] = 10000,
+    batch_size: BatchOpt = 64,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """FDDF: Fréchet distance of the discriminator's last-layer features, real vs generated
+    (thesis Table 2.2; larger = more distinguishable)."""
+    from gantk.cli.common import resolve_device
+    from gantk.gan.fddf import fddf
+    from gantk.gan.train import load_run_networks
+    from gantk.io.datasets import open_dataset
+
+    out = Output(quiet, as_json)
+    G, D, config = load_run_networks(run, resolve_device(device))
+    dataset = open_dataset(data, resolution=config.network.resolution)
+    value = fddf(D, G, dataset, count, batch_size, seed=seed)
+    _report(
+        out,
+        "fddf",
+        {
+            "metrics": {"fddf": value},
+            "run": str(run),
+            "sets": [
+                {"set": data, "kind": "dataset", "count": count},
+                {"set": str(run), "kind": "generator", "count": count},
+            ],
+        },
+    )

@@ -1,0 +1,143 @@
+"""Image sets for metrics: datasets, generators sampled on the fly, and cached statistics.
+
+A source is given as a string: a folder, an .h5 pack or ``builtin:NAME`` (a dataset); a
+``gan-generator`` checkpoint (sampled with seeds SEED…SEED+n-1, like ``gantk generate``); or an
+``.npz`` file of cached feature statistics (``--save-stats``), usable where only statistics are
+needed (FID).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gantk import __version__
+from gantk.errors import GantkError
+from gantk.io.atomic import atomic_file
+from gantk.metrics.frechet import GaussianStats
+
+DEFAULT_GENERATOR_SAMPLES = 10000
+
+
+@dataclass
+class ImageSource:
+    spec: str
+    kind: str  # "dataset", "generator" or "stats"
+    count: int
+    resolution: int | None
+    _dataset: object = None
+    _generator: object = None
+    seed: int = 0
+    truncation: float = 1.0
+    stats: dict[str, GaussianStats] = field(default_factory=dict)
+
+    def batches(self, batch_size: int, workers: int = 0) -> Iterator[torch.Tensor]:
+        """uint8 (B, 3, H, W) batches, in a fixed order."""
+        if self.kind == "stats":
+            raise GantkError(f"{self.spec} holds statistics only; this metric needs images")
+        if self.kind == "generator":
+            from gantk.gan.generate import latents_for
+            from gantk.gan.train import to_uint8
+
+            G = self._generator
+            device = next(G.parameters()).device
+            seeds = range(self.seed, self.seed + self.count)
+            for chunk in latents_for(seeds, G.config.z_dim).split(batch_size):
+                with torch.no_grad():
+                    img = G(chunk.to(device), psi=self.truncation, noise_mode="const")
+                yield to_uint8(img).permute(0, 3, 1, 2).cpu()
+            return
+        loader = torch.utils.data.DataLoader(
+            self._dataset, batch_size=batch_size, num_workers=workers, shuffle=False
+        )
+        for images, _ in loader:
+            yield images
+
+
+def _common_size(dataset) -> int | None:
+    """A folder read at native size must hold images of one size to be batched."""
+    sizes = sorted(set(getattr(dataset, "sizes", None) or []))
+    if len(sizes) > 1:
+        raise GantkError(
+            f"{dataset.name} holds images of {len(sizes)} different sizes (e.g. "
+            f"{sizes[0][0]}x{sizes[0][1]} and {sizes[-1][0]}x{sizes[-1][1]}); pass "
+            "--resolution to bring them to one (the feature network resizes anyway)"
+        )
+    return sizes[0][0] if sizes and sizes[0][0] == sizes[0][1] else None
+
+
+def open_source(
+    spec: str,
+    count: int | None = None,
+    resolution: int | None = None,
+    seed: int = 0,
+    truncation: float = 1.0,
+    device: str = "cpu",
+) -> ImageSource:
+    text = str(spec)
+    if text.lower().endswith(".npz"):
+        return load_stats(text)
+    if text.lower().endswith(".safetensors"):
+        from gantk.gan.generate import load_generator
+
+        G = load_generator(text, device)
+        n = count or DEFAULT_GENERATOR_SAMPLES
+        return ImageSource(
+            text,
+            "generator",
+            n,
+            G.config.resolution,
+            _generator=G,
+            seed=seed,
+            truncation=truncation,
+        )
+    from gantk.io.datasets import open_dataset
+
+    dataset = open_dataset(text, resolution=resolution, count=count, seed=None)
+    res = dataset.resolution if dataset.resolution is not None else _common_size(dataset)
+    if len(dataset) < 2:
+        raise GantkError(f"{spec} has {len(dataset)} image; a distribution metric needs at least 2")
+    return ImageSource(text, "dataset", len(dataset), res, _dataset=dataset)
+
+
+def save_stats(
+    path: str | Path, source: ImageSource, stats: dict[str, GaussianStats], force: bool = False
+) -> None:
+    """Cache the Gaussian statistics of a source, one set per feature network."""
+    arrays: dict[str, np.ndarray] = {
+        "gantk_version": np.array(__version__),
+        "source": np.array(source.spec),
+    }
+    for name, s in stats.items():
+        mu, cov = s.mean_cov()
+        arrays[f"{name}.mu"], arrays[f"{name}.cov"] = mu, cov
+        arrays[f"{name}.count"] = np.array(s.count)
+    with atomic_file(path, force) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_stats(path: str | Path) -> ImageSource:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = sorted({k.split(".")[0] for k in data.files if k.endswith(".mu")})
+            stats = {}
+            for name in names:
+                mu, cov, count = data[f"{name}.mu"], data[f"{name}.cov"], int(data[f"{name}.count"])
+                s = GaussianStats(len(mu))
+                # Rebuild the sums from mean and covariance so the stats behave like fresh ones.
+                s.count, s.total = count, mu * count
+                s.outer = cov * (count - 1) + count * np.outer(mu, mu)
+                stats[name] = s
+    except (OSError, ValueError, KeyError) as exc:
+        raise GantkError(
+            f"{path} is not a gantk statistics file ({exc}); write one with "
+            "`gantk evaluate fid DATA --save-stats FILE.npz`"
+        ) from None
+    if not stats:
+        raise GantkError(f"{path} holds no feature statistics")
+    count = next(iter(stats.values())).count
+    return ImageSource(str(path), "stats", count, None, stats=stats)
