@@ -31,6 +31,7 @@ man: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/data_throughput.py --out out/bench
 	$(BIN)/python bench/train_speed.py --out out/bench
+	$(BIN)/python bench/metrics_speed.py --out out/bench
 
 clean:
 	rm -rf out runs build dist *.egg-info .pytest_cache .ruff_cache
