@@ -375,3 +375,190 @@ def modes_command(
     ]
     out.table(f"modes of {source}", ["", ""], rows)
     out.result(result)
+
+
+LpipsNetOpt = Annotated[str, typer.Option("--net", help="LPIPS backbone: alex or vgg.")]
+LpipsWeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--lpips-weights",
+        help="Path of the backbone's torchvision weights "
+        "(alexnet-owt-7be5be79.pth or vgg16-397923af.pth).",
+    ),
+]
+
+
+@app.command("lpips")
+@handle_errors
+def lpips_command(
+    set_a: Annotated[
+        str,
+        typer.Argument(metavar="A", help="Images (folder, .h5, builtin:NAME).", show_default=False),
+    ],
+    set_b: Annotated[
+        str,
+        typer.Argument(metavar="B", help="Images paired with A by file name.", show_default=False),
+    ],
+    net: LpipsNetOpt = "alex",
+    lpips_weights: LpipsWeightsOpt = None,
+    per_image: Annotated[
+        Path | None, typer.Option("--per-image", help="Also write per-image distances to this CSV.")
+    ] = None,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """LPIPS between paired images (same relative file names in A and B): mean, std and
+    per-image distances."""
+    import csv
+
+    from gantk.cli.common import resolve_device
+    from gantk.io.atomic import atomic_file, check_output
+    from gantk.io.datasets import open_dataset
+    from gantk.metrics.lpips_metric import load_lpips, paired_lpips
+
+    out = Output(quiet, as_json)
+    if per_image is not None:
+        check_output(per_image, force)
+    dev = resolve_device(device)
+    model = load_lpips(net, lpips_weights, dev)
+    a, b = open_dataset(set_a), open_dataset(set_b)
+    with out.progress(len(a), "lpips") as advance:
+        result = paired_lpips(model, a, b, batch_size, dev, advance)
+    if per_image is not None:
+        with atomic_file(per_image, force) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "lpips"])
+            writer.writerows([[r["file"], r["lpips"]] for r in result["per_image"]])
+    out.table(
+        f"lpips ({result['network']})",
+        ["", ""],
+        [
+            ["mean", f"{result['mean']:.6g}"],
+            ["std", f"{result['std']:.6g}"],
+            ["pairs", result["count"]],
+        ]
+        + ([["note", "B resized to A's size"]] if result.get("resized") else []),
+    )
+    out.result({"metric": result["network"], **result})
+
+
+@app.command("ivom")
+@handle_errors
+def ivom_command(
+    generator: Annotated[
+        Path, typer.Argument(metavar="CKPT", help="Generator checkpoint.", show_default=False)
+    ],
+    queries: Annotated[
+        str,
+        typer.Argument(
+            metavar="QUERIES",
+            help="Real images to reconstruct (folder, .h5, builtin:NAME).",
+            show_default=False,
+        ),
+    ],
+    attributes: Annotated[
+        Path | None,
+        typer.Option(
+            "--attributes",
+            help="CSV filename,attr... (0/1): also report per-attribute IvOM and its std.",
+        ),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option("-n", "--count", min=1, help="Use the first n queries.")
+    ] = None,
+    steps: Annotated[
+        int, typer.Option("--steps", min=0, help="Adam steps per query (authors: 400).")
+    ] = 400,
+    lr: Annotated[
+        float, typer.Option("--lr", help="Adam learning rate on z (authors: 0.1).")
+    ] = 0.1,
+    restarts: Annotated[
+        int, typer.Option("--restarts", min=1, help="Random starts per query; the best counts.")
+    ] = 1,
+    net: LpipsNetOpt = "alex",
+    lpips_weights: LpipsWeightsOpt = None,
+    batch_size: BatchOpt = 16,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """IvOM: how well the generator can reconstruct each query (optimise z to minimise LPIPS;
+    Inclusive GAN). Lower is better; with --attributes, the std of per-attribute means measures
+    how evenly groups are covered."""
+    import torch
+
+    from gantk.cli.common import resolve_device
+    from gantk.gan.generate import load_generator
+    from gantk.io.datasets import open_dataset
+    from gantk.metrics.ivom import ivom, summarize_ivom
+    from gantk.metrics.lpips_metric import load_lpips
+
+    out = Output(quiet, as_json)
+    dev = resolve_device(device)
+    G = load_generator(generator, dev)
+    model = load_lpips(net, lpips_weights, dev)
+    data = open_dataset(queries, count=count, attributes_csv=attributes)
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    with out.progress(len(images), "ivom") as advance:
+        values = ivom(G, images, model, steps, lr, restarts, batch_size, seed, advance)
+    summary = summarize_ivom(
+        values,
+        data.attributes if attributes else None,
+        data.attribute_names if attributes else None,
+    )
+    rows = [
+        ["mean", f"{summary['mean']:.6g}"],
+        ["std", f"{summary['std']:.6g}"],
+        ["queries", summary["count"]],
+    ]
+    for name, value in (summary.get("attributes") or {}).items():
+        rows.append([f"  {name}", "-" if value is None else f"{value:.6g}"])
+    if "attribute_std" in summary:
+        rows.append(["attribute std", f"{summary['attribute_std']:.6g}"])
+    out.table("ivom", ["", ""], rows)
+    out.result({"metric": "ivom", "network": f"lpips-{net}", "steps": steps, **summary})
+
+
+@app.command("swd")
+@handle_errors
+def swd_command(
+    set_a: SetArg,
+    set_b: Annotated[str, typer.Argument(metavar="SET2", help="Second set.", show_default=False)],
+    count: CountOpt = None,
+    resolution: ResolutionOpt = None,
+    batch_size: BatchOpt = 64,
+    truncation: TruncOpt = 1.0,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Sliced Wasserstein distance on Laplacian-pyramid patches (ProGAN protocol), per level
+    (x1e3) and averaged. Needs no pretrained network."""
+    from gantk.cli.common import resolve_device
+    from gantk.metrics.sources import open_source
+    from gantk.metrics.swd import swd_images
+
+    out = Output(quiet, as_json)
+    dev = resolve_device(device)
+    a, b = (open_source(s, count, resolution, seed, truncation, dev) for s in (set_a, set_b))
+    result = swd_images(a.batches(batch_size), b.batches(batch_size), seed=seed)
+    rows = [[f"{res} px", f"{value:.4g}"] for res, value in result["levels"].items()]
+    rows.append(["mean", f"{result['mean']:.4g}"])
+    if result.get("resized"):
+        rows.append(["note", "SET2 resized to SET's resolution"])
+    out.table("swd (x1e3)", ["", ""], rows)
+    out.result(
+        {
+            "metric": "swd",
+            "sets": [
+                {"set": a.spec, "count": result["count_real"]},
+                {"set": b.spec, "count": result["count_fake"]},
+            ],
+            **result,
+        }
+    )

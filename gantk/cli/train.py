@@ -35,6 +35,7 @@ def _device(device: str) -> str:
 @app.command("gan")
 @handle_errors
 def train_gan(
+    ctx: typer.Context,
     data: Annotated[
         str | None,
         typer.Argument(
@@ -156,7 +157,8 @@ def train_gan(
     output = Output(quiet or _rank() > 0, as_json and _rank() == 0)
     dev = _device(device)
     if resume is not None:
-        overrides = {"kimg": kimg, "device": dev, "workers": workers}
+        overrides = _explicit_options(ctx)
+        overrides["device"] = dev
         with output.progress(1000, "training") as advance:
             result = resume_training(
                 resume, overrides, log=output.say, progress=_progress(advance, kimg)
@@ -208,6 +210,34 @@ def train_gan(
     word = "stopped" if result["interrupted"] else "finished"
     output.say(f"{word} at {result['kimg']} kimg; generator: {result['checkpoint']}")
     output.result(result)
+
+
+# CLI option -> TrainConfig field, for the options that live in the network config.
+_NETWORK_OPTIONS = (
+    "resolution",
+    "z_dim",
+    "w_dim",
+    "mapping_layers",
+    "channel_base",
+    "channel_max",
+    "g_attn",
+    "d_attn",
+    "attn_kernel",
+)
+_NOT_SETTINGS = ("data", "out", "resume", "force", "as_json", "quiet", "device")
+
+
+def _explicit_options(ctx: typer.Context) -> dict:
+    """The options typed on the command line (defaults do not override a resumed run)."""
+    from typer._click.core import ParameterSource
+
+    given = {}
+    for name, value in ctx.params.items():
+        source = ctx.get_parameter_source(name)
+        if name in _NOT_SETTINGS or source != ParameterSource.COMMANDLINE:
+            continue
+        given[f"network.{name}" if name in _NETWORK_OPTIONS else name] = value
+    return given
 
 
 def _progress(advance, kimg: float):

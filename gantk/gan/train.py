@@ -55,7 +55,17 @@ RUN_ARTIFACTS = (
     CONFIG_FILE,
 )
 # Options that may differ on --resume (how long and how often), the rest must match.
-RESUMABLE_CHANGES = ("kimg", "snapshot_kimg", "sample_kimg", "tick_kimg", "workers", "device")
+# lr and r1_gamma may change so that a diverged run can continue more gently.
+RESUMABLE_CHANGES = (
+    "kimg",
+    "snapshot_kimg",
+    "sample_kimg",
+    "tick_kimg",
+    "workers",
+    "device",
+    "lr",
+    "r1_gamma",
+)
 
 
 @dataclass
@@ -269,6 +279,7 @@ class Trainer:
         self.pl_mean = torch.zeros([], device=self.device)
         self.elapsed = 0.0
         self._stop_requested = False
+        self.saved_step = 0
 
     # -- state ----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -291,6 +302,9 @@ class Trainer:
         self.G_ema.load_state_dict(state["G_ema"])
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
+        for opt in (self.opt_G, self.opt_D):  # a resumed run may lower the learning rate
+            for group in opt.param_groups:
+                group["lr"] = self.cfg.lr
         self.step = int(state["step"])
         self.pl_mean = state["pl_mean"].to(self.device)
         self.elapsed = float(state["elapsed"])
@@ -303,6 +317,7 @@ class Trainer:
 
     def save(self, snapshot: bool = False) -> Path:
         """Write latest.safetensors (G_ema) and latest-state.safetensors (everything)."""
+        self.saved_step = self.step
         if self.dist.main:
             meta = {
                 "network": self.cfg.network.to_dict(),
@@ -506,10 +521,12 @@ class Trainer:
                 try:
                     tick_stats.append(self.train_step(real))
                 except NonFiniteLoss as exc:
-                    self.save()
+                    # The failed step has already moved some state (RNGs, w_avg, perhaps D), so
+                    # the last saved state is kept as it is: resuming from it is exact.
                     raise GantkError(
-                        f"{exc}; the last good state is in {self.out}/latest-state."
-                        "safetensors; lower --lr or raise --r1-gamma and --resume"
+                        f"{exc}; the last good state is {self.out}/latest-state.safetensors "
+                        f"(step {self.saved_step}); --resume it with a lower --lr or a higher "
+                        "--r1-gamma"
                     ) from None
                 done = self.step >= total_steps
                 if self.step % tick == 0 or done:
@@ -611,12 +628,15 @@ def resume_training(
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        current = getattr(config, key, None) if key != "network" else None
+        owner, field_name = (
+            (config.network, key[8:]) if key.startswith("network.") else (config, key)
+        )
+        current = getattr(owner, field_name, None)
         if key in RESUMABLE_CHANGES:
             setattr(config, key, value)
         elif value != current:
             raise GantkError(
-                f"{run_dir} was trained with {key}={current!r}, not {value!r}; "
+                f"{run_dir} was trained with {field_name}={current!r}, not {value!r}; "
                 "resume with the same settings or start a new --out"
             )
     config.out = str(run_dir)
