@@ -38,4 +38,10 @@ gantk train gan 'builtin:shapes?n=2000' --resolution 32 --kimg 1 --batch-size 16
 gantk generate "$out/gan/latest.safetensors" --grid "$out/gan-grid.png" --rows 4 --cols 8 --force
 gantk generate "$out/gan/latest.safetensors" --interpolate 3 --steps 8 --out "$out/gan-walk.gif" --force
 
+step "evaluate it against the data: KID and precision/recall with random features (no weight files
+needed; the metric names say so), and SWD, which needs no network"
+gantk evaluate all "$out/gan/latest.safetensors" 'builtin:shapes?n=200&resolution=32' -n 200 \
+  --metrics kid,pr --features random-inception --kid-subset-size 100 --kid-subsets 20
+gantk evaluate swd "$out/gan/latest.safetensors" 'builtin:shapes?n=256&resolution=32' -n 256
+
 step "done: see $out/previews/*.png, $out/packs/shapes64.h5, $out/gan/samples-*.png, $out/gan-grid.png"

@@ -75,10 +75,14 @@ def test_digits_labels_match_sklearn(sklearn_digits) -> None:
 
 def _upsampled_bank(digits, resolution: int) -> np.ndarray:
     gray = np.round(digits.images * 255 / 16).astype(np.uint8)
-    return np.stack([
-        np.asarray(Image.fromarray(g).resize((resolution, resolution), Image.Resampling.BILINEAR))
-        for g in gray
-    ])
+    return np.stack(
+        [
+            np.asarray(
+                Image.fromarray(g).resize((resolution, resolution), Image.Resampling.BILINEAR)
+            )
+            for g in gray
+        ]
+    )
 
 
 def test_stacked_digit_labels_match_channels(sklearn_digits) -> None:

@@ -68,8 +68,9 @@ def test_round_trip(tmp_path: Path) -> None:
 
 
 def test_extra_metadata_is_kept(tmp_path: Path) -> None:
-    path = save_checkpoint(tmp_path / "m.safetensors", {"x": torch.zeros(1)}, "thing",
-                           metadata={"step": 12})
+    path = save_checkpoint(
+        tmp_path / "m.safetensors", {"x": torch.zeros(1)}, "thing", metadata={"step": 12}
+    )
     assert load_checkpoint(path).metadata["step"] == "12"
 
 
@@ -200,10 +201,16 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
         torch.manual_seed(0)
         model, opt = _fresh()
         _train(model, opt, 3)
-        path = save_training_state(tmp_path / "state.safetensors", {
-            "optimizer": opt.state_dict(), "step": 3, "rng": rng_state(),
-            "model": model.state_dict(),
-        }, config={"lr": 0.05})
+        path = save_training_state(
+            tmp_path / "state.safetensors",
+            {
+                "optimizer": opt.state_dict(),
+                "step": 3,
+                "rng": rng_state(),
+                "model": model.state_dict(),
+            },
+            config={"lr": 0.05},
+        )
         _train(model, opt, 3)
         uninterrupted = [p.detach().clone() for p in model.parameters()]
 
@@ -233,8 +240,9 @@ def test_training_state_kind_is_checked(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "g.safetensors", {"x": torch.zeros(1)}, "gan-generator")
     with pytest.raises(GantkError, match="training-state"):
         load_training_state(path)
-    path = save_checkpoint(tmp_path / "s.safetensors", {"x": torch.zeros(1)}, "training-state",
-                           force=True)
+    path = save_checkpoint(
+        tmp_path / "s.safetensors", {"x": torch.zeros(1)}, "training-state", force=True
+    )
     with pytest.raises(GantkError, match="no readable training state"):
         load_training_state(path)
 
@@ -265,8 +273,9 @@ def test_flatten_unflatten_round_trip(tmp_path: Path) -> None:
         assert torch.equal(result["state"][0]["exp_avg"], torch.ones(3))
         assert torch.equal(result["state"][0]["step"], torch.tensor(4.0))
         assert torch.equal(result["state"][7]["m"], torch.zeros(2))
-        assert result["groups"] == [{"params": [0, 7], "betas": (0.5, 0.999), "lr": 1e-3,
-                                     "extra": None}]
+        assert result["groups"] == [
+            {"params": [0, 7], "betas": (0.5, 0.999), "lr": 1e-3, "extra": None}
+        ]
         assert isinstance(result["groups"][0]["betas"], tuple)
         name, restored_arr, pos, has_gauss, cached = result["numpy"]
         assert (name, pos, has_gauss, cached) == ("MT19937", 624, 0, 0.0)

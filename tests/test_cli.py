@@ -8,20 +8,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from helpers import error_line
 from PIL import Image
 
 from gantk import __version__
 from gantk.io.builtin import BUILTINS, load_builtin
 from gantk.io.images import load_rgb
-
-
-def error_line(result) -> str:
-    """The CLI's contract for bad input: exit 2 and exactly one 'error:' line, no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def tree(path: Path) -> dict[str, bytes]:

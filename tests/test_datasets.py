@@ -96,9 +96,15 @@ def test_labeled_folder(labeled_folder: Path) -> None:
         expected_label = {"0_real": 0, "1_fake": 1}[name.split("/")[0]]
         assert int(ds.labels[i]) == expected_label
         assert ds[i][1] == expected_label
-    assert sorted(ds.filenames) == sorted([
-        "0_real/r1.png", "0_real/r2.png", "1_fake/f1.png", "1_fake/deep/f2.png", "1_fake/f3.png",
-    ])
+    assert sorted(ds.filenames) == sorted(
+        [
+            "0_real/r1.png",
+            "0_real/r2.png",
+            "1_fake/f1.png",
+            "1_fake/deep/f2.png",
+            "1_fake/f3.png",
+        ]
+    )
     assert ds.summary()["classes"] == {"0_real": 2, "1_fake": 3}
 
 
@@ -283,14 +289,22 @@ def test_pack_keeps_labels_and_attributes_aligned_when_skipping(
 ) -> None:
     # A corrupt image in the middle: the rows after it must move up with their images.
     _truncate(_save(labeled_folder / "0_real" / "r3.jpg", _noise(64, 64, 30), "JPEG"))
-    names = ["0_real/r1.png", "0_real/r2.png", "0_real/r3.jpg", "1_fake/deep/f2.png",
-             "1_fake/f1.png", "1_fake/f3.png"]
+    names = [
+        "0_real/r1.png",
+        "0_real/r2.png",
+        "0_real/r3.jpg",
+        "1_fake/deep/f2.png",
+        "1_fake/f1.png",
+        "1_fake/f3.png",
+    ]
     rows = {name: [i % 2, int(i >= 3)] for i, name in enumerate(names)}
-    csv = _csv(tmp_path, "filename,odd,late\n" + "".join(
-        f"{n},{a},{b}\n" for n, (a, b) in rows.items()))
+    csv = _csv(
+        tmp_path, "filename,odd,late\n" + "".join(f"{n},{a},{b}\n" for n, (a, b) in rows.items())
+    )
     warnings: list[str] = []
-    ds = open_dataset(labeled_folder, resolution=32, labeled=True, attributes_csv=csv,
-                      warn=warnings.append)
+    ds = open_dataset(
+        labeled_folder, resolution=32, labeled=True, attributes_csv=csv, warn=warnings.append
+    )
     assert ds.filenames == names
     result = write_pack(ds, tmp_path / "pack.h5", warn=warnings.append)
     assert result.skipped == ["0_real/r3.jpg"]

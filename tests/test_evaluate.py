@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import error_line
 from PIL import Image
 
 from gantk.errors import GantkError
@@ -15,13 +16,6 @@ from gantk.metrics.distribution import kid, precision_recall
 from gantk.metrics.features import fid_inception_architecture, load_feature_net, metric_name
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
-
-
-def error_line(result) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture

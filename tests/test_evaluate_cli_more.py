@@ -8,16 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import error_line
 from PIL import Image
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
-
-
-def error_line(result) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture

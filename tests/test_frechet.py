@@ -28,14 +28,16 @@ def test_streaming_stats_match_scipy() -> None:
     for chunk in np.array_split(a, 7):
         sa.update(chunk)
     sb.update(torch.from_numpy(b).float())
-    assert frechet_from_stats(sa, sb) == pytest.approx(scipy_frechet(a, b.astype(np.float32)), rel=1e-6)
+    assert frechet_from_stats(sa, sb) == pytest.approx(
+        scipy_frechet(a, b.astype(np.float32)), rel=1e-6
+    )
 
 
 def test_identical_gaussians_are_at_distance_zero_and_shift_adds_squared_norm() -> None:
     cov = np.array([[2.0, 0.3], [0.3, 1.0]])
     mu = np.array([1.0, -1.0])
     assert frechet_distance(mu, cov, mu, cov) == pytest.approx(0.0, abs=1e-10)
-    assert frechet_distance(mu, cov, mu + [3.0, 4.0], cov) == pytest.approx(25.0)
+    assert frechet_distance(mu, cov, mu + np.array([3.0, 4.0]), cov) == pytest.approx(25.0)
 
 
 def test_few_samples_warn() -> None:
@@ -50,8 +52,15 @@ def test_few_samples_warn() -> None:
 @pytest.mark.parametrize("d_attn", [None, "reference@8"])
 def test_fddf_is_positive_and_deterministic(d_attn: str | None) -> None:
     torch.manual_seed(0)
-    cfg = NetworkConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=1, channel_base=64,
-                        channel_max=8, d_attn=d_attn)
+    cfg = NetworkConfig(
+        resolution=16,
+        z_dim=16,
+        w_dim=16,
+        mapping_layers=1,
+        channel_base=64,
+        channel_max=8,
+        d_attn=d_attn,
+    )
     G, D = Generator(cfg), Discriminator(cfg)
     data = load_builtin("builtin:shapes", count=40, resolution=16)
     first = fddf(D, G, data, count=48, batch_size=16)

@@ -16,14 +16,7 @@ from gantk.nn.layers import EqualConv2d, EqualLinear, MinibatchStd
 from gantk.nn.resample import downsample2d, filter2d, make_filter, upsample2d
 from gantk.ops.modulated_conv import modulated_conv2d, modulated_conv2d_ref
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run faster on one thread, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> NetworkConfig:

@@ -32,13 +32,7 @@ BATCH = 8
 STEP_KIMG = BATCH / 1000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run faster on one thread, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def quiet(_: str) -> None:

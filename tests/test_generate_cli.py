@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import error_line as one_error_line
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -22,22 +23,7 @@ TINY = [
 DATA = "builtin:shapes?n=32"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run faster on one thread, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def one_error_line(result) -> str:
-    """The CLI's contract for bad input: exit 2 and exactly one 'error:' line, no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def listing(path: Path) -> list[str]:
