@@ -152,9 +152,18 @@ def test_check_output_parent_is_a_file(tmp_path: Path) -> None:
     blocker.write_text("I am a file")
     with pytest.raises(GantkError, match="not a directory"):
         check_output(blocker / "out.h5")
-    with pytest.raises(GantkError, match="cannot create"):
+    with pytest.raises(GantkError, match=r"file\.txt is not a directory"):
         check_output(blocker / "deeper" / "out.h5")
     assert blocker.read_text() == "I am a file"
+
+
+def test_check_output_creates_no_folders(tmp_path: Path) -> None:
+    """Folders appear only when writing starts: a command refused later leaves none behind."""
+    check_output(tmp_path / "a" / "b" / "out.h5")
+    assert not (tmp_path / "a").exists()
+    with atomic_file(tmp_path / "a" / "b" / "out.txt") as tmp:
+        tmp.write_text("x")
+    assert (tmp_path / "a" / "b" / "out.txt").read_text() == "x"
 
 
 def test_check_output_existing_needs_force(tmp_path: Path) -> None:

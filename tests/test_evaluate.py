@@ -84,7 +84,7 @@ def test_precision_recall_on_known_sets() -> None:
     precision, recall = precision_recall(square, strip)
     assert precision == 1.0
     assert 0.18 < recall < 0.3
-    with pytest.raises(ValueError, match="more than 3"):
+    with pytest.raises(GantkError, match="more than 3"):
         precision_recall(real[:3], real[:3])
 
 

@@ -34,7 +34,9 @@ QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bars or tables on stderr.")
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", min=0, max=2**62, help="Random seed (same seed, same result).")
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 StrictOpt = Annotated[
     bool,
@@ -152,6 +154,15 @@ def show_warnings_as_lines() -> None:
     warnings.showwarning = show
 
 
+def _one_line(message: str) -> str:
+    """A GantkError raised in a DataLoader worker comes back with the worker's whole traceback
+    folded into its message; keep only the original one-line message."""
+    marker = "gantk.errors.GantkError: "
+    if "Original Traceback" in message and marker in message:
+        return message.rsplit(marker, 1)[1].strip()
+    return message
+
+
 def handle_errors(func: F) -> F:
     """Turn user errors into one stderr line and exit status 2; Ctrl-C into status 130."""
 
@@ -164,7 +175,7 @@ def handle_errors(func: F) -> F:
                 import traceback
 
                 traceback.print_exc()
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {_one_line(str(exc))}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -248,7 +248,7 @@ def preview(
     from gantk.io.export import write_preview
 
     out = Output(quiet, as_json)
-    check_output(out_file, force)
+    check_output(out_file, force, [] if dataset.startswith("builtin:") else [dataset])
     is_folder = not dataset.startswith("builtin:") and not dataset.lower().endswith(
         (".h5", ".hdf5")
     )

@@ -62,6 +62,10 @@ TruncOpt = Annotated[
 ]
 
 
+def _is_path(spec: str) -> bool:
+    return not spec.startswith("builtin:")
+
+
 def _weights_for(features: str, inception: Path | None, vgg: Path | None) -> Path | None:
     return inception if features.endswith("inception") else vgg
 
@@ -98,7 +102,7 @@ def _distribution(
 
     dev = resolve_device(device)
     if save_stats is not None:
-        check_output(save_stats, force)
+        check_output(save_stats, force, [s for s in (set_a, set_b) if s and _is_path(s)])
     chosen = {m: features or STANDARD_FOR[m] for m in metrics}
     nets = {
         name: load_feature_net(name, _weights_for(name, inception_weights, vgg_weights), dev)
@@ -113,12 +117,16 @@ def _distribution(
     for src in sources:
         if src.kind == "stats":
             missing = [n for n in nets if n not in src.stats]
-            if missing or keep:
-                need = ", ".join(missing) or "per-image features (KID, precision/recall)"
+            if keep:
                 raise GantkError(
-                    f"{src.spec} holds statistics of {', '.join(src.stats)}, not "
-                    f"{need}; recompute from images or use --features "
-                    f"{next(iter(src.stats))}"
+                    f"{src.spec} holds statistics only; KID and precision/recall "
+                    "need the images: give the image set instead"
+                )
+            if missing:
+                raise GantkError(
+                    f"{src.spec} holds statistics of {', '.join(src.stats)} features, not "
+                    f"{', '.join(missing)}; use --features {next(iter(src.stats))} or "
+                    "recompute the statistics"
                 )
             passes.append((src.stats, {}))
             continue
@@ -233,6 +241,8 @@ def _distribution_command(metric: str):
         unknown = [m for m in chosen if m not in ("fid", "kid", "pr")]
         if unknown:
             raise GantkError(f"--metrics {unknown[0]!r} is not one of fid, kid, pr")
+        if metric != "all" and metrics != "fid,kid,pr":
+            raise GantkError("--metrics chooses the metrics of `gantk evaluate all`")
         if set_b is None and save_stats is None:
             raise GantkError("give two sets to compare, or one set and --save-stats FILE.npz")
         if save_stats is not None and chosen != ["fid"]:
@@ -312,7 +322,7 @@ def fddf_command(
 
     out = Output(quiet, as_json)
     G, D, config = load_run_networks(run, resolve_device(device))
-    dataset = open_dataset(data, resolution=config.network.resolution)
+    dataset = open_dataset(data, resolution=config.network.resolution, allow_upscale=True)
     value = fddf(D, G, dataset, count, batch_size, seed=seed)
     _report(
         out,
@@ -421,7 +431,7 @@ def lpips_command(
 
     out = Output(quiet, as_json)
     if per_image is not None:
-        check_output(per_image, force)
+        check_output(per_image, force, [s for s in (set_a, set_b) if _is_path(s)])
     dev = resolve_device(device)
     model = load_lpips(net, lpips_weights, dev)
     a, b = open_dataset(set_a), open_dataset(set_b)
@@ -501,7 +511,13 @@ def ivom_command(
     dev = resolve_device(device)
     G = load_generator(generator, dev)
     model = load_lpips(net, lpips_weights, dev)
-    data = open_dataset(queries, count=count, attributes_csv=attributes)
+    data = open_dataset(
+        queries,
+        resolution=G.config.resolution,
+        allow_upscale=True,
+        count=count,
+        attributes_csv=attributes,
+    )
     images = torch.stack([data[i][0] for i in range(len(data))])
     with out.progress(len(images), "ivom") as advance:
         values = ivom(G, images, model, steps, lr, restarts, batch_size, seed, advance)

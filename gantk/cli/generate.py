@@ -89,6 +89,8 @@ def generate(
     for target in (out, grid):
         if target is not None:
             check_output(target, force, [checkpoint])
+    if out is not None and grid is not None:
+        check_output(grid, True, [out])  # the grid may not go into (or be) the images' folder
     G = load_generator(checkpoint, resolve_device(device))
     summary: dict = {"checkpoint": str(checkpoint), "truncation": truncation}
     if out is not None:

@@ -157,6 +157,10 @@ def train_gan(
     output = Output(quiet or _rank() > 0, as_json and _rank() == 0)
     dev = _device(device)
     if resume is not None:
+        if data is not None or out is not None:
+            raise GantkError(
+                "--resume takes the data and the folder from the run; drop DATA and --out"
+            )
         overrides = _explicit_options(ctx)
         overrides["device"] = dev
         with output.progress(1000, "training") as advance:

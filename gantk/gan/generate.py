@@ -33,6 +33,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     return G.to(device).eval().requires_grad_(False)
 
 
+MAX_SEED = 2**62  # torch seeds are 64-bit; keep seed + offsets well inside
+
+
 def parse_seeds(text: str) -> list[int]:
     """'0-3,7,10' -> [0, 1, 2, 3, 7, 10]."""
     seeds: list[int] = []
@@ -44,6 +47,8 @@ def parse_seeds(text: str) -> list[int]:
         raise GantkError(f"--seeds {text!r}: write numbers and ranges like 0-99,120") from None
     if not seeds:
         raise GantkError("--seeds is empty")
+    if max(seeds) > MAX_SEED:
+        raise GantkError(f"--seeds: seeds go up to {MAX_SEED}")
     return seeds
 
 
@@ -127,8 +132,13 @@ def write_interpolation(
 ) -> int:
     """A latent walk through the seeds' latents: an animated GIF if ``out`` ends in .gif,
     otherwise a folder of numbered PNG frames. Returns the number of frames."""
-    if len(seeds) < 2 or steps < 1:
-        raise GantkError("--interpolate needs at least 2 keyframes and --steps of at least 1")
+    if len(seeds) < 2:
+        raise GantkError(
+            f"a latent walk needs at least 2 keyframes, got {len(seeds)}; give "
+            "more --seeds or a larger --interpolate"
+        )
+    if steps < 1:
+        raise GantkError("--steps must be at least 1")
     frames = list(render(G, walk_latents(latents_for(seeds, G.config.z_dim), steps), psi))
     if str(out).lower().endswith(".gif"):
         from PIL import Image

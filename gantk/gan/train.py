@@ -33,6 +33,7 @@ from torch import nn
 from gantk.errors import GantkError
 from gantk.gan import losses
 from gantk.gan.networks import Discriminator, Generator, NetworkConfig
+from gantk.io.atomic import atomic_file, check_output
 from gantk.io.checkpoint import (
     load_training_state,
     rng_state,
@@ -49,8 +50,8 @@ CONFIG_FILE = "train-config.json"
 RUN_ARTIFACTS = (
     "latest.safetensors",
     "latest-state.safetensors",
-    "snapshot-*kimg.safetensors",
-    "samples-*kimg.png",
+    "snapshot-*.safetensors",
+    "samples-*.png",
     "log.jsonl",
     CONFIG_FILE,
 )
@@ -106,6 +107,37 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> None:
+        """Refuse settings that would crash later or silently train something else."""
+        net = self.network
+        checks = [
+            (self.kimg > 0, "--kimg must be above 0"),
+            (self.lr > 0, "--lr must be above 0"),
+            (self.r1_gamma is None or self.r1_gamma >= 0, "--r1-gamma must be 0 or more"),
+            (self.pl_weight >= 0, "--pl-weight must be 0 or more"),
+            (0 <= self.style_mixing <= 1, "--style-mixing is a probability, between 0 and 1"),
+            (self.ema_kimg > 0, "--ema-kimg must be above 0"),
+            (
+                min(self.snapshot_kimg, self.sample_kimg, self.tick_kimg) > 0,
+                "--snapshot-kimg, --sample-kimg and --tick-kimg must be above 0",
+            ),
+            (self.contrastive_warmup >= 0, "--contrastive-warmup must be 0 or more"),
+            (self.batch_size >= 2, "--batch-size must be at least 2"),
+            (
+                min(net.z_dim, net.w_dim, net.mapping_layers, net.channel_base, net.channel_max)
+                >= 1,
+                "--z-dim, --w-dim, --mapping-layers, --channel-base and --channel-max "
+                "must be at least 1",
+            ),
+            (
+                net.attn_kernel >= 1 and net.attn_kernel % 2 == 1,
+                "--attn-kernel must be odd (e.g. 7)",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise GantkError(message)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -232,6 +264,7 @@ class Trainer:
         self.log = log
         self.device = torch.device(config.device)
         self.out = Path(config.out)
+        config.validate()
         if config.loss not in losses.LOSSES:
             raise GantkError(f"unknown loss {config.loss!r}; use one of {', '.join(losses.LOSSES)}")
         if config.amp not in ("none", "bf16", "fp16"):
@@ -315,6 +348,13 @@ class Trainer:
     def nimg(self) -> int:
         return self.step * self.cfg.batch_size
 
+    def _stamp(self) -> str:
+        """File name stamp: whole kimg (StyleGAN's convention) when snapshots and samples are at
+        least 1 kimg apart, otherwise the exact image count, so names never collide."""
+        if min(self.cfg.snapshot_kimg, self.cfg.sample_kimg) >= 1:
+            return f"{round(self.nimg / 1000):06d}kimg"
+        return f"{self.nimg:09d}img"
+
     def save(self, snapshot: bool = False) -> Path:
         """Write latest.safetensors (G_ema) and latest-state.safetensors (everything)."""
         self.saved_step = self.step
@@ -329,7 +369,7 @@ class Trainer:
             latest = self.out / "latest.safetensors"
             save_checkpoint(latest, self.G_ema.state_dict(), GENERATOR_KIND, meta)
             if snapshot:
-                name = f"snapshot-{round(self.nimg / 1000):06d}kimg.safetensors"
+                name = f"snapshot-{self._stamp()}.safetensors"
                 save_checkpoint(self.out / name, self.G_ema.state_dict(), GENERATOR_KIND, meta)
             save_training_state(
                 self.out / "latest-state.safetensors", self.state(), STATE_KIND, self.cfg.to_dict()
@@ -469,8 +509,9 @@ class Trainer:
             img = self.G_ema(z.to(self.device), noise_mode="const")
             images.append(to_uint8(img))
         arr = torch.cat(images).cpu().numpy()
-        path = self.out / f"samples-{round(self.nimg / 1000):06d}kimg.png"
-        save_image(make_grid(list(arr), self.cfg.grid, padding=0), path)
+        path = self.out / f"samples-{self._stamp()}.png"
+        with atomic_file(path, force=True) as tmp:
+            save_image(make_grid(list(arr), self.cfg.grid, padding=0), tmp, named_as=path)
         return path
 
     # -- the loop -------------------------------------------------------------------------
@@ -541,6 +582,10 @@ class Trainer:
                 if self.step % snap == 0 or done:
                     self.save(snapshot=True)
                 if self._stop_requested:
+                    if tick_stats:  # log the steps since the last tick before stopping
+                        seconds = time.perf_counter() - tick_start
+                        self.elapsed += seconds
+                        self._write_log(tick_stats, seconds)
                     self.save()
                     stopped = True
                     break
@@ -584,6 +629,11 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
 # --- entry points --------------------------------------------------------------------------
 
 
+def write_config(run_dir: Path, config: TrainConfig) -> None:
+    with atomic_file(run_dir / CONFIG_FILE, force=True) as tmp:
+        tmp.write_text(json.dumps(config.to_dict(), indent=2))
+
+
 def start_training(
     config: TrainConfig,
     force: bool = False,
@@ -593,6 +643,10 @@ def start_training(
     """A new run in ``config.out`` (which must be empty or absent unless ``force``)."""
     out = Path(config.out)
     dist = init_distributed(config.device)
+    if out.exists() and not out.is_dir():
+        raise GantkError(f"--out {out} is a file; give a folder for the run")
+    if not config.data.startswith("builtin:"):
+        check_output(out, force=True, inputs=[config.data])  # never train into the data
     if dist.main and out.exists() and any(out.iterdir()) and not force:
         raise GantkError(
             f"{out} already holds a run; --resume it, choose another --out, or pass --force"
@@ -604,7 +658,7 @@ def start_training(
         for pattern in RUN_ARTIFACTS:
             for stale in out.glob(pattern):
                 stale.unlink()
-        (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+        write_config(out, config)
     dist.barrier()
     return trainer.run(progress)
 
@@ -647,7 +701,7 @@ def resume_training(
     trainer = Trainer(config, dist=dist, log=log)
     trainer.load_state(state)
     if dist.main:
-        (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+        write_config(run_dir, config)
     return trainer.run(progress)
 
 

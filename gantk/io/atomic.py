@@ -46,23 +46,30 @@ def check_output(
         raise GantkError(
             f"{target} already exists; pass --force to replace it or choose another --out"
         )
-    parent = resolved.parent
-    if parent.exists() and not parent.is_dir():
+    # Check the nearest existing ancestor; folders are created only when writing starts, so a
+    # command that fails later leaves no empty folders behind.
+    ancestor = resolved.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
         raise GantkError(
-            f"cannot write {target}: {parent} is not a directory; choose another --out"
+            f"cannot write {target}: {ancestor} is not a directory; choose another --out"
         )
+    if not os.access(ancestor, os.W_OK):
+        raise GantkError(f"cannot write into {ancestor} (permission denied); choose another --out")
+    return resolved
+
+
+def _make_parent(target: Path) -> None:
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GantkError(
             f"cannot create the folder for {target} ({exc.strerror}); choose another --out"
         ) from exc
-    if not os.access(parent, os.W_OK):
-        raise GantkError(f"cannot write into {parent} (permission denied); choose another --out")
-    return resolved
 
 
-def _default_mode(directory: bool) -> int:
+def default_mode(directory: bool) -> int:
     """The mode a plain open()/mkdir() would give under the current umask (mkstemp and mkdtemp
     use 0600/0700, which would make every output private to its owner)."""
     umask = os.umask(0)
@@ -82,10 +89,11 @@ def _remove(path: Path) -> None:
 def atomic_file(target: str | Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; move it onto ``target`` if the block succeeds."""
     target = check_output(target, force)
+    _make_parent(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, _default_mode(directory=False))
+    os.chmod(tmp, default_mode(directory=False))
     try:
         yield tmp
         if target.is_dir():
@@ -103,8 +111,9 @@ def atomic_dir(target: str | Path, force: bool = False) -> Iterator[Path]:
     With ``force`` an existing target is replaced only after the new content is complete.
     """
     target = check_output(target, force)
+    _make_parent(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    os.chmod(tmp, _default_mode(directory=True))
+    os.chmod(tmp, default_mode(directory=True))
     try:
         yield tmp
         if target.exists() or target.is_symlink():

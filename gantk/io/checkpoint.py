@@ -13,6 +13,7 @@ plus a JSON skeleton, and :func:`unflatten_state` reverses it.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import torch
 
 from gantk import __version__
 from gantk.errors import GantkError
-from gantk.io.atomic import atomic_file
+from gantk.io.atomic import atomic_file, default_mode
 
 # safetensors files begin with an 8-byte little-endian header length; anything above this is
 # not a header we would write (and guards against reading a huge bogus length into memory).
@@ -63,6 +64,7 @@ def save_checkpoint(
     payload = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic_file(path, force) as tmp:
         save_file(payload, str(tmp), metadata=meta)
+        os.chmod(tmp, default_mode(directory=False))  # save_file recreates the file as 0600
     return Path(path)
 
 

@@ -434,6 +434,8 @@ class Subset(ImageDataset):
         self.filenames = (
             [base.filenames[i] for i in self.indices] if base.filenames is not None else None
         )
+        if getattr(base, "sizes", None) is not None:  # native sizes, for the mixed-size check
+            self.sizes = [base.sizes[i] for i in self.indices]
 
     def image(self, index: int) -> np.ndarray:
         return self.base.image(int(self.indices[index]))

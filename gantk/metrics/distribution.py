@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from gantk.errors import GantkError
 from gantk.metrics.features import FeatureNet
 from gantk.metrics.frechet import GaussianStats, frechet_from_stats
 from gantk.metrics.sources import ImageSource
@@ -41,7 +42,8 @@ def feature_pass(
 
 
 def fid(a: GaussianStats, b: GaussianStats) -> float:
-    return frechet_from_stats(a, b)
+    # A squared distance: rounding can leave it a hair below 0 for identical statistics.
+    return max(0.0, frechet_from_stats(a, b))
 
 
 def kid(
@@ -56,7 +58,7 @@ def kid(
     real, fake = real.double(), fake.double()
     m = min(subset_size, len(real), len(fake))
     if m < 2:
-        raise ValueError("KID needs at least 2 images in each set")
+        raise GantkError("KID needs at least 2 images in each set")
     if m < subset_size:
         warnings.warn(
             f"KID subsets of {m} images instead of {subset_size}: fewer images than "
@@ -109,7 +111,10 @@ def precision_recall(
     are computed in blocks so 50k x 50k sets fit in memory."""
     real, fake = real.float(), fake.float()
     if min(len(real), len(fake)) <= k:
-        raise ValueError(f"precision/recall with k={k} needs more than {k} images per set")
+        raise GantkError(
+            f"precision/recall with --k {k} needs more than {k} images per set; "
+            "use more images or a smaller --k"
+        )
     real_radii = _kth_neighbour_radii(real, k, block)
     fake_radii = _kth_neighbour_radii(fake, k, block)
     precision = _covered(fake, real, real_radii, block).float().mean().item()

@@ -97,7 +97,8 @@ def open_source(
         )
     from gantk.io.datasets import open_dataset
 
-    dataset = open_dataset(text, resolution=resolution, count=count, seed=None)
+    # Feature networks resize to their own input size anyway, so small images may be enlarged.
+    dataset = open_dataset(text, resolution=resolution, allow_upscale=True, count=count, seed=None)
     res = dataset.resolution if dataset.resolution is not None else _common_size(dataset)
     if len(dataset) < 2:
         raise GantkError(f"{spec} has {len(dataset)} image; a distribution metric needs at least 2")
