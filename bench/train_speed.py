@@ -8,12 +8,14 @@ steps) are included, so time at least 16 steps for a fair average.
     python bench/train_speed.py --resolution 32 --steps 16            # CPU
     python bench/train_speed.py --resolution 128 --device cuda --channel-base 16384 \
         --z-dim 512 --w-dim 512 --batch-size 32 --amp bf16            # the published config
+    ... --ops ref,cuda       # each variant with the reference ops and with the CUDA kernels
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -87,6 +89,7 @@ def measure(args: argparse.Namespace, variant: str) -> dict:
     )
     return {
         "variant": variant,
+        "ops": os.environ.get("GANTK_OPS", "auto"),
         "sec_per_kimg": seconds / (args.steps * args.batch_size) * 1000,
         "peak_gib": peak,
         "memory": "cuda allocated" if device.type == "cuda" else "process RSS",
@@ -112,6 +115,11 @@ def main() -> None:
     parser.add_argument("--channel-max", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", default="none")
+    parser.add_argument(
+        "--ops",
+        default=os.environ.get("GANTK_OPS", "auto"),
+        help="comma-separated GANTK_OPS values to run every variant with, e.g. ref,cuda",
+    )
     parser.add_argument("--only", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     args = parser.parse_args()
@@ -121,20 +129,22 @@ def main() -> None:
         print(json.dumps(measure(args, args.only)))
         return
     rows = []
-    for variant in VARIANTS:
-        cmd = [sys.executable, __file__, *sys.argv[1:], "--only", variant]
-        rows.append(
-            json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        )
-    base = rows[0]["sec_per_kimg"]
+    for ops_path in args.ops.split(","):
+        env = {**os.environ, "GANTK_OPS": ops_path.strip()}
+        for variant in VARIANTS:
+            cmd = [sys.executable, __file__, *sys.argv[1:], "--only", variant]
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(
-        f"{'variant':<12} {'sec/kimg':>9} {'x base':>7} {'peak GiB':>9} "
+        f"{'ops':<5} {'variant':<12} {'sec/kimg':>9} {'x base':>7} {'peak GiB':>9} "
         f"{'G params':>9} {'D params':>9}"
     )
     for r in rows:
-        r["ratio"] = r["sec_per_kimg"] / base
+        # Ratio to the baseline variant run with the same ops path.
+        base = next(b for b in rows if b["ops"] == r["ops"] and b["variant"] == "baseline")
+        r["ratio"] = r["sec_per_kimg"] / base["sec_per_kimg"]
         print(
-            f"{r['variant']:<12} {r['sec_per_kimg']:>9.2f} {r['ratio']:>7.2f} "
+            f"{r['ops']:<5} {r['variant']:<12} {r['sec_per_kimg']:>9.2f} {r['ratio']:>7.2f} "
             f"{r['peak_gib']:>9.3f} "
             f"{r['g_params']:>9} {r['d_params']:>9}"
         )

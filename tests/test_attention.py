@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from naive_ops import naive_patch_attention, naive_unfold
 from torch import Tensor
 
 from gantk import ops
@@ -16,52 +17,12 @@ from gantk.gan.attention import (
     make_attention,
     parse_attention_spec,
 )
-from gantk.ops import patch_attention as pa_module
-from gantk.ops.patch_attention import patch_attention, patch_attention_ref, unfold_patches
-
-# ----------------------------------------------------------------------------------------------
-# Independent definitions: plain Python loops over numpy arrays, no unfold, no broadcasting.
-
-
-def _offsets(kernel_size: int) -> list[tuple[int, int]]:
-    half = kernel_size // 2
-    return [(dy, dx) for dy in range(-half, half + 1) for dx in range(-half, half + 1)]
-
-
-def naive_unfold(x: Tensor, kernel_size: int, dilation: int) -> np.ndarray:
-    xs = x.detach().double().numpy()
-    batch, channels, height, width = xs.shape
-    out = np.zeros((batch, channels, kernel_size**2, height, width))
-    for b in range(batch):
-        for c in range(channels):
-            for p, (dy, dx) in enumerate(_offsets(kernel_size)):
-                for i in range(height):
-                    for j in range(width):
-                        y, xx = i + dy * dilation, j + dx * dilation
-                        if 0 <= y < height and 0 <= xx < width:
-                            out[b, c, p, i, j] = xs[b, c, y, xx]
-    return out
-
-
-def naive_patch_attention(
-    values: Tensor, weights: Tensor, kernel_size: int, dilation: int
-) -> np.ndarray:
-    vs = values.detach().double().numpy()
-    ws = weights.detach().double().numpy()
-    batch, channels, height, width = vs.shape
-    w_channels = ws.shape[1]
-    out = np.zeros_like(vs)
-    for b in range(batch):
-        for c in range(channels):
-            for i in range(height):
-                for j in range(width):
-                    total = 0.0
-                    for p, (dy, dx) in enumerate(_offsets(kernel_size)):
-                        y, xx = i + dy * dilation, j + dx * dilation
-                        if 0 <= y < height and 0 <= xx < width:
-                            total += ws[b, c % w_channels, p, i, j] * vs[b, c, y, xx]
-                    out[b, c, i, j] = total
-    return out
+from gantk.ops.patch_attention import (
+    key_patch_linear,
+    patch_attention,
+    patch_attention_ref,
+    unfold_patches,
+)
 
 
 def _inputs(
@@ -199,14 +160,45 @@ def test_patch_attention_bad_arguments() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# Reflect padding
+
+
+@pytest.mark.parametrize(("kernel_size", "dilation"), [(3, 1), (3, 2), (5, 1)])
+def test_reflect_padding_matches_naive_loop(kernel_size: int, dilation: int) -> None:
+    values, weights = _inputs(kernel_size, 2)
+    expected = naive_patch_attention(values, weights, kernel_size, dilation, reflect=True)
+    out = patch_attention(values, weights, kernel_size, dilation, "reflect")
+    np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(
+        unfold_patches(values, kernel_size, dilation, "reflect").numpy(),
+        naive_unfold(values, kernel_size, dilation, reflect=True),
+    )
+    # Reflect differs from zeros exactly where a patch crosses the border.
+    assert not torch.allclose(out, patch_attention(values, weights, kernel_size, dilation))
+
+
+def test_reflect_padding_needs_a_larger_image() -> None:
+    values, weights = _inputs(5, shape=(1, 4, 2, 6))
+    with pytest.raises(ValueError, match="reflect padding of 2"):
+        patch_attention(values, weights, 5, 1, "reflect")
+    with pytest.raises(ValueError, match="padding_mode"):
+        patch_attention(values, weights, 5, 1, "circular")
+
+
+# ----------------------------------------------------------------------------------------------
 # Backend dispatch
 
 
 @pytest.mark.parametrize("requested", ["auto", "ref", "cuda"])
-def test_dispatch_uses_reference_for_every_setting(
+def test_cpu_tensors_use_the_reference_without_building(
     requested: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # No kernel is registered: even GANTK_OPS=cuda falls back to the reference without an error.
+    from gantk.ops import build
+
+    def no_build(required: bool = False):
+        raise AssertionError("CPU tensors must never trigger a kernel build")
+
+    monkeypatch.setattr(build, "load_kernels", no_build)
     monkeypatch.setenv("GANTK_OPS", requested)
     values, weights = _inputs(3)
     assert torch.equal(patch_attention(values, weights, 3), patch_attention_ref(values, weights, 3))
@@ -219,44 +211,19 @@ def test_dispatch_rejects_unknown_backend(monkeypatch: pytest.MonkeyPatch) -> No
         patch_attention(values, weights, 3)
 
 
-def test_choose_backend_rules(monkeypatch: pytest.MonkeyPatch) -> None:
-    choose = pa_module._choose_backend
-    # Nothing registered: always the reference.
-    for requested in ops.CHOICES:
-        for on_cuda in (False, True):
-            assert choose(requested, on_cuda) == "ref"
+def test_dispatch_sends_kernel_calls_to_the_loaded_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int, bool]] = []
 
-    # Announced but not present in the module: still the reference.
-    monkeypatch.setattr(ops, "CUDA_KERNELS", {pa_module.OP_NAME})
-    assert choose("cuda", True) == "ref"
+    class FakeKernels:
+        @staticmethod
+        def patch_attention_forward(values, weights, kernel_size, dilation, reflect):
+            calls.append((kernel_size, dilation, reflect))
+            return torch.full_like(values, 7.0)
 
-    monkeypatch.setitem(pa_module._IMPLEMENTATIONS, "cuda", patch_attention_ref)
-    assert choose("cuda", True) == "cuda"
-    assert choose("auto", True) == "cuda"
-    assert choose("ref", True) == "ref"  # forced reference wins
-    assert choose("cuda", False) == "ref"  # CPU tensors never go to a GPU kernel
-
-    # Present but not announced: the reference.
-    monkeypatch.setattr(ops, "CUDA_KERNELS", set())
-    assert choose("cuda", True) == "ref"
-
-
-def test_dispatch_calls_the_chosen_implementation(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[int, int]] = []
-
-    def fake(values: Tensor, weights: Tensor, kernel_size: int, dilation: int) -> Tensor:
-        calls.append((kernel_size, dilation))
-        return torch.full_like(values, 7.0)
-
-    monkeypatch.setitem(pa_module._IMPLEMENTATIONS, "cuda", fake)
-    monkeypatch.setattr(ops, "CUDA_KERNELS", {pa_module.OP_NAME})
+    monkeypatch.setattr(ops, "kernels_for", lambda tensor: FakeKernels)
     values, weights = _inputs(3)
-    # CPU tensors: the registered kernel is not used.
-    patch_attention(values, weights, 3)
-    assert calls == []
-    monkeypatch.setattr(pa_module, "_choose_backend", lambda requested, on_cuda: "cuda")
-    out = patch_attention(values, weights, 3, 2)
-    assert calls == [(3, 2)] and bool((out == 7.0).all())
+    out = patch_attention(values, weights, 3, 2, "reflect")
+    assert calls == [(3, 2, True)] and bool((out == 7.0).all())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -341,6 +308,44 @@ def test_san_is_local_in_both_sources() -> None:
     corner[..., i - k // 2, j + k // 2] = 1.0
     assert (module(kq, v + corner)[..., i, j] - base).abs().max() > 1e-6
     assert (module(kq + corner, v)[..., i, j] - base).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize(
+    ("kernel_size", "dilation", "padding_mode"),
+    [(3, 1, "zeros"), (5, 2, "zeros"), (3, 1, "reflect"), (5, 1, "reflect")],
+)
+def test_key_patch_linear_equals_unfold_then_linear(
+    kernel_size: int, dilation: int, padding_mode: str
+) -> None:
+    gen = torch.Generator().manual_seed(3)
+    keys = torch.randn(2, 3, 6, 7, generator=gen, dtype=torch.float64)
+    weight = torch.randn(4, 3 * kernel_size**2, 1, 1, generator=gen, dtype=torch.float64)
+    unfolded = torch.from_numpy(
+        naive_unfold(keys, kernel_size, dilation, reflect=padding_mode == "reflect")
+    ).flatten(1, 2)
+    expected = torch.nn.functional.conv2d(unfolded, weight)
+    out = key_patch_linear(keys, weight, kernel_size, dilation, padding_mode)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="weight must be"):
+        key_patch_linear(keys, weight[:, :-1], kernel_size, dilation, padding_mode)
+
+
+def test_san_forward_is_the_unfolded_formula() -> None:
+    # The block computes its weight MLP's first layer as a convolution; the definition is that
+    # layer applied to concat(query, unfolded key patch).
+    torch.manual_seed(0)
+    module = SANAttention(16, kernel_size=3).double()
+    _randomize_projection(module)
+    x = torch.randn(2, 16, 5, 5, dtype=torch.float64)
+    leaky = torch.nn.functional.leaky_relu
+    query = leaky(module.query(x), 0.2)
+    key = leaky(module.key(x), 0.2)
+    value = leaky(module.value(x), 0.2)
+    patches = torch.from_numpy(naive_unfold(key, 3, 1)).flatten(1, 2)
+    weights = module.weight_mlp(torch.cat([query, patches], dim=1)).view(2, 2, 9, 5, 5)
+    attended = torch.from_numpy(naive_patch_attention(value, weights, 3, 1))
+    expected = x + module.proj(attended)
+    torch.testing.assert_close(module(x, x), expected, rtol=0, atol=1e-10)
 
 
 def test_san_validation() -> None:

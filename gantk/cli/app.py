@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from gantk import __version__
-from gantk.cli import data, evaluate, generate, info, train
+from gantk.cli import data, evaluate, generate, info, ops, train
 from gantk.cli.common import DEBUG, show_warnings_as_lines
 
 app = typer.Typer(
@@ -57,3 +57,4 @@ app.add_typer(train.app, name="train")
 app.command("generate", help=generate.generate.__doc__)(generate.generate)
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(data.app, name="data")
+app.add_typer(ops.app, name="ops")

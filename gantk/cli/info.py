@@ -63,6 +63,8 @@ def info(as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
         )
         ops = facts["ops"]
         rows.append(["ops", f"{ops['active']} (GANTK_OPS={ops['requested']}: {ops['reason']})"])
+        for name, op in ops["ops"].items():
+            rows.append([f"  {name}", f"{op['path']}; kernel covers {op['kernel_covers']}"])
         rows.append(["weights searched in", "; ".join(facts["weights_search_path"])])
         out.table("gantk", ["item", "value"], rows)
         out.table(

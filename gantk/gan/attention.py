@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gantk.errors import GantkError
-from gantk.ops.patch_attention import patch_attention, unfold_patches
+from gantk.ops.patch_attention import key_patch_linear, patch_attention
 
 ATTENTION_KINDS: tuple[str, ...] = ("san", "sagan")
 
@@ -131,8 +131,14 @@ class SANAttention(nn.Module):
         query = F.leaky_relu(self.query(kq_source), _LEAKY_SLOPE)
         key = F.leaky_relu(self.key(kq_source), _LEAKY_SLOPE)
         value = F.leaky_relu(self.value(v_source), _LEAKY_SLOPE)
-        key_patches = unfold_patches(key, k).flatten(1, 2)  # (B, rel * k*k, H, W)
-        weights = self.weight_mlp(torch.cat([query, key_patches], dim=1))
+        # First MLP layer on concat(query, flattened key patch), split in its two parts so the
+        # key patch is a k x k convolution rather than a k*k-times larger unfolded tensor.
+        first = self.weight_mlp[0]
+        rel = self.rel_channels
+        hidden = F.conv2d(query, first.weight[:, :rel], first.bias) + key_patch_linear(
+            key, first.weight[:, rel:], k
+        )
+        weights = self.weight_mlp[2](self.weight_mlp[1](hidden))
         weights = weights.view(batch, self.weight_channels, k * k, height, width)
         attended = patch_attention(value, weights, k)
         return v_source + self.proj(attended)

@@ -1,20 +1,41 @@
-"""Low-level ops that have a pure-PyTorch reference and may have a compiled CUDA kernel.
+"""Low-level ops with a pure-PyTorch reference and a compiled CUDA kernel.
 
-``GANTK_OPS=ref|cuda|auto`` chooses the implementation (default ``auto``: the CUDA kernel when a
-GPU and a kernel build are available, otherwise the reference). This module only reports and
-validates that choice; each op module registers its implementations.
+``GANTK_OPS=ref|cuda|auto`` chooses the implementation:
+
+- ``auto`` (default): the CUDA kernels for CUDA tensors when they build (once per machine, cached;
+  see :mod:`gantk.ops.build`), otherwise the reference, with one warning per process;
+- ``cuda``: the kernels for CUDA tensors, and an error if they cannot be built;
+- ``ref``: always the reference.
+
+CPU tensors always use the reference. Calls the kernels do not cover (other kernel sizes,
+second-order gradients) use the reference whatever the setting; :func:`backend_report` says
+which path each op takes and why.
 """
 
 from __future__ import annotations
 
 import os
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from gantk.errors import GantkError
 
+if TYPE_CHECKING:
+    import torch
+
 CHOICES = ("auto", "ref", "cuda")
 
-# Ops register here the names of the ops that have a compiled CUDA implementation.
-CUDA_KERNELS: set[str] = set()
+# What each op's kernel covers; everything else runs the reference.
+KERNEL_SCOPE = {
+    "modulated_conv2d": (
+        "1x1 and 3x3 kernels with same padding, float16/bfloat16/float32/float64; other shapes and "
+        "second-order gradients (create_graph, e.g. path-length regularization) use the reference"
+    ),
+    "patch_attention": (
+        "any odd patch size and dilation, zero or reflect padding; second-order gradients use "
+        "the reference"
+    ),
+}
 
 
 def requested_backend() -> str:
@@ -24,19 +45,57 @@ def requested_backend() -> str:
     return value
 
 
-def backend_report() -> dict[str, str]:
-    """Which implementation ops use in this process, and why."""
+def kernels_for(tensor: torch.Tensor) -> ModuleType | None:
+    """The compiled kernel module if ``tensor`` should be processed by it, else None."""
+    requested = requested_backend()
+    if requested == "ref" or not tensor.is_cuda:
+        return None
+    from gantk.ops import build
+
+    return build.load_kernels(required=requested == "cuda")
+
+
+def _path_and_reason(requested: str) -> tuple[str, str]:
     import torch
 
-    requested = requested_backend()
+    from gantk.ops import build
+
     if requested == "ref":
-        return {"requested": requested, "active": "ref", "reason": "forced by GANTK_OPS=ref"}
+        return "ref", "forced by GANTK_OPS=ref"
     if not torch.cuda.is_available():
-        return {"requested": requested, "active": "ref", "reason": "no CUDA device"}
-    if not CUDA_KERNELS:
-        return {
-            "requested": requested,
-            "active": "ref",
-            "reason": "this build ships no compiled kernels; the PyTorch reference runs on CUDA",
-        }
-    return {"requested": requested, "active": "cuda", "reason": ", ".join(sorted(CUDA_KERNELS))}
+        return "ref", "no CUDA device (the kernels run on NVIDIA GPUs only)"
+    state = build.process_state()
+    if state["loaded"]:
+        return "cuda", "compiled kernels loaded in this process"
+    if state["error"]:
+        return "ref", str(state["error"])
+    try:
+        arches = build.target_arches()
+        library = build.cached_library(arches)
+        failed = build.build_dir(arches) / build.FAILED_MARK
+    except GantkError as exc:
+        return "ref", str(exc)
+    if library is not None:
+        return "cuda", f"prebuilt kernels in {library.parent}"
+    if failed.is_file():
+        return "ref", f"an earlier build failed (log: {failed}); `gantk ops build` retries"
+    if build.find_cuda_home() is None:
+        return "ref", "no cached build and no CUDA toolkit (nvcc) to build one"
+    return "cuda", (
+        f"built on first use into {build.build_dir(arches)} (about a minute once; "
+        "`gantk ops build` prebuilds)"
+    )
+
+
+def backend_report() -> dict:
+    """Which implementation each op uses in this process, and why (for ``gantk info``)."""
+    requested = requested_backend()
+    path, reason = _path_and_reason(requested)
+    return {
+        "requested": requested,
+        "active": path,
+        "reason": reason,
+        "ops": {
+            name: {"path": path, "kernel_covers": scope} for name, scope in KERNEL_SCOPE.items()
+        },
+    }
