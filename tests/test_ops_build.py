@@ -35,7 +35,7 @@ def _fresh_build_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.skipif(build.find_cuda_home() is None, reason="nvcc/CUDA toolkit not installed")
-def test_sources_compile_and_import_without_a_gpu(cli, tmp_path: Path) -> None:
+def test_sources_compile_and_import_without_a_gpu(cli, tmp_path: Path, monkeypatch) -> None:
     result = cli("ops", "build", "--arch", "9.0", "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -48,6 +48,9 @@ def test_sources_compile_and_import_without_a_gpu(cli, tmp_path: Path) -> None:
     # A second build of the same sources is the cached one: no compiler runs.
     again = json.loads(cli("ops", "build", "--arch", "9.0", "--json").stdout)
     assert again["was_cached"] is True and again["library"] == summary["library"]
+    # A node without the toolkit still loads the prebuild.
+    monkeypatch.setattr(build, "find_cuda_home", lambda: None)
+    assert callable(build.build(arch="9.0").scaled_conv2d)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -56,8 +59,9 @@ def test_sources_compile_and_import_without_a_gpu(cli, tmp_path: Path) -> None:
 
 def test_build_key_changes_with_arch_and_sources(tmp_path: Path, monkeypatch) -> None:
     key = build.build_key("9.0")
-    assert key == build.build_key("9.0") and len(key) == 16
+    assert key == build.build_key("9.0") and key.endswith("_sm90")
     assert build.build_key("8.0") != key
+    assert build.build_key("9.0;8.0") == build.build_key("8.0 9.0") == build.build_key("8.0;9.0")
     copy = tmp_path / "csrc"
     copy.mkdir()
     for name in build.SOURCES + build.HEADERS:
@@ -66,6 +70,16 @@ def test_build_key_changes_with_arch_and_sources(tmp_path: Path, monkeypatch) ->
     assert build.build_key("9.0") == key
     (copy / "common.cuh").write_text((copy / "common.cuh").read_text() + "\n// edited\n")
     assert build.build_key("9.0") != key
+
+
+def test_a_multi_arch_prebuild_serves_each_of_its_arches(tmp_path: Path) -> None:
+    folder = build.build_dir("8.0;9.0+PTX")
+    folder.mkdir(parents=True)
+    assert build.cached_library("9.0") is None  # no finished build yet
+    (folder / f"{build.module_name('8.0;9.0+PTX')}.so").write_bytes(b"")
+    assert build.cached_library("9.0") == folder / f"{build.module_name('8.0;9.0+PTX')}.so"
+    assert build.cached_library("8.0;9.0") is not None
+    assert build.cached_library("8.6") is None and build.cached_library("9.0;10.0") is None
 
 
 def test_cache_root_precedence(tmp_path: Path, monkeypatch) -> None:
@@ -166,6 +180,7 @@ def test_unreadable_lock_is_cleared_after_a_grace_period(tmp_path: Path) -> None
 
 
 def test_missing_toolkit_warns_once_and_falls_back(monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
     monkeypatch.setattr(build, "find_cuda_home", lambda: None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -55,7 +55,7 @@ def build(
         )
     out = Output(quiet, as_json)
     ops_build.require_cuda_home()
-    arches = ops_build.target_arches(arch)
+    arches = ops_build.normalize_arches(ops_build.target_arches(arch))
     cached = ops_build.cached_library(arches) is not None
     out.say(
         f"{'checking the cached' if cached else 'building the'} CUDA kernels for arch {arches} "

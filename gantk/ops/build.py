@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -127,17 +128,40 @@ def target_arches(arch: str | None = None) -> str:
     )
 
 
-def build_key(arches: str) -> str:
-    """Hash of everything a build depends on: sources, torch, CUDA, architectures, Python."""
+def normalize_arches(arches: str) -> str:
+    """``"9.0 8.0;9.0"`` -> ``"8.0;9.0"``: one spelling per set, so equal sets share a build."""
+    parts = {part.strip() for part in arches.replace(" ", ";").split(";") if part.strip()}
+    if not parts:
+        raise OpsBuildError(f"no GPU architecture in {arches!r}; give e.g. 9.0 or '8.0;9.0'")
+    return ";".join(sorted(parts, key=_arch_order))
+
+
+def _arch_order(arch: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", arch))
+
+
+def source_key() -> str:
+    """Hash of everything a build depends on except the architectures: sources, torch, CUDA,
+    Python."""
     import torch
 
     digest = hashlib.sha256()
     for name in SOURCES + HEADERS:
         digest.update(name.encode())
         digest.update((SOURCE_DIR / name).read_bytes())
-    for part in (torch.__version__, str(torch.version.cuda), arches, sys.version.split()[0]):
+    for part in (torch.__version__, str(torch.version.cuda), sys.version.split()[0]):
         digest.update(b"\0" + part.encode())
     return digest.hexdigest()[:16]
+
+
+def _arch_tag(arches: str) -> str:
+    # "8.0;9.0+PTX" -> "sm80_sm90ptx": readable in folder names and valid in module names.
+    return "_".join("sm" + a.replace(".", "").replace("+PTX", "ptx") for a in arches.split(";"))
+
+
+def build_key(arches: str) -> str:
+    """The cache folder name of a build: source key plus architecture tag."""
+    return f"{source_key()}_{_arch_tag(normalize_arches(arches))}"
 
 
 def build_dir(arches: str) -> Path:
@@ -148,10 +172,49 @@ def module_name(arches: str) -> str:
     return f"gantk_ops_{build_key(arches)}"
 
 
-def cached_library(arches: str) -> Path | None:
-    """The built shared library for these arches, if a finished build is in the cache."""
-    path = build_dir(arches) / f"{module_name(arches)}.so"
+def _library_in(folder: Path) -> Path | None:
+    path = folder / f"gantk_ops_{folder.name}.so"
     return path if path.is_file() else None
+
+
+def cached_library(arches: str) -> Path | None:
+    """A finished build that runs on every architecture in ``arches``: the build for exactly
+    these, else any build of the same sources whose architecture list covers them (a prebuild
+    for "8.0;9.0" serves an H100, whose own list is "9.0")."""
+    exact = _library_in(build_dir(arches))
+    if exact is not None:
+        return exact
+    wanted = {a.split("+")[0] for a in normalize_arches(arches).split(";")}
+    prefix = f"{source_key()}_"
+    root = cache_root()
+    candidates = sorted(root.glob(f"{prefix}*")) if root.is_dir() else []
+    for folder in candidates:
+        tags = folder.name[len(prefix) :].split("_")
+        digits = [t[2:].removesuffix("ptx") for t in tags]
+        built = {f"{d[:-1]}.{d[-1]}" for d in digits if d.isdigit() and len(d) >= 2}
+        if wanted <= built and (library := _library_in(folder)) is not None:
+            return library
+    return None
+
+
+def import_library(path: Path) -> ModuleType:
+    """Import a built extension without a compiler: what a node without the CUDA toolkit
+    needs to use a prebuild."""
+    import importlib.util
+
+    import torch  # noqa: F401  (the extension links against libtorch, which must be loaded)
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise OpsBuildError(f"{path} is not an importable extension; run `gantk ops build`")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        raise OpsBuildError(
+            f"the prebuilt kernels in {path} do not load ({exc}); run `gantk ops build` to rebuild"
+        ) from exc
+    return module
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +243,8 @@ def lock_is_stale(path: Path, stale_after: float) -> bool:
             return time.time() - path.stat().st_mtime > _UNREADABLE_LOCK_GRACE_S
         except FileNotFoundError:
             return False
-    if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1))):
+    pid = owner.get("pid")
+    if owner.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
         return True
     return time.time() - started > stale_after
 
@@ -273,8 +337,11 @@ def build(arch: str | None = None, verbose: bool = False, retry_failed: bool = T
             (its log is left in the build folder), or ``retry_failed=False`` and these sources
             failed before.
     """
+    arches = normalize_arches(target_arches(arch))
+    library = cached_library(arches)
+    if library is not None:
+        return import_library(library)
     cuda_home = require_cuda_home()
-    arches = target_arches(arch)
     folder = build_dir(arches)
     failed = folder / FAILED_MARK
     if not retry_failed and failed.is_file():

@@ -152,8 +152,9 @@ class ScaledConvKernel(torch.autograd.Function):
                 padding=weight.shape[-1] // 2,
             )
         if need_out and out_scale is not None:
-            # out = out_scale * z, so d loss / d out_scale = sum(grad * z) = sum(grad * out) / s;
-            # demodulation coefficients are rsqrt(...) > 0.
+            # out = out_scale * z, so d loss / d out_scale = sum(grad * z) = sum(grad * out) / s.
+            # Valid for positive scales only, which demodulation coefficients rsqrt(...) are;
+            # callers of this Function must not pass zero or negative out_scale.
             grad_out_scale = (grad_out.to(out_scale.dtype) * out.to(out_scale.dtype)).sum(
                 dim=(2, 3)
             ) / out_scale
@@ -184,6 +185,9 @@ def modulated_conv2d_kernel(
     Styles and demodulation coefficients are computed in float32 (float64 for float64 inputs)
     whatever ``x``'s dtype; autograd differentiates the coefficients through plain PyTorch.
     """
+    if torch.is_autocast_enabled("cuda"):
+        # A custom Function is invisible to autocast; cast like conv2d would under --amp.
+        x = x.to(torch.get_autocast_dtype("cuda"))
     scale_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     in_scale = styles.to(scale_dtype).contiguous()
     out_scale = demodulation(weight.to(scale_dtype), in_scale).contiguous() if demodulate else None

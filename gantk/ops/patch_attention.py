@@ -167,8 +167,6 @@ class PatchAttentionKernel(torch.autograd.Function):
         dilation: int,
         padding_mode: str,
     ) -> Tensor:
-        values = values.contiguous()
-        weights = weights.contiguous()
         reflect = padding_mode == "reflect"
         ctx.save_for_backward(values, weights)
         ctx.kernels = kernels
@@ -231,7 +229,11 @@ def patch_attention(
     kernels = ops.kernels_for(values)
     if kernels is None:
         return patch_attention_ref(values, weights, kernel_size, dilation, padding_mode)
-    return PatchAttentionKernel.apply(kernels, values, weights, kernel_size, dilation, padding_mode)
+    # contiguous() here, outside the Function: a copy made inside forward would be detached
+    # from the inputs' history, and create_graph backward would lose its way back to them.
+    return PatchAttentionKernel.apply(
+        kernels, values.contiguous(), weights.contiguous(), kernel_size, dilation, padding_mode
+    )
 
 
 def key_patch_linear(

@@ -108,6 +108,8 @@ at::Tensor scaled_conv2d(at::Tensor x, at::Tensor weight, at::Tensor in_scale,
   const int64_t k = weight.size(2);
   TORCH_CHECK(k == 1 || k == 3, "only 1x1 and 3x3 kernels are compiled");
   TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "weight and x dtypes differ");
+  TORCH_CHECK(weight.device() == x.device() && in_scale.device() == x.device(),
+              "x, weight and in_scale must be on the same GPU");
   const int64_t batch = x.size(0), in_channels = x.size(1), height = x.size(2), width = x.size(3);
   const int64_t out_channels = weight.size(0);
   TORCH_CHECK(weight.size(1) == in_channels, "weight in-channels differ from x channels");
@@ -118,6 +120,7 @@ at::Tensor scaled_conv2d(at::Tensor x, at::Tensor weight, at::Tensor in_scale,
     TORCH_CHECK(out_scale->dim() == 2 && out_scale->size(0) == batch &&
                     out_scale->size(1) == out_channels,
                 "out_scale must be (N, O)");
+    TORCH_CHECK(out_scale->device() == x.device(), "out_scale must be on the GPU of x");
     TORCH_CHECK(out_scale->scalar_type() == in_scale.scalar_type(),
                 "in_scale and out_scale dtypes differ");
   }

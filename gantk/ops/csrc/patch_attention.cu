@@ -50,6 +50,7 @@ PatchGeometry geometry(const at::Tensor& values, const at::Tensor& weights,
   TORCH_CHECK(values.dim() == 4, "values must be (B, C, H, W)");
   TORCH_CHECK(weights.dim() == 5, "weights must be (B, Cw, K*K, H, W)");
   TORCH_CHECK(values.scalar_type() == weights.scalar_type(), "values and weights dtypes differ");
+  TORCH_CHECK(values.device() == weights.device(), "values and weights must be on the same GPU");
   TORCH_CHECK(kernel_size >= 1 && kernel_size % 2 == 1, "kernel_size must be odd");
   TORCH_CHECK(dilation >= 1, "dilation must be positive");
   PatchGeometry g;
@@ -106,6 +107,7 @@ std::vector<at::Tensor> patch_attention_backward(at::Tensor grad_out, at::Tensor
   GANTK_CHECK_INPUT(grad_out);
   TORCH_CHECK(grad_out.sizes() == values.sizes(), "grad_out must have the shape of values");
   TORCH_CHECK(grad_out.scalar_type() == values.scalar_type(), "grad_out dtype differs");
+  TORCH_CHECK(grad_out.device() == values.device(), "grad_out must be on the GPU of values");
   const c10::cuda::CUDAGuard guard(values.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor grad_values, grad_weights;
