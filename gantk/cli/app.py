@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from gantk import __version__
-from gantk.cli import data, evaluate, generate, info, ops, train
+from gantk.cli import data, evaluate, fingerprint, generate, info, ops, train
 from gantk.cli.common import DEBUG, show_warnings_as_lines
 
 app = typer.Typer(
@@ -55,6 +55,12 @@ def main(
 app.command("info", help=info.info.__doc__)(info.info)
 app.add_typer(train.app, name="train")
 app.command("generate", help=generate.generate.__doc__)(generate.generate)
+app.command("fingerprint-embed", help=fingerprint.fingerprint_embed.__doc__)(
+    fingerprint.fingerprint_embed
+)
+app.command("fingerprint-decode", help=fingerprint.fingerprint_decode.__doc__)(
+    fingerprint.fingerprint_decode
+)
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(data.app, name="data")
 app.add_typer(ops.app, name="ops")

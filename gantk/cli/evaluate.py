@@ -578,3 +578,117 @@ def swd_command(
             **result,
         }
     )
+
+
+@app.command("robustness")
+@handle_errors
+def robustness_command(
+    images: Annotated[
+        Path,
+        typer.Argument(metavar="IMAGES", help="Folder of fingerprinted images (recursive)."),
+    ],
+    expect: Annotated[
+        str,
+        typer.Option(
+            "--expect", help="fingerprint.json of the embedding (or its folder), or 0x…/0-1 bits."
+        ),
+    ],
+    decoder: Annotated[
+        str, typer.Option("--decoder", help="Stego model (.safetensors) or builtin:stego-100.")
+    ] = "builtin:stego-100",
+    perturb: Annotated[
+        str,
+        typer.Option(
+            "--perturb",
+            help="Perturbations to sweep: comma list of noise, blur, jpeg, crop, resize, "
+            "brightness, combined; or all.",
+        ),
+    ] = "all",
+    generator: Annotated[
+        Path | None,
+        typer.Option(
+            "--generator",
+            help="Also perturb this generator (trained on the fingerprinted data): weight "
+            "quantization and weight noise, decoding --count samples each.",
+        ),
+    ] = None,
+    count: Annotated[
+        int, typer.Option("-n", "--count", min=1, help="Images used (the first N, sorted).")
+    ] = 200,
+    fpr: Annotated[float, typer.Option("--fpr", help="False-positive rate for detection.")] = 1e-6,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="Write a PNG of bit accuracy vs strength.")
+    ] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Bit accuracy, detection rate and p-values of a fingerprint under perturbations of the
+    images (noise, blur, JPEG, crop, resize, brightness, combined) and, with --generator, of the
+    model's weights."""
+    import numpy as np
+
+    from gantk.cli.common import resolve_device
+    from gantk.errors import GantkError
+    from gantk.fingerprint import bits as fpbits
+    from gantk.fingerprint.artificial import (
+        expected_for,
+        load_image,
+        read_expectation,
+        resolve_model,
+        to_tensor,
+    )
+    from gantk.fingerprint.robustness import image_sweep, model_sweep, plot
+    from gantk.fingerprint.train_stego import load_stego
+    from gantk.io.atomic import atomic_file, check_output
+    from gantk.io.images import list_images
+    from gantk.perturb import SWEEPS, parse_names
+
+    names = parse_names(perturb)
+    if not images.is_dir():
+        raise GantkError(f"{images} is not a folder of images")
+    paths = list_images(images)[:count]
+    if not paths:
+        raise GantkError(f"{images} contains no images")
+    if plot_path is not None:
+        check_output(plot_path, force, inputs=[images])
+    out = Output(quiet, as_json)
+    dev = resolve_device(device)
+    _, dec = load_stego(resolve_model(decoder), dev)
+    n = dec.config.bits
+    expected, _ = read_expectation(expect, n, dec.config.resolution)
+    tensors, targets = [], []
+    for path in paths:
+        target = expected_for(expected, str(path.relative_to(images)))
+        if target is None:
+            continue  # not an image the record knows (per-image maps only)
+        tensors.append(to_tensor(load_image(path).rgb))
+        targets.append(target)
+    if not tensors:
+        raise GantkError(f"no image in {images} is listed in the record's fingerprint map")
+    steps = sum(len(SWEEPS[name]) for name in names)
+    with out.progress(steps, "perturbing") as advance:
+        rows = image_sweep(tensors, np.stack(targets), dec, names, fpr, seed, advance)
+    if generator is not None:
+        if not isinstance(expected, np.ndarray):
+            raise GantkError("--generator needs one fingerprint in --expect, not a per-image map")
+        with out.progress(12, "perturbing the generator") as advance:
+            rows += model_sweep(generator, expected, dec, count, fpr, seed, dev, advance)
+    limit = fpbits.threshold(n, fpr)
+    out.table(
+        f"robustness ({len(tensors)} images, detection at >= {limit}/{n} bits, FPR {fpr:g})",
+        ["perturbation", "strength", "bit acc", "detected", "median p"],
+        [
+            [r["perturbation"], f"{r['strength']:g}", f"{r['bit_accuracy']:.3f}",
+             f"{r['detection_rate']:.2f}", f"{r['median_p_value']:.2g}"]
+            for r in rows
+        ],
+    )  # fmt: skip
+    if plot_path is not None:
+        with atomic_file(plot_path, force) as tmp:
+            plot(rows, tmp.with_suffix(".png"), limit / n)
+            tmp.with_suffix(".png").replace(tmp)
+    out.result({"images": len(tensors), "bits": n, "fpr": fpr, "threshold_matches": limit,
+                "rows": rows})  # fmt: skip

@@ -290,3 +290,107 @@ def train_digit_classifier_command(
         _, info = digit_classifier("cpu", path, retrain=True, advance=advance)
     output.say(f"test accuracy {info['test_accuracy']:.4f}; saved to {path}")
     output.result({**info, "path": str(path)})
+
+
+@app.command("stego")
+@handle_errors
+def train_stego_command(
+    data: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="DATASET",
+            help="Images to learn on: folder, .h5 pack or builtin:NAME (omit with --resume).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder (new, or the one to resume).")
+    ] = None,
+    bits: Annotated[int, typer.Option("--bits", help="Fingerprint length in bits.")] = 100,
+    resolution: Annotated[
+        int, typer.Option("--resolution", "-r", help="Working resolution (power of two, >= 32).")
+    ] = 64,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps (batches).")] = 20000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
+    l2_weight: Annotated[
+        float, typer.Option("--l2-weight", help="Final weight of the image MSE loss.")
+    ] = 10.0,
+    robust: Annotated[
+        str,
+        typer.Option(
+            "--robust",
+            help="Perturbations between encoder and decoder once bits decode (comma list of "
+            "noise, blur, jpeg, crop, resize, brightness, combined; or all). Default: none.",
+        ),
+    ] = "",
+    snapshot_every: Annotated[
+        int, typer.Option("--snapshot-every", help="Save model and state every N steps.")
+    ] = 500,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")
+    ] = False,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads for torch (default: all).")
+    ] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a fingerprint encoder/decoder pair (artificial fingerprints, Yu et al. 2021).
+
+    The image loss is off until the bit accuracy first passes 0.9, then ramps up to --l2-weight
+    (the authors' schedule); --robust adds perturbations from then on, so the fingerprint
+    survives recompression and resizing. Writes OUT/stego.safetensors (for fingerprint-embed
+    and fingerprint-decode), OUT/state.safetensors (exact resume) and OUT/log.jsonl.
+    """
+    import torch
+
+    from gantk.errors import GantkError
+    from gantk.fingerprint.train_stego import StegoTrainConfig, start_or_resume
+    from gantk.perturb import parse_names
+
+    if out is None:
+        raise GantkError("give --out, the run folder")
+    if resume and data is not None:
+        raise GantkError("--resume continues the run in --out; leave out DATASET")
+    if not resume and data is None:
+        raise GantkError("give DATASET to train on (or --resume with --out)")
+    if threads is not None:
+        if threads < 1:
+            raise GantkError("--threads must be positive")
+        torch.set_num_threads(threads)
+    config = StegoTrainConfig(
+        data=data or "",
+        bits=bits,
+        resolution=resolution,
+        batch_size=batch_size,
+        steps=steps,
+        lr=lr,
+        l2_weight=l2_weight,
+        robust=parse_names(robust) if robust else [],
+        seed=seed,
+        device=_device(device),
+        snapshot_every=snapshot_every,
+    )
+    output = Output(quiet, as_json)
+    trainer = start_or_resume(config, out, resume)
+    done = {"step": trainer.step}
+    with output.progress(trainer.config.steps, "training") as advance:
+        if trainer.step:
+            advance(trainer.step)
+
+        def on_log(entry: dict) -> None:
+            advance(
+                entry["step"] - done["step"],
+                f"step {entry['step']} bit acc {entry['bit_acc']:.3f} PSNR {entry['psnr']:.1f} dB",
+            )
+            done["step"] = entry["step"]
+
+        final = trainer.run(on_log)
+    accuracy, quality = final.get("bit_acc", float("nan")), final.get("psnr", float("nan"))
+    output.say(
+        f"bit accuracy {accuracy:.4f}, PSNR {quality:.2f} dB (training batches); "
+        f"saved {out}/stego.safetensors"
+    )
+    output.result({"out": str(out), **final})

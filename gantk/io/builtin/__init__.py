@@ -83,6 +83,7 @@ BUILTINS: dict[str, BuiltinInfo] = {
             "-",
             "skimage.data (512-1000 px)",
             "crops:build_textures",
+            {"sources": "comma-separated sources to crop from (default: all)"},
         ),
         BuiltinInfo(
             "photos",
@@ -94,6 +95,7 @@ BUILTINS: dict[str, BuiltinInfo] = {
             "-",
             "skimage.data and sklearn sample images",
             "crops:build_photos",
+            {"sources": "comma-separated sources to crop from (default: all)"},
         ),
         BuiltinInfo(
             "shapes",

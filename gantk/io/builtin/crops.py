@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from gantk.errors import GantkError
 from gantk.io.datasets import ArrayDataset
 from gantk.io.images import fit_image
 
@@ -92,12 +93,34 @@ def random_crops(
     return ArrayDataset(out, name, labels, list(sources))
 
 
-def build_textures(count: int, resolution: int, seed: int) -> ArrayDataset:
-    return random_crops(TEXTURE_SOURCES, count, resolution, seed, 3.0, "builtin:textures")
+def select_sources(
+    sources: dict[str, Callable[[], np.ndarray]], names: str | None, dataset: str
+) -> dict[str, Callable[[], np.ndarray]]:
+    """The sources named in ``names`` ("a,b"), all when None: lets held-out evaluation use
+    images that a model never saw in training."""
+    if names is None:
+        return sources
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in sources]
+    if unknown or not wanted:
+        raise GantkError(
+            f"builtin:{dataset}?sources= takes names from {', '.join(sources)}, got {names!r}"
+        )
+    return {n: sources[n] for n in wanted}
 
 
-def build_photos(count: int, resolution: int, seed: int) -> ArrayDataset:
-    return random_crops(PHOTO_SOURCES, count, resolution, seed, 4.0, "builtin:photos")
+def build_textures(
+    count: int, resolution: int, seed: int, sources: str | None = None
+) -> ArrayDataset:
+    chosen = select_sources(TEXTURE_SOURCES, sources, "textures")
+    return random_crops(chosen, count, resolution, seed, 3.0, "builtin:textures")
+
+
+def build_photos(
+    count: int, resolution: int, seed: int, sources: str | None = None
+) -> ArrayDataset:
+    chosen = select_sources(PHOTO_SOURCES, sources, "photos")
+    return random_crops(chosen, count, resolution, seed, 4.0, "builtin:photos")
 
 
 def build_faces(count: int, resolution: int, seed: int) -> ArrayDataset:

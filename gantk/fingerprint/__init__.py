@@ -1,0 +1,1 @@
+"""Fingerprints: steganographic fingerprints in training data (artificial fingerprints)."""

@@ -1,0 +1,385 @@
+"""Artificial fingerprints: embed a fingerprint into every image of a dataset, decode it later.
+
+The model owner fingerprints the training data with :func:`embed_folder`; any generative model
+trained on it reproduces the fingerprint, so :func:`decode_images` on its outputs finds it.
+
+Embedding keeps each image's size: the encoder works at its own resolution and the residual is
+upsampled to the image (see :func:`gantk.fingerprint.stego.embed_any_size`). Grayscale images
+stay grayscale (the fingerprint is embedded in RGB and the result converted back), RGBA images
+keep their alpha channel untouched.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gantk.errors import GantkError
+from gantk.fingerprint import bits as fpbits
+from gantk.fingerprint.stego import StegoDecoder, StegoEncoder, decode_any_size, embed_any_size
+from gantk.io.atomic import atomic_dir, check_output
+from gantk.io.images import UnreadableImage, list_images
+
+RECORD = "fingerprint.json"
+PER_IMAGE_MAP = "fingerprints.csv"
+MIN_SIDE = 16
+BUILTIN_MODELS = {"builtin:stego-100": "stego-100.safetensors"}
+FORMATS = {"png": ".png", "jpeg": ".jpg"}
+
+
+def resolve_model(spec: str | Path | None) -> Path:
+    """A stego model file: a path, or ``builtin:stego-100`` (the default, shipped with gantk)."""
+    spec = str(spec or "builtin:stego-100")
+    if spec.startswith("builtin:"):
+        if spec not in BUILTIN_MODELS:
+            raise GantkError(
+                f"unknown built-in model {spec}; available: {', '.join(BUILTIN_MODELS)}"
+            )
+        path = Path(__file__).resolve().parent.parent / "models" / BUILTIN_MODELS[spec]
+        if not path.is_file():
+            raise GantkError(
+                f"{spec} is missing from this installation ({path}); run `make models` or "
+                "give --encoder/--decoder a trained stego.safetensors"
+            )
+        return path
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise GantkError(f"stego model {path} does not exist; train one with gantk train stego")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading images with their mode
+
+
+@dataclass
+class LoadedImage:
+    rgb: np.ndarray  # H x W x 3 uint8
+    mode: str  # "RGB", "L" or "RGBA"
+    alpha: np.ndarray | None
+
+
+def load_image(path: Path) -> LoadedImage:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = np.asarray(img.convert("RGBA"))
+                return LoadedImage(np.ascontiguousarray(rgba[..., :3]), "RGBA", rgba[..., 3])
+            if img.mode in ("L", "I", "I;16", "F", "1"):
+                gray = np.asarray(img.convert("L"))
+                return LoadedImage(np.repeat(gray[..., None], 3, axis=2), "L", None)
+            return LoadedImage(np.asarray(img.convert("RGB")), "RGB", None)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(f"{path}: {exc}") from exc
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+def to_rgb(t: torch.Tensor) -> np.ndarray:
+    return ((t[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def restore_mode(rgb: np.ndarray, loaded: LoadedImage) -> Image.Image:
+    img = Image.fromarray(rgb, "RGB")
+    if loaded.mode == "L":
+        return img.convert("L")
+    if loaded.mode == "RGBA":
+        img.putalpha(Image.fromarray(loaded.alpha, "L"))
+    return img
+
+
+def check_size(path: Path, rgb: np.ndarray) -> None:
+    height, width = rgb.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise GantkError(
+            f"{path} is {width}x{height}; fingerprints need images of at least "
+            f"{MIN_SIDE}x{MIN_SIDE} pixels (remove it or upscale it first)"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding
+
+
+@dataclass
+class EmbedResult:
+    record: dict
+    count: int
+
+
+def embed_folder(
+    source: Path,
+    out: Path,
+    encoder: StegoEncoder,
+    encoder_path: Path,
+    fingerprint: np.ndarray | None,
+    per_image_seed: int | None = None,
+    image_format: str = "png",
+    jpeg_quality: int = 95,
+    force: bool = False,
+    advance: Callable[[int], None] | None = None,
+) -> EmbedResult:
+    """Fingerprint every image under ``source`` into ``out`` (same relative paths).
+
+    One fingerprint for all images, or, with ``per_image_seed``, a fresh random fingerprint per
+    image listed in ``fingerprints.csv``. Writes ``fingerprint.json`` describing the embedding.
+    Nothing is written unless every image succeeds.
+    """
+    from skimage.metrics import structural_similarity
+
+    if image_format not in FORMATS:
+        raise GantkError(f"--format must be one of {', '.join(FORMATS)}, got {image_format!r}")
+    if not 1 <= jpeg_quality <= 100:
+        raise GantkError(f"--quality must be in 1..100, got {jpeg_quality}")
+    existing = out / RECORD
+    if existing.is_file() and fingerprint is not None and per_image_seed is None:
+        previous = json.loads(existing.read_text())
+        if previous.get("fingerprint") != fpbits.to_hex(fingerprint):
+            raise GantkError(
+                f"{out} already holds images with fingerprint {previous.get('fingerprint')}; "
+                "use another --out (mixing fingerprints in one folder breaks attribution)"
+            )
+    check_output(out, force, inputs=[source])
+    paths = list_images(source)
+    if not paths:
+        raise GantkError(f"{source} contains no images (png, jpg, jpeg, webp, bmp, tif)")
+    bits_count = encoder.config.bits
+    psnrs, ssims, rows = [], [], []
+    device = next(encoder.parameters()).device
+    with atomic_dir(out, force) as tmp, torch.no_grad():
+        for index, path in enumerate(paths):
+            loaded = load_image(path)
+            check_size(path, loaded.rgb)
+            code = (
+                fpbits.random_bits(bits_count, per_image_seed + index)
+                if per_image_seed is not None
+                else fingerprint
+            )
+            marks = torch.from_numpy(code.astype(np.float32))[None].to(device)
+            marked = to_rgb(embed_any_size(encoder, to_tensor(loaded.rgb).to(device), marks).cpu())
+            image = restore_mode(marked, loaded)
+            relative = path.relative_to(source).with_suffix(FORMATS[image_format])
+            target = tmp / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if image_format == "jpeg":
+                image.convert("L" if loaded.mode == "L" else "RGB").save(
+                    target, quality=jpeg_quality
+                )
+            else:
+                image.save(target)
+            saved = np.asarray(Image.open(target).convert("RGB"))
+            psnrs.append(_psnr(loaded.rgb, saved))
+            ssims.append(
+                structural_similarity(loaded.rgb, saved, channel_axis=2, data_range=255)
+                if min(saved.shape[:2]) >= 7
+                else float("nan")
+            )
+            if per_image_seed is not None:
+                rows.append([str(relative), fpbits.to_hex(code)])
+            if advance:
+                advance(1)
+        record = {
+            "bits": bits_count,
+            "fingerprint": None if per_image_seed is not None else fpbits.to_hex(fingerprint),
+            "per_image": per_image_seed is not None,
+            "map": PER_IMAGE_MAP if per_image_seed is not None else None,
+            "encoder": {
+                "file": str(encoder_path),
+                "sha256": file_sha256(encoder_path),
+                "resolution": encoder.config.resolution,
+            },
+            "images": len(paths),
+            "format": image_format,
+            "jpeg_quality": jpeg_quality if image_format == "jpeg" else None,
+            "psnr_db": _stats(psnrs),
+            "ssim": _stats(ssims),
+        }
+        if per_image_seed is not None:
+            with (tmp / PER_IMAGE_MAP).open("w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["image", "fingerprint"])
+                writer.writerows(rows)
+        (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return EmbedResult(record, len(paths))
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def _stats(values: list[float]) -> dict:
+    finite = [v for v in values if np.isfinite(v)]
+    if not finite:
+        return {"mean": None, "min": None, "max": None}
+    return {
+        "mean": float(np.mean(finite)),
+        "min": float(np.min(finite)),
+        "max": float(np.max(finite)),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+
+
+def iter_decoded(
+    paths: list[Path], decoder: StegoDecoder, batch: int = 64
+) -> Iterator[tuple[Path, np.ndarray]]:
+    """(path, decoded 0/1 bits) per image; images of any size (resized to the decoder's)."""
+    device = next(decoder.parameters()).device
+    r = decoder.config.resolution
+    pending: list[tuple[Path, torch.Tensor]] = []
+
+    def flush() -> Iterator[tuple[Path, np.ndarray]]:
+        images = torch.cat([t for _, t in pending]).to(device)
+        with torch.no_grad():
+            logits = decode_any_size(decoder, images)
+        for (path, _), row in zip(pending, (logits > 0).cpu().numpy(), strict=True):
+            yield path, row.astype(np.uint8)
+        pending.clear()
+
+    from gantk.fingerprint.stego import resize_to
+
+    for path in paths:
+        loaded = load_image(path)
+        check_size(path, loaded.rgb)
+        # Resize each image on its own so a folder may mix sizes; batch at the model's size.
+        pending.append((path, resize_to(to_tensor(loaded.rgb), (r, r))))
+        if len(pending) == batch:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def read_expectation(
+    text: str | Path, bits: int, resolution: int
+) -> tuple[np.ndarray | dict[str, np.ndarray], dict]:
+    """``--expect``: a ``fingerprint.json`` record (its fingerprint, or its per-image map) or a
+    fingerprint string. Returns the expected bits and the record (empty for a string)."""
+    path = Path(str(text)).expanduser()
+    if path.is_dir():
+        path = path / RECORD
+    if path.suffix == ".json" or path.is_file():
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise GantkError(f"fingerprint record {path} does not exist") from None
+        except json.JSONDecodeError:
+            raise GantkError(f"{path} is not a fingerprint record (not JSON)") from None
+        if record.get("bits") != bits:
+            raise GantkError(
+                f"{path} records {record.get('bits')}-bit fingerprints but the decoder reads "
+                f"{bits} bits; use the decoder that matches the encoder of the record"
+            )
+        made_at = (record.get("encoder") or {}).get("resolution")
+        if made_at is not None and made_at != resolution:
+            raise GantkError(
+                f"{path} was made by an encoder working at {made_at}x{made_at} but this decoder "
+                f"works at {resolution}x{resolution}; use the decoder trained with that encoder"
+            )
+        if record.get("per_image"):
+            mapping = path.parent / (record.get("map") or PER_IMAGE_MAP)
+            with mapping.open() as f:
+                expected = {
+                    row["image"]: fpbits.parse(row["fingerprint"], bits)
+                    for row in csv.DictReader(f)
+                }
+            return expected, record
+        return fpbits.parse(record["fingerprint"], bits), record
+    return fpbits.parse(str(text), bits), {}
+
+
+def decode_report(
+    root: Path,
+    paths: list[Path],
+    decoder: StegoDecoder,
+    expected: np.ndarray | dict[str, np.ndarray] | None,
+    fpr: float,
+    registry: list[dict] | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> dict:
+    """Decode every image; with ``expected``, test each against it and pool the folder.
+
+    Per image: decoded bits, matches, bit accuracy, p-value and verdict (matches >= the
+    threshold for ``fpr``). Folder: the majority-vote fingerprint and its accuracy, and the
+    combined test (all matches over all images, Binomial(images*bits, 1/2) under the null).
+    """
+    bits = decoder.config.bits
+    limit = fpbits.threshold(bits, fpr)
+    rows, decoded_all, total_matches, compared = [], [], 0, 0
+    for path, decoded in iter_decoded(paths, decoder):
+        name = str(path.relative_to(root)) if path != root else path.name
+        row: dict = {"image": name, "decoded": fpbits.to_hex(decoded)}
+        target = expected_for(expected, name)
+        if target is not None:
+            matches = int((decoded == target).sum())
+            total_matches += matches
+            compared += 1
+            row.update(
+                matches=matches,
+                bit_accuracy=matches / bits,
+                p_value=float(fpbits.p_value(matches, bits)),
+                fingerprinted=matches >= limit,
+            )
+        if registry:
+            row["closest"] = fpbits.closest(decoded, registry)
+        rows.append(row)
+        decoded_all.append(decoded)
+        if advance:
+            advance(1)
+    stacked = np.stack(decoded_all)
+    pooled = fpbits.majority(stacked)
+    summary: dict = {
+        "images": len(rows),
+        "bits": bits,
+        "fpr": fpr,
+        "threshold_matches": limit,
+        "majority": fpbits.to_hex(pooled),
+    }
+    if compared:
+        summary["detected"] = sum(bool(r.get("fingerprinted")) for r in rows)
+        summary["mean_bit_accuracy"] = float(
+            np.mean([r["bit_accuracy"] for r in rows if "matches" in r])
+        )
+        summary["combined_p_value"] = float(fpbits.p_value(total_matches, compared * bits))
+        if isinstance(expected, np.ndarray):
+            majority_matches = int((pooled == expected).sum())
+            summary["majority_bit_accuracy"] = majority_matches / bits
+            summary["majority_p_value"] = float(fpbits.p_value(majority_matches, bits))
+        summary["verdict"] = (
+            "fingerprinted" if summary["combined_p_value"] <= fpr else "not detected"
+        )
+    if registry:
+        summary["closest"] = fpbits.closest(pooled, registry)
+    return {"summary": summary, "images": rows}
+
+
+def expected_for(expected, name: str) -> np.ndarray | None:
+    if expected is None or isinstance(expected, np.ndarray):
+        return expected
+    # Per-image maps name the embedded files; decoded copies may have another extension.
+    stem = str(Path(name).with_suffix(""))
+    for key, value in expected.items():
+        if key == name or str(Path(key).with_suffix("")) == stem:
+            return value
+    return None

@@ -1,0 +1,125 @@
+"""Fingerprint bit strings and the statistics of decoding them.
+
+A fingerprint of n bits is written as hex (``0x`` + ceil(n/4) digits, most significant bit
+first, unused leading bits zero) or as a string of n 0/1 characters.
+
+Under the null hypothesis (an image that does not carry the fingerprint), each decoded bit
+matches with probability 1/2 independently, so the number of matches k of n bits is
+Binomial(n, 1/2); the p-value of k matches is P(X >= k). A detection threshold for a target
+false-positive rate is the smallest k whose p-value is at most that rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from gantk.errors import GantkError
+
+
+def to_hex(bits: np.ndarray) -> str:
+    """0/1 array -> ``0x…`` (most significant bit first)."""
+    bits = np.asarray(bits).astype(np.uint8).ravel()
+    width = math.ceil(len(bits) / 4)
+    value = int("".join(map(str, bits)) or "0", 2)
+    return f"0x{value:0{width}x}"
+
+
+def parse(text: str, length: int) -> np.ndarray:
+    """``0x…`` hex or a 0/1 string of exactly ``length`` bits -> uint8 array."""
+    raw = text.strip().lower().replace("_", "")
+    if raw.startswith("0x"):
+        digits = raw[2:]
+        width = math.ceil(length / 4)
+        try:
+            value = int(digits, 16)
+        except ValueError:
+            raise GantkError(f"fingerprint {text!r} is not valid hex") from None
+        if len(digits) != width or value >> length:
+            raise GantkError(
+                f"fingerprint {text!r} does not hold {length} bits: give 0x and {width} hex "
+                f"digits (or {length} 0/1 characters)"
+            )
+        return np.array([int(c) for c in format(value, f"0{length}b")], dtype=np.uint8)
+    if raw and set(raw) <= {"0", "1"}:
+        if len(raw) != length:
+            raise GantkError(
+                f"fingerprint has {len(raw)} bits but the model uses {length}; give exactly "
+                f"{length} 0/1 characters or 0x and {math.ceil(length / 4)} hex digits"
+            )
+        return np.array([int(c) for c in raw], dtype=np.uint8)
+    raise GantkError(
+        f"fingerprint {text!r} is neither hex (0x…) nor binary (0/1); give one of those"
+    )
+
+
+def random_bits(length: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 2, length, dtype=np.uint8)
+
+
+def p_value(matches: int | np.ndarray, length: int | np.ndarray) -> np.ndarray:
+    """P(X >= matches) for X ~ Binomial(length, 1/2)."""
+    from scipy.stats import binom
+
+    return binom.sf(np.asarray(matches) - 1, length, 0.5)
+
+
+def threshold(length: int, fpr: float) -> int:
+    """Smallest number of matching bits whose p-value is at most ``fpr`` (length + 1 if none:
+    then no image can be declared fingerprinted at that rate)."""
+    from scipy.stats import binom
+
+    if not 0 < fpr < 1:
+        raise GantkError(f"--fpr must be in (0, 1), got {fpr}")
+    # sf(k - 1) <= fpr  <=>  k - 1 >= isf(fpr); guard the discrete edge by checking neighbours.
+    k = int(binom.isf(fpr, length, 0.5)) + 1
+    while k > 0 and binom.sf(k - 2, length, 0.5) <= fpr:
+        k -= 1
+    while k <= length and binom.sf(k - 1, length, 0.5) > fpr:
+        k += 1
+    return k
+
+
+def majority(decoded: np.ndarray) -> np.ndarray:
+    """Per-bit majority vote over images (ties go to 1)."""
+    return (np.asarray(decoded).mean(axis=0) >= 0.5).astype(np.uint8)
+
+
+def read_registry(path: str | Path) -> list[dict]:
+    """A fingerprint registry: JSON ``{"fingerprints": [{"name": …, "fingerprint": "0x…",
+    "bits": n}, …]}`` (``gantk fingerprint-embed`` records and scalable-fingerprint user lists
+    use the same entries)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        entries = data["fingerprints"]
+        if not all({"name", "fingerprint", "bits"} <= set(entry) for entry in entries):
+            raise KeyError("entry")
+    except FileNotFoundError:
+        raise GantkError(f"registry {path} does not exist") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise GantkError(
+            f"{path} is not a fingerprint registry (JSON with a 'fingerprints' list of "
+            "name/fingerprint/bits entries)"
+        ) from None
+    return entries
+
+
+def closest(decoded: np.ndarray, registry: list[dict]) -> dict | None:
+    """The registry entry with the most matching bits, with its match count, p-value, and the
+    p-value corrected for having searched the whole registry."""
+    best = None
+    candidates = [entry for entry in registry if int(entry["bits"]) == len(decoded)]
+    for entry in candidates:
+        matches = int((parse(entry["fingerprint"], len(decoded)) == decoded).sum())
+        if best is None or matches > best["matches"]:
+            best = {"name": entry["name"], "fingerprint": entry["fingerprint"], "matches": matches}
+    if best is not None:
+        best["bit_accuracy"] = best["matches"] / len(decoded)
+        best["p_value"] = float(p_value(best["matches"], len(decoded)))
+        # The best of several candidates matches better than chance more easily: Bonferroni.
+        best["p_value_corrected"] = min(1.0, best["p_value"] * len(candidates))
+    return best

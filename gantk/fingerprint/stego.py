@@ -1,0 +1,136 @@
+"""The steganography encoder and decoder of artificial fingerprints (Yu et al., ICCV 2021).
+
+Encoder: the n-bit fingerprint goes through a linear layer to a 3x16x16 map, is upsampled to the
+image size and concatenated with the image; a U-Net (32, 32, 64, 128, 256 channels, stride-2
+downsampling, skip connections) outputs the whole fingerprinted image through a sigmoid.
+Decoder: seven 3x3 convolutions (32, 32, 64, 64, 64, 128, 128 channels; five with stride 2), then
+linear layers to 512 and to n logits; bit = logit > 0.
+
+Both work at one resolution R (a power of two, at least 32). :func:`embed_any_size` and
+:func:`decode_any_size` lift that restriction the way modern watermarkers do: embed at R and
+upsample the residual to the image's own size; resize any image to R before decoding.
+
+Images are (B, 3, H, W) in [-1, 1]; fingerprints are (B, n) float tensors of 0/1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gantk.errors import GantkError
+
+KIND = "stego"
+
+
+@dataclass(frozen=True)
+class StegoConfig:
+    bits: int = 100
+    resolution: int = 64
+
+    def validate(self) -> StegoConfig:
+        if not 1 <= self.bits <= 4096:
+            raise GantkError(f"--bits must be in 1..4096, got {self.bits}")
+        r = self.resolution
+        if r < 32 or r & (r - 1):
+            raise GantkError(f"the stego resolution must be a power of two >= 32, got {r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.ReLU(inplace=True))
+
+
+class StegoEncoder(nn.Module):
+    def __init__(self, config: StegoConfig) -> None:
+        super().__init__()
+        self.config = config.validate()
+        self.secret = nn.Linear(config.bits, 3 * 16 * 16)
+        self.down = nn.ModuleList(
+            [
+                _conv(6, 32),
+                _conv(32, 32, 2),
+                _conv(32, 64, 2),
+                _conv(64, 128, 2),
+                _conv(128, 256, 2),
+            ]
+        )
+        # Each up step: upsample x2, conv to the skip's width, concat the skip, conv.
+        widths = [(256, 128), (128, 64), (64, 32), (32, 32)]
+        self.up_convs = nn.ModuleList([_conv(cin, cout) for cin, cout in widths])
+        self.merge_convs = nn.ModuleList([_conv(2 * cout, cout) for _, cout in widths[:-1]])
+        # The last merge also sees the 6-channel input, as in the authors' U-Net.
+        self.merge_convs.append(_conv(32 + 32 + 6, 32))
+        self.to_image = nn.Conv2d(32, 3, 1)
+
+    def forward(self, images: Tensor, fingerprints: Tensor) -> Tensor:
+        r = self.config.resolution
+        if images.shape[-2:] != (r, r):
+            raise ValueError(f"encoder expects {r}x{r} images, got {tuple(images.shape[-2:])}")
+        secret = F.relu(self.secret(fingerprints)).view(-1, 3, 16, 16)
+        secret = F.interpolate(secret, size=(r, r), mode="nearest")
+        x01 = (images + 1) / 2
+        inputs = torch.cat([secret, x01], dim=1)
+        skips = []
+        h = inputs
+        for layer in self.down:
+            h = layer(h)
+            skips.append(h)
+        h = skips.pop()
+        for up, merge in zip(self.up_convs, self.merge_convs, strict=True):
+            h = up(F.interpolate(h, scale_factor=2, mode="nearest"))
+            skip = skips.pop()
+            extra = [inputs] if not skips else []
+            h = merge(torch.cat([skip, h, *extra], dim=1))
+        return torch.sigmoid(self.to_image(h)) * 2 - 1
+
+
+class StegoDecoder(nn.Module):
+    def __init__(self, config: StegoConfig) -> None:
+        super().__init__()
+        self.config = config.validate()
+        spec = [(3, 32, 1), (32, 32, 2), (32, 64, 2), (64, 64, 2), (64, 64, 2), (64, 128, 2)]
+        spec.append((128, 128, 1))
+        self.convs = nn.Sequential(*[_conv(cin, cout, s) for cin, cout, s in spec])
+        side = config.resolution // 32
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(128 * side * side, 512), nn.ReLU(inplace=True)
+        )
+        self.logits = nn.Linear(512, config.bits)
+
+    def forward(self, images: Tensor) -> Tensor:
+        r = self.config.resolution
+        if images.shape[-2:] != (r, r):
+            raise ValueError(f"decoder expects {r}x{r} images, got {tuple(images.shape[-2:])}")
+        return self.logits(self.head(self.convs(images)))
+
+
+def resize_to(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize, antialiased when shrinking (so fine detail is averaged, not aliased)."""
+    if images.shape[-2:] == size:
+        return images
+    shrinking = size[0] < images.shape[-2] or size[1] < images.shape[-1]
+    return F.interpolate(
+        images, size=size, mode="bilinear", align_corners=False, antialias=shrinking
+    )
+
+
+def embed_any_size(encoder: StegoEncoder, images: Tensor, fingerprints: Tensor) -> Tensor:
+    """Fingerprint images of any size: encode at the model's resolution, upsample the residual
+    (encoded minus input, both at that resolution) to the image size and add it."""
+    r = encoder.config.resolution
+    small = resize_to(images, (r, r))
+    residual = encoder(small, fingerprints) - small
+    return (images + resize_to(residual, tuple(images.shape[-2:]))).clamp(-1, 1)
+
+
+def decode_any_size(decoder: StegoDecoder, images: Tensor) -> Tensor:
+    """Bit logits for images of any size (resized to the model's resolution)."""
+    r = decoder.config.resolution
+    return decoder(resize_to(images, (r, r)))

@@ -1,0 +1,284 @@
+"""Training the fingerprint encoder/decoder pair (``gantk train stego``).
+
+The authors' schedule: binary cross-entropy on the bits (weight 1) plus image MSE whose weight is
+0 until the training bit accuracy first exceeds 0.9, then, after ``l2_delay`` more steps, ramps
+linearly over ``l2_ramp`` steps to ``l2_weight``; Adam, lr 1e-4. Optional robustness stage
+(``robust``): between encoder and decoder, a random perturbation per batch (noise, blur,
+straight-through JPEG, crop/resize, brightness), switched on with the MSE ramp so the pair first
+learns to communicate at all.
+
+A run folder holds ``stego.safetensors`` (encoder + decoder, the file ``fingerprint-embed`` and
+``fingerprint-decode`` take), ``state.safetensors`` (everything needed to resume exactly) and
+``log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gantk.errors import GantkError
+from gantk.fingerprint.stego import KIND, StegoConfig, StegoDecoder, StegoEncoder
+from gantk.io.checkpoint import (
+    load_checkpoint,
+    load_training_state,
+    rng_state,
+    save_checkpoint,
+    save_training_state,
+    set_rng_state,
+)
+from gantk.perturb import RandomPerturbation
+
+MODEL_FILE = "stego.safetensors"
+STATE_FILE = "state.safetensors"
+LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class StegoTrainConfig:
+    data: str
+    bits: int = 100
+    resolution: int = 64
+    batch_size: int = 64
+    steps: int = 20000
+    lr: float = 1e-4
+    l2_weight: float = 10.0
+    l2_delay: int = 1000
+    l2_ramp: int = 3000
+    robust: list[str] = field(default_factory=list)
+    seed: int = 0
+    device: str = "cpu"
+    snapshot_every: int = 500
+    log_every: int = 50
+
+    def validate(self) -> StegoTrainConfig:
+        StegoConfig(self.bits, self.resolution).validate()
+        for name in ("batch_size", "steps", "snapshot_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise GantkError(f"--{name.replace('_', '-')} must be positive")
+        if self.lr <= 0 or self.l2_weight < 0 or self.l2_delay < 0 or self.l2_ramp < 1:
+            raise GantkError("--lr must be positive, the L2 weight, delay and ramp non-negative")
+        return self
+
+
+def bit_accuracy(logits: Tensor, bits: Tensor) -> Tensor:
+    """Fraction of bits decoded right, per image."""
+    return ((logits > 0).float() == bits).float().mean(dim=1)
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:
+    """PSNR in dB per image for [-1, 1] images (peak-to-peak 2)."""
+    mse = (a.float() - b.float()).square().flatten(1).mean(dim=1).clamp_min(1e-12)
+    return 10 * torch.log10(4.0 / mse)
+
+
+def random_bits(count: int, bits: int, generator: torch.Generator) -> Tensor:
+    return torch.randint(0, 2, (count, bits), generator=generator).float()
+
+
+def l2_weight_at(step: int, accurate_since: int | None, config: StegoTrainConfig) -> float:
+    """The image-loss weight at ``step`` given when bit accuracy first passed 0.9."""
+    if accurate_since is None:
+        return 0.0
+    ramp_start = accurate_since + config.l2_delay
+    progress = (step - ramp_start) / config.l2_ramp
+    return config.l2_weight * min(1.0, max(0.0, progress))
+
+
+class StegoTrainer:
+    def __init__(self, config: StegoTrainConfig, out: Path) -> None:
+        from gantk.io.datasets import open_dataset
+
+        self.config = config.validate()
+        self.out = Path(out)
+        self.device = torch.device(config.device)
+        torch.manual_seed(config.seed)
+        model_config = StegoConfig(config.bits, config.resolution)
+        self.encoder = StegoEncoder(model_config).to(self.device)
+        self.decoder = StegoDecoder(model_config).to(self.device)
+        params = list(self.encoder.parameters()) + list(self.decoder.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=config.lr)
+        self.dataset = open_dataset(config.data, resolution=config.resolution)
+        if len(self.dataset) < config.batch_size:
+            raise GantkError(
+                f"{config.data} has {len(self.dataset)} images, fewer than --batch-size "
+                f"{config.batch_size}; give more images or a smaller batch"
+            )
+        self.augment = RandomPerturbation(config.robust)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.accurate_since: int | None = None
+        self.epoch = 0
+        self.batch_index = 0
+
+    # -- data --------------------------------------------------------------------------------
+
+    def batches(self) -> Iterator[Tensor]:
+        """Endless shuffled batches; the order depends only on (seed, epoch, batch index), which
+        the training state stores, so a resumed run sees exactly the batches it would have."""
+        size = self.config.batch_size
+        while True:
+            seed = self.config.seed + self.epoch
+            order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(seed))
+            while (self.batch_index + 1) * size <= len(order):
+                idx = order[self.batch_index * size : (self.batch_index + 1) * size]
+                self.batch_index += 1
+                images = torch.stack([self.dataset[int(i)][0] for i in idx])
+                yield images.to(self.device).float() / 127.5 - 1
+            self.epoch += 1
+            self.batch_index = 0
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def train_step(self, images: Tensor) -> dict[str, float]:
+        cfg = self.config
+        bits = random_bits(images.shape[0], cfg.bits, self.generator).to(self.device)
+        encoded = self.encoder(images, bits)
+        robust = bool(cfg.robust) and self.accurate_since is not None
+        seen = self.augment(encoded, self.generator) if robust else encoded
+        logits = self.decoder(seen)
+        bce = F.binary_cross_entropy_with_logits(logits, bits)
+        mse = F.mse_loss(encoded, images)
+        weight = l2_weight_at(self.step, self.accurate_since, cfg)
+        loss = bce + weight * mse
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            accuracy = float(bit_accuracy(logits, bits).mean())
+            quality = float(psnr(encoded, images).mean())
+        if self.accurate_since is None and accuracy > 0.9:
+            self.accurate_since = self.step
+        self.step += 1
+        return {"bce": bce.item(), "mse": mse.item(), "l2_weight": weight,
+                "bit_acc": accuracy, "psnr": quality}  # fmt: skip
+
+    # -- files -------------------------------------------------------------------------------
+
+    def save_model(self, path: Path | None = None) -> Path:
+        meta = {"gantk.steps": str(self.step), "gantk.data": self.config.data}
+        return save_stego(path or self.out / MODEL_FILE, self.encoder, self.decoder, meta)
+
+    def save_state(self) -> None:
+        state = {
+            "encoder": self.encoder.state_dict(),
+            "decoder": self.decoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_index": self.batch_index,
+            "accurate_since": -1 if self.accurate_since is None else self.accurate_since,
+            "generator": self.generator.get_state(),
+            "rng": rng_state(),
+        }
+        save_training_state(
+            self.out / STATE_FILE, state, "stego-training-state", asdict(self.config)
+        )
+
+    def load_state(self) -> None:
+        state, _ = load_training_state(self.out / STATE_FILE, "stego-training-state")
+        self.encoder.load_state_dict(state["encoder"])
+        self.decoder.load_state_dict(state["decoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.batch_index = int(state["batch_index"])
+        since = int(state["accurate_since"])
+        self.accurate_since = None if since < 0 else since
+        self.generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, on_log: Callable[[dict], None] | None = None) -> dict:
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        batches = self.batches()
+        window: list[dict[str, float]] = []
+        entry: dict = {}
+        while self.step < cfg.steps:
+            window.append(self.train_step(next(batches)))
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                entry = {
+                    "step": self.step,
+                    **{k: sum(w[k] for w in window) / len(window) for k in window[0]},
+                }
+                entry["accurate_since"] = self.accurate_since
+                window.clear()
+                with (self.out / LOG_FILE).open("a") as f:
+                    f.write(json.dumps(entry) + "\n")
+                if on_log:
+                    on_log(entry)
+                if not math.isfinite(entry["bce"]):
+                    raise GantkError(f"training diverged at step {self.step} (loss is not finite)")
+            if self.step % cfg.snapshot_every == 0 or self.step == cfg.steps:
+                self.save_model()
+                self.save_state()
+        return entry
+
+
+def start_or_resume(config: StegoTrainConfig, out: Path, resume: bool) -> StegoTrainer:
+    """A trainer for a new run in ``out`` or, with ``resume``, for the run already there."""
+    state = Path(out) / STATE_FILE
+    if resume:
+        if not state.is_file():
+            raise GantkError(f"{out} has no {STATE_FILE} to resume; start a new run instead")
+        _, saved = load_training_state(state, "stego-training-state")
+        saved_config = StegoTrainConfig(**{**saved, "robust": list(saved.get("robust", []))})
+        # Only the length of the run and the device may change on resume.
+        config = replace(saved_config, steps=config.steps, device=config.device)
+        trainer = StegoTrainer(config, out)
+        trainer.load_state()
+        return trainer
+    if state.exists():
+        raise GantkError(f"{out} already holds a stego run; use --resume or another --out")
+    return StegoTrainer(config, out)
+
+
+def save_stego(
+    path: Path,
+    encoder: StegoEncoder,
+    decoder: StegoDecoder,
+    metadata: dict[str, str] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """One file with both networks (``encoder.*``, ``decoder.*``); ``dtype`` e.g. float16 for
+    shipping (loading converts back to float32)."""
+    tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    tensors.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    return save_checkpoint(path, tensors, KIND, encoder.config.to_dict(), metadata)
+
+
+def load_stego(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[StegoEncoder, StegoDecoder]:
+    """Encoder and decoder from a ``stego.safetensors`` file, in eval mode."""
+    ckpt = load_checkpoint(path, KIND, device)
+    try:
+        config = StegoConfig(int(ckpt.config["bits"]), int(ckpt.config["resolution"]))
+    except (KeyError, TypeError, ValueError):
+        raise GantkError(
+            f"{path} has no usable stego config; re-create it with gantk train stego"
+        ) from None
+    encoder, decoder = StegoEncoder(config), StegoDecoder(config)
+    for prefix, module in (("encoder.", encoder), ("decoder.", decoder)):
+        state = {
+            k[len(prefix) :]: v.float() for k, v in ckpt.tensors.items() if k.startswith(prefix)
+        }
+        try:
+            module.load_state_dict(state)
+        except RuntimeError:
+            raise GantkError(
+                f"{path} does not match the stego architecture; re-create it"
+            ) from None
+    return encoder.to(device).eval(), decoder.to(device).eval()

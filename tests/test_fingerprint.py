@@ -1,0 +1,365 @@
+"""Artificial fingerprints: bit strings and statistics, embedding folders, decoding with
+verdicts, robustness sweeps, stego training and resume, and the CLI's errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import error_line
+from PIL import Image
+
+from gantk.errors import GantkError
+from gantk.fingerprint import bits as fpbits
+from gantk.fingerprint.stego import StegoConfig, StegoDecoder, StegoEncoder
+from gantk.fingerprint.train_stego import (
+    StegoTrainConfig,
+    StegoTrainer,
+    l2_weight_at,
+    load_stego,
+    save_stego,
+    start_or_resume,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+BITS = 8
+CODE = np.array([1, 0, 1, 1, 0, 0, 1, 0], dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bits and statistics
+
+
+def test_hex_and_binary_round_trip() -> None:
+    assert fpbits.to_hex(CODE) == "0xb2"
+    np.testing.assert_array_equal(fpbits.parse("0xb2", 8), CODE)
+    np.testing.assert_array_equal(fpbits.parse("10110010", 8), CODE)
+    code = fpbits.random_bits(100, 3)
+    assert len(fpbits.to_hex(code)) == 2 + 25
+    np.testing.assert_array_equal(fpbits.parse(fpbits.to_hex(code), 100), code)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0xb2f", "does not hold 8 bits"),
+        ("0xzz", "not valid hex"),
+        ("1011", "has 4 bits but the model uses 8"),
+        ("hello", "neither hex"),
+    ],
+)
+def test_bad_fingerprint_strings(text: str, message: str) -> None:
+    with pytest.raises(GantkError, match=message):
+        fpbits.parse(text, 8)
+    # 100 bits in hex: 25 digits whose top bits beyond 100 must be zero.
+    with pytest.raises(GantkError):
+        fpbits.parse("0x" + "f" * 26, 100)
+
+
+def test_p_value_and_threshold_against_exact_binomial() -> None:
+    def exact(k: int, n: int) -> float:
+        return sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
+
+    for k in (50, 60, 75, 90):
+        assert fpbits.p_value(k, 100) == pytest.approx(exact(k, 100), rel=1e-9)
+    # The paper: 75 of 100 bits matching has p = 2.8e-7.
+    assert fpbits.p_value(75, 100) == pytest.approx(2.8e-7, rel=0.05)
+    k = fpbits.threshold(100, 1e-6)
+    assert exact(k, 100) <= 1e-6 < exact(k - 1, 100)
+    assert fpbits.threshold(8, 1e-6) == 9  # 8 bits can never reach that rate
+    with pytest.raises(GantkError, match="--fpr"):
+        fpbits.threshold(100, 0)
+
+
+def test_majority_and_closest_with_correction(tmp_path: Path) -> None:
+    decoded = np.array([[1, 0, 1, 1], [1, 1, 1, 0], [0, 0, 1, 1]])
+    np.testing.assert_array_equal(fpbits.majority(decoded), [1, 0, 1, 1])
+    registry = tmp_path / "registry.json"
+    registry.write_text(
+        json.dumps({"fingerprints": [
+            {"name": "alice", "fingerprint": "0xb2", "bits": 8},
+            {"name": "bob", "fingerprint": "0x4d", "bits": 8},
+            {"name": "carol", "fingerprint": "0x1", "bits": 4},
+        ]})
+    )  # fmt: skip
+    entries = fpbits.read_registry(registry)
+    best = fpbits.closest(CODE, entries)
+    assert best["name"] == "alice" and best["matches"] == 8
+    assert best["p_value_corrected"] == pytest.approx(2 * best["p_value"])  # two 8-bit entries
+    registry.write_text("{}")
+    with pytest.raises(GantkError, match="not a fingerprint registry"):
+        fpbits.read_registry(registry)
+
+
+# ----------------------------------------------------------------------------------------------
+# Models for the tests
+
+
+def _tiny_models(resolution: int = 32) -> tuple[StegoEncoder, StegoDecoder]:
+    torch.manual_seed(0)
+    config = StegoConfig(BITS, resolution)
+    return StegoEncoder(config).eval(), StegoDecoder(config).eval()
+
+
+def _oracle_decoder(code: np.ndarray, resolution: int = 32) -> StegoDecoder:
+    """A decoder that reads ``code`` from every image (last layer: zero weights, ±5 bias): lets
+    the tests know exactly what decoding must report."""
+    decoder = StegoDecoder(StegoConfig(len(code), resolution)).eval()
+    with torch.no_grad():
+        decoder.logits.weight.zero_()
+        decoder.logits.bias.copy_(torch.from_numpy(code.astype(np.float32) * 10 - 5))
+    return decoder
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    encoder, _ = _tiny_models()
+    return save_stego(tmp_path / "stego.safetensors", encoder, _oracle_decoder(CODE))
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """Mixed sizes, a sub-folder, a grayscale and an RGBA image."""
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / "a.png")
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / "sub" / "b.jpg")
+    Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8), "L").save(root / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (36, 36, 4), dtype=np.uint8), "RGBA").save(
+        root / "alpha.png"
+    )
+    return root
+
+
+def test_save_and_load_stego_in_float16(tmp_path: Path) -> None:
+    encoder, decoder = _tiny_models()
+    path = save_stego(tmp_path / "m.safetensors", encoder, decoder, dtype=torch.float16)
+    enc2, dec2 = load_stego(path)
+    weight = encoder.secret.weight
+    torch.testing.assert_close(enc2.secret.weight, weight.half().float())
+    assert dec2.config == decoder.config
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding
+
+
+def test_embed_keeps_names_sizes_and_modes(cli, photos: Path, model_file: Path, tmp_path: Path):
+    out = tmp_path / "marked"
+    before = {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()}
+    result = cli("fingerprint-embed", photos, "--encoder", model_file, "--fingerprint", "0xb2",
+                 "--out", out, "--json", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((out / "fingerprint.json").read_text())
+    assert record["fingerprint"] == "0xb2" and record["bits"] == 8 and record["images"] == 4
+    assert record["encoder"]["resolution"] == 32 and len(record["encoder"]["sha256"]) == 64
+    assert record["psnr_db"]["min"] > 0 and -1 <= record["ssim"]["mean"] <= 1
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert files == ["a.png", "alpha.png", "gray.png", "sub/b.png"]
+    assert Image.open(out / "a.png").size == (48, 40)
+    assert Image.open(out / "gray.png").mode == "L"
+    alpha = Image.open(out / "alpha.png")
+    assert alpha.mode == "RGBA"
+    np.testing.assert_array_equal(
+        np.asarray(alpha)[..., 3], np.asarray(Image.open(photos / "alpha.png"))[..., 3]
+    )
+    assert before == {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()}
+
+
+def test_embed_per_image_and_jpeg(cli, photos: Path, model_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "marked"
+    result = cli("fingerprint-embed", photos, "--encoder", model_file, "--per-image",
+                 "--format", "jpeg", "--quality", "90", "--out", out, "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((out / "fingerprint.json").read_text())
+    assert record["per_image"] and record["jpeg_quality"] == 90 and record["fingerprint"] is None
+    with (out / "fingerprints.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["image"] for r in rows) == ["a.jpg", "alpha.jpg", "gray.jpg", "sub/b.jpg"]
+    assert len({r["fingerprint"] for r in rows}) > 1  # different fingerprints
+    assert all((out / r["image"]).is_file() for r in rows)
+
+
+def test_embed_errors(cli, photos: Path, model_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "marked"
+    base = ["fingerprint-embed", photos, "--encoder", model_file, "--out", out]
+    assert "--bits 100 does not match the encoder, which embeds 8" in error_line(
+        cli(*base, "--bits", "100")
+    )
+    assert "has 3 bits" in error_line(cli(*base, "--fingerprint", "101"))
+    assert "is not a folder" in error_line(
+        cli("fingerprint-embed", photos / "a.png", "--encoder", model_file, "--out", out)
+    )
+    assert "does not exist" in error_line(
+        cli("fingerprint-embed", photos, "--encoder", tmp_path / "none.safetensors", "--out", out)
+    )
+    assert not out.exists()
+    # Too small an image: nothing is written.
+    Image.fromarray(np.zeros((8, 30, 3), dtype=np.uint8)).save(photos / "tiny.png")
+    assert "at least 16x16" in error_line(cli(*base))
+    assert not out.exists()
+    (photos / "tiny.png").unlink()
+    # An output folder that holds another fingerprint.
+    assert cli(*base, "--fingerprint", "0xb2", "--quiet").exit_code == 0
+    line = error_line(cli(*base, "--fingerprint", "0x01", "--force"))
+    assert "already holds images with fingerprint 0xb2" in line
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+
+
+def test_decode_reports_accuracy_p_values_and_verdicts(
+    cli, photos: Path, model_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "marked"
+    cli("fingerprint-embed", photos, "--encoder", model_file, "--fingerprint", "0xb2",
+        "--out", out, "--quiet")  # fmt: skip
+    table = tmp_path / "decoded.csv"
+    result = cli("fingerprint-decode", out, "--decoder", model_file, "--expect", out,
+                 "--fpr", "0.01", "--csv", table, "--json", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    summary = report["summary"]
+    # The oracle decoder reads 0xb2 everywhere: 8/8 bits, p = 2^-8 per image.
+    assert summary["threshold_matches"] == 8 and summary["detected"] == 4
+    assert summary["mean_bit_accuracy"] == 1.0 and summary["verdict"] == "fingerprinted"
+    assert summary["combined_p_value"] == pytest.approx(2.0**-32)
+    assert all(r["p_value"] == pytest.approx(2.0**-8) for r in report["images"])
+    with table.open() as f:
+        assert len(list(csv.DictReader(f))) == 4
+    # Testing for another fingerprint (0x4d = 01001101 is the complement): nothing matches.
+    other = json.loads(
+        cli(
+            "fingerprint-decode",
+            out,
+            "--decoder",
+            model_file,
+            "--expect",
+            "0x4d",
+            "--json",
+            "--quiet",
+        ).stdout
+    )["summary"]
+    assert other["mean_bit_accuracy"] == 0.0 and other["verdict"] == "not detected"
+
+
+def test_decode_errors(cli, photos: Path, model_file: Path, tmp_path: Path) -> None:
+    record_dir = tmp_path / "rec"
+    record_dir.mkdir()
+    (record_dir / "fingerprint.json").write_text(
+        json.dumps({"bits": 8, "fingerprint": "0xb2", "encoder": {"resolution": 64}})
+    )
+    assert "works at 32x32" in error_line(
+        cli("fingerprint-decode", photos, "--decoder", model_file, "--expect", record_dir)
+    )
+    (record_dir / "fingerprint.json").write_text(json.dumps({"bits": 100, "fingerprint": "0x0"}))
+    assert "records 100-bit fingerprints" in error_line(
+        cli("fingerprint-decode", photos, "--decoder", model_file, "--expect", record_dir)
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "holds no files; put images" in error_line(
+        cli("fingerprint-decode", empty, "--decoder", model_file)
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Robustness
+
+
+def test_robustness_sweep_table_json_and_plot(
+    cli, photos: Path, model_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "marked"
+    cli("fingerprint-embed", photos, "--encoder", model_file, "--fingerprint", "0xb2",
+        "--out", out, "--quiet")  # fmt: skip
+    plot = tmp_path / "robustness.png"
+    result = cli("evaluate", "robustness", out, "--decoder", model_file, "--expect", out,
+                 "--perturb", "jpeg,crop", "--plot", plot, "--json", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["perturbation"] for r in rows] == ["jpeg"] * 7 + ["crop"] * 7
+    assert all(r["bit_accuracy"] == 1.0 for r in rows)  # the oracle ignores the image
+    assert Image.open(plot).format == "PNG"
+    assert "unknown perturbation(s) sharpen" in error_line(
+        cli(
+            "evaluate",
+            "robustness",
+            out,
+            "--decoder",
+            model_file,
+            "--expect",
+            out,
+            "--perturb",
+            "sharpen",
+        )
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+def test_l2_schedule() -> None:
+    config = StegoTrainConfig("builtin:photos", l2_weight=10, l2_delay=100, l2_ramp=200)
+    assert l2_weight_at(5000, None, config) == 0.0
+    assert l2_weight_at(150, 50, config) == 0.0  # within the delay
+    assert l2_weight_at(250, 50, config) == pytest.approx(5.0)  # half-way up the ramp
+    assert l2_weight_at(900, 50, config) == 10.0
+
+
+def _train_config(steps: int) -> StegoTrainConfig:
+    return StegoTrainConfig("builtin:photos?n=16", bits=BITS, resolution=32, batch_size=4,
+                            steps=steps, robust=["jpeg", "crop"], snapshot_every=2,
+                            log_every=1)  # fmt: skip
+
+
+def test_training_writes_files_and_resumes_exactly(tmp_path: Path) -> None:
+    straight = StegoTrainer(_train_config(6), tmp_path / "a")
+    straight.accurate_since = 0  # switch the robustness stage and the L2 ramp on at once
+    straight.run()
+    assert (tmp_path / "a" / "stego.safetensors").is_file()
+    assert len((tmp_path / "a" / "log.jsonl").read_text().splitlines()) == 6
+
+    first = StegoTrainer(_train_config(4), tmp_path / "b")
+    first.accurate_since = 0
+    first.run()
+    resumed = start_or_resume(_train_config(6), tmp_path / "b", resume=True)
+    assert resumed.step == 4 and resumed.accurate_since == 0
+    resumed.run()
+    for a, b in zip(straight.encoder.parameters(), resumed.encoder.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(GantkError, match="already holds a stego run"):
+        start_or_resume(_train_config(6), tmp_path / "b", resume=False)
+
+
+def test_train_stego_cli_errors(cli, tmp_path: Path) -> None:
+    assert "give --out" in error_line(cli("train", "stego", "builtin:photos"))
+    assert "leave out DATASET" in error_line(
+        cli("train", "stego", "builtin:photos", "--out", tmp_path / "r", "--resume")
+    )
+    assert "fewer than --batch-size" in error_line(
+        cli(
+            "train",
+            "stego",
+            "builtin:photos?n=8",
+            "--out",
+            tmp_path / "r",
+            "--resolution",
+            "32",
+            "--batch-size",
+            "16",
+        )
+    )
+    assert "power of two >= 32" in error_line(
+        cli("train", "stego", "builtin:photos", "--out", tmp_path / "r", "--resolution", "48")
+    )
+    assert not (tmp_path / "r").exists()
