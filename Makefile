@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint man bench clean
+.PHONY: install demo test lint man bench models clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/metrics_speed.py --out out/bench
 	# Kernel vs PyTorch paths: real shapes on a GPU, a smoke run of the reference paths on a CPU.
 	$(BIN)/python bench/ops.py --out out/bench $$($(BIN)/python -c "import torch; print('' if torch.cuda.is_available() else '--small')")
+
+# Retrain the bundled models (hours on a CPU; resumable: run again to continue).
+models: $(STAMP)
+	scripts/train_stego_100.sh runs/stego-100
 
 clean:
 	rm -rf out runs build dist *.egg-info .pytest_cache .ruff_cache

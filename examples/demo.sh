@@ -44,4 +44,15 @@ gantk evaluate all "$out/gan/latest.safetensors" 'builtin:shapes?n=200&resolutio
   --metrics kid,pr --features random-inception --kid-subset-size 100 --kid-subsets 20
 gantk evaluate swd "$out/gan/latest.safetensors" 'builtin:shapes?n=256&resolution=32' -n 256
 
-step "done: see $out/previews/*.png, $out/packs/shapes64.h5, $out/gan/samples-*.png, $out/gan-grid.png"
+step "artificial fingerprints: embed a 100-bit fingerprint into 64 photos (bundled builtin:stego-100),
+then decode it from the fingerprinted copies and from the originals"
+gantk data export 'builtin:photos?sources=china,flower' "$out/photos" -n 64 --resolution 64 --force --quiet
+gantk fingerprint-embed "$out/photos" --bits 100 --seed 42 --out "$out/photos-fp" --force
+gantk fingerprint-decode "$out/photos-fp" --expect "$out/photos-fp/fingerprint.json"
+gantk fingerprint-decode "$out/photos" --expect "$out/photos-fp/fingerprint.json"
+
+step "how the fingerprint survives JPEG and resizing (plot: $out/fingerprint-robustness.png)"
+gantk evaluate robustness "$out/photos-fp" --expect "$out/photos-fp" --perturb jpeg,resize \
+  --plot "$out/fingerprint-robustness.png" --force
+
+step "done: see $out/previews/*.png, $out/packs/shapes64.h5, $out/gan/samples-*.png, $out/gan-grid.png, $out/photos-fp/"

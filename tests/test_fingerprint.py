@@ -286,7 +286,7 @@ def test_robustness_sweep_table_json_and_plot(
                  "--perturb", "jpeg,crop", "--plot", plot, "--json", "--quiet")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)["rows"]
-    assert [r["perturbation"] for r in rows] == ["jpeg"] * 7 + ["crop"] * 7
+    assert [r["perturbation"] for r in rows] == ["jpeg"] * 8 + ["crop"] * 7
     assert all(r["bit_accuracy"] == 1.0 for r in rows)  # the oracle ignores the image
     assert Image.open(plot).format == "PNG"
     assert "unknown perturbation(s) sharpen" in error_line(
@@ -363,3 +363,30 @@ def test_train_stego_cli_errors(cli, tmp_path: Path) -> None:
         cli("train", "stego", "builtin:photos", "--out", tmp_path / "r", "--resolution", "48")
     )
     assert not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Secrecy
+
+
+def test_secrecy_attack_spots_its_own_encoder(cli, model_file: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    clean, marked_src = tmp_path / "clean", tmp_path / "owner_src"
+    for folder, offset in ((clean, 0), (marked_src, 100)):
+        folder.mkdir()
+        for i in range(16):
+            smooth = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(smooth).resize((32, 32), Image.Resampling.BILINEAR).save(
+                folder / f"{offset + i}.png"
+            )
+    marked = tmp_path / "owner"
+    cli("fingerprint-embed", marked_src, "--encoder", model_file, "--out", marked, "--quiet")
+    # The attacker holding the owner's very encoder is the worst case: it must be detected.
+    result = cli("evaluate", "secrecy", marked, clean, "--attack-encoder", model_file,
+                 "--json", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["test_images"] == 16 and report["attack_accuracy"] >= 0.9
+    assert "same folder" in error_line(
+        cli("evaluate", "secrecy", clean, clean, "--attack-encoder", model_file)
+    )

@@ -692,3 +692,58 @@ def robustness_command(
             tmp.with_suffix(".png").replace(tmp)
     out.result({"images": len(tensors), "bits": n, "fpr": fpr, "threshold_matches": limit,
                 "rows": rows})  # fmt: skip
+
+
+@app.command("secrecy")
+@handle_errors
+def secrecy_command(
+    marked: Annotated[
+        Path, typer.Argument(metavar="FINGERPRINTED", help="The owner's fingerprinted images.")
+    ],
+    clean: Annotated[
+        Path,
+        typer.Argument(
+            metavar="CLEAN", help="Clean images of the same kind (half build the attack's set)."
+        ),
+    ],
+    attack_encoder: Annotated[
+        Path,
+        typer.Option(
+            "--attack-encoder",
+            help="A stego model trained independently of the owner's (the attacker's).",
+        ),
+    ],
+    count: Annotated[
+        int, typer.Option("-n", "--count", min=8, help="Images read from each folder (at most).")
+    ] = 400,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """ATS attack on fingerprint secrecy: an SVM trained to spot images fingerprinted by the
+    attacker's own encoder tries to spot the owner's. Accuracy near 0.5 means secret."""
+    from gantk.errors import GantkError
+    from gantk.fingerprint.artificial import load_image, resolve_model, to_tensor
+    from gantk.fingerprint.secrecy import ats_attack
+    from gantk.fingerprint.train_stego import load_stego
+    from gantk.io.images import list_images
+
+    for folder in (marked, clean):
+        if not folder.is_dir():
+            raise GantkError(f"{folder} is not a folder of images")
+    if marked.resolve() == clean.resolve():
+        raise GantkError("FINGERPRINTED and CLEAN are the same folder; give clean images")
+    out = Output(quiet, as_json)
+    attacker, _ = load_stego(resolve_model(str(attack_encoder)))
+    owner = [to_tensor(load_image(p).rgb) for p in list_images(marked)[:count]]
+    plain = [to_tensor(load_image(p).rgb) for p in list_images(clean)[:count]]
+    result = ats_attack(owner, plain, attacker, seed)
+    out.table(
+        "secrecy (ATS attack)",
+        ["item", "value"],
+        [
+            [k.replace("_", " "), f"{v:.4f}" if isinstance(v, float) else v]
+            for k, v in result.items()
+        ],
+    )
+    out.result(result)

@@ -12,16 +12,8 @@ namespace {
 gantk::PatchGeometry geometry(const torch::Tensor& values, const torch::Tensor& weights,
                               int64_t kernel_size, int64_t dilation, bool reflect) {
   TORCH_CHECK(values.is_contiguous() && weights.is_contiguous(), "inputs must be contiguous");
-  gantk::PatchGeometry g;
-  g.batch = values.size(0);
-  g.channels = values.size(1);
-  g.height = values.size(2);
-  g.width = values.size(3);
-  g.weight_channels = weights.size(1);
-  g.kernel_size = static_cast<int>(kernel_size);
-  g.dilation = static_cast<int>(dilation);
-  g.reflect = reflect;
-  return g;
+  return gantk::make_geometry(values.size(0), values.size(1), weights.size(1), values.size(2),
+                              values.size(3), kernel_size, dilation, reflect);
 }
 
 template <typename F>

@@ -11,37 +11,45 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename scalar_t>
-__global__ void patch_forward_kernel(PatchGeometry g, const scalar_t* __restrict__ values,
-                                     const scalar_t* __restrict__ weights,
-                                     scalar_t* __restrict__ out, int64_t total) {
+// One thread per output element (grid-stride), each computed by ``Element`` from the shared
+// per-element math; the three kernels differ only in which function that is.
+template <typename scalar_t, typename Element>
+__global__ void fill_kernel(Element element, scalar_t* __restrict__ out, int64_t total) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    out[i] = static_cast<scalar_t>(patch_forward_at<scalar_t, acc_t<scalar_t>>(g, values, weights, i));
+    out[i] = static_cast<scalar_t>(element(i));
   }
 }
 
 template <typename scalar_t>
-__global__ void patch_grad_values_kernel(PatchGeometry g, const scalar_t* __restrict__ grad_out,
-                                         const scalar_t* __restrict__ weights,
-                                         scalar_t* __restrict__ grad_values, int64_t total) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    grad_values[i] = static_cast<scalar_t>(
-        patch_grad_values_at<scalar_t, acc_t<scalar_t>>(g, grad_out, weights, i));
+struct ForwardAt {
+  PatchGeometry g;
+  const scalar_t* values;
+  const scalar_t* weights;
+  __device__ acc_t<scalar_t> operator()(int64_t i) const {
+    return patch_forward_at<scalar_t, acc_t<scalar_t>>(g, values, weights, i);
   }
-}
+};
 
 template <typename scalar_t>
-__global__ void patch_grad_weights_kernel(PatchGeometry g, const scalar_t* __restrict__ grad_out,
-                                          const scalar_t* __restrict__ values,
-                                          scalar_t* __restrict__ grad_weights, int64_t total) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    grad_weights[i] = static_cast<scalar_t>(
-        patch_grad_weights_at<scalar_t, acc_t<scalar_t>>(g, grad_out, values, i));
+struct GradValuesAt {
+  PatchGeometry g;
+  const scalar_t* grad_out;
+  const scalar_t* weights;
+  __device__ acc_t<scalar_t> operator()(int64_t i) const {
+    return patch_grad_values_at<scalar_t, acc_t<scalar_t>>(g, grad_out, weights, i);
   }
-}
+};
+
+template <typename scalar_t>
+struct GradWeightsAt {
+  PatchGeometry g;
+  const scalar_t* grad_out;
+  const scalar_t* values;
+  __device__ acc_t<scalar_t> operator()(int64_t i) const {
+    return patch_grad_weights_at<scalar_t, acc_t<scalar_t>>(g, grad_out, values, i);
+  }
+};
 
 PatchGeometry geometry(const at::Tensor& values, const at::Tensor& weights,
                        int64_t kernel_size, int64_t dilation, bool reflect) {
@@ -53,15 +61,9 @@ PatchGeometry geometry(const at::Tensor& values, const at::Tensor& weights,
   TORCH_CHECK(values.device() == weights.device(), "values and weights must be on the same GPU");
   TORCH_CHECK(kernel_size >= 1 && kernel_size % 2 == 1, "kernel_size must be odd");
   TORCH_CHECK(dilation >= 1, "dilation must be positive");
-  PatchGeometry g;
-  g.batch = values.size(0);
-  g.channels = values.size(1);
-  g.height = values.size(2);
-  g.width = values.size(3);
-  g.weight_channels = weights.size(1);
-  g.kernel_size = static_cast<int>(kernel_size);
-  g.dilation = static_cast<int>(dilation);
-  g.reflect = reflect;
+  const PatchGeometry g =
+      make_geometry(values.size(0), values.size(1), weights.size(1), values.size(2),
+                    values.size(3), kernel_size, dilation, reflect);
   TORCH_CHECK(weights.size(0) == g.batch && weights.size(2) == kernel_size * kernel_size &&
                   weights.size(3) == g.height && weights.size(4) == g.width,
               "weights shape does not match values and kernel_size");
@@ -91,9 +93,10 @@ at::Tensor patch_attention_forward(at::Tensor values, at::Tensor weights,
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::ScalarType::Half, at::ScalarType::BFloat16, values.scalar_type(),
       "gantk_patch_attention_forward", [&] {
-        patch_forward_kernel<scalar_t><<<grid_for(total), kThreads, 0, stream>>>(
-            g, values.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(),
-            out.data_ptr<scalar_t>(), total);
+        const ForwardAt<scalar_t> element{g, values.data_ptr<scalar_t>(),
+                                          weights.data_ptr<scalar_t>()};
+        fill_kernel<<<grid_for(total), kThreads, 0, stream>>>(element, out.data_ptr<scalar_t>(),
+                                                               total);
       });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
@@ -118,16 +121,18 @@ std::vector<at::Tensor> patch_attention_backward(at::Tensor grad_out, at::Tensor
       "gantk_patch_attention_backward", [&] {
         if (need_values && grad_values.numel() > 0) {
           const int64_t total = grad_values.numel();
-          patch_grad_values_kernel<scalar_t><<<grid_for(total), kThreads, 0, stream>>>(
-              g, grad_out.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(),
-              grad_values.data_ptr<scalar_t>(), total);
+          const GradValuesAt<scalar_t> element{g, grad_out.data_ptr<scalar_t>(),
+                                               weights.data_ptr<scalar_t>()};
+          fill_kernel<<<grid_for(total), kThreads, 0, stream>>>(
+              element, grad_values.data_ptr<scalar_t>(), total);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
         if (need_weights && grad_weights.numel() > 0) {
           const int64_t total = grad_weights.numel();
-          patch_grad_weights_kernel<scalar_t><<<grid_for(total), kThreads, 0, stream>>>(
-              g, grad_out.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(),
-              grad_weights.data_ptr<scalar_t>(), total);
+          const GradWeightsAt<scalar_t> element{g, grad_out.data_ptr<scalar_t>(),
+                                                values.data_ptr<scalar_t>()};
+          fill_kernel<<<grid_for(total), kThreads, 0, stream>>>(
+              element, grad_weights.data_ptr<scalar_t>(), total);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       });

@@ -24,6 +24,32 @@ struct PatchGeometry {
   bool reflect;
 };
 
+inline PatchGeometry make_geometry(int64_t batch, int64_t channels, int64_t weight_channels,
+                                   int64_t height, int64_t width, int64_t kernel_size,
+                                   int64_t dilation, bool reflect) {
+  PatchGeometry g;
+  g.batch = batch;
+  g.channels = channels;
+  g.weight_channels = weight_channels;
+  g.height = height;
+  g.width = width;
+  g.kernel_size = static_cast<int>(kernel_size);
+  g.dilation = static_cast<int>(dilation);
+  g.reflect = reflect;
+  return g;
+}
+
+// Coordinates of element ``index`` of a row-major (N, C, H, W) tensor.
+struct Pixel {
+  int64_t n, c, y, x;
+};
+
+GANTK_HD Pixel pixel_of(const PatchGeometry& g, int64_t index) {
+  const int64_t hw = g.height * g.width;
+  return {index / (hw * g.channels), (index / hw) % g.channels, (index / g.width) % g.height,
+          index % g.width};
+}
+
 // Maps a possibly padded coordinate to the image row/column it reads, or returns false where
 // zero padding contributes nothing. The host checks that the overhang is smaller than the size,
 // so one reflection is enough.
@@ -52,10 +78,7 @@ template <typename scalar_t, typename acc_t>
 GANTK_HD acc_t patch_forward_at(const PatchGeometry& g, const scalar_t* values,
                                 const scalar_t* weights, int64_t index) {
   const int64_t hw = g.height * g.width;
-  const int64_t x = index % g.width;
-  const int64_t y = (index / g.width) % g.height;
-  const int64_t c = (index / hw) % g.channels;
-  const int64_t n = index / (hw * g.channels);
+  const auto [n, c, y, x] = pixel_of(g, index);
   const int taps = g.kernel_size * g.kernel_size;
   const int half = g.kernel_size / 2;
   const scalar_t* plane = values + (n * g.channels + c) * hw;
@@ -77,10 +100,7 @@ template <typename scalar_t, typename acc_t>
 GANTK_HD acc_t patch_grad_values_at(const PatchGeometry& g, const scalar_t* grad_out,
                                     const scalar_t* weights, int64_t index) {
   const int64_t hw = g.height * g.width;
-  const int64_t x = index % g.width;
-  const int64_t y = (index / g.width) % g.height;
-  const int64_t c = (index / hw) % g.channels;
-  const int64_t n = index / (hw * g.channels);
+  const auto [n, c, y, x] = pixel_of(g, index);
   const int taps = g.kernel_size * g.kernel_size;
   const int half = g.kernel_size / 2;
   const scalar_t* go = grad_out + (n * g.channels + c) * hw;
