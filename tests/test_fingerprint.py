@@ -77,6 +77,26 @@ def test_p_value_and_threshold_against_exact_binomial() -> None:
         fpbits.threshold(100, 0)
 
 
+def test_folder_test_does_not_pool_dependent_images() -> None:
+    # A clean model whose decoder reads nearly the same bits from every image: pooling all
+    # 1000 x 100 bits would call a 0.52 accuracy "certain"; the majority vote does not.
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 2, 100)
+    bias = target.copy()
+    bias[52:] = 1 - bias[52:]  # the decoder's habit agrees with the fingerprint on 52 bits
+    decoded = np.where(rng.random((1000, 100)) < 0.9, bias, 1 - bias)
+    naive = fpbits.p_value(int((decoded == target).sum()), decoded.size)
+    test = fpbits.folder_test(decoded, np.broadcast_to(target, decoded.shape))
+    assert naive < 1e-10  # what pooling would claim
+    assert test["method"] == "majority vote" and test["trials"] == 100
+    assert test["matches"] == 52 and test["p_value"] > 0.3
+    # Per-image fingerprints: every bit is a fair coin under the null, so they pool.
+    targets = rng.integers(0, 2, (1000, 100))
+    pooled = fpbits.folder_test(decoded, targets)
+    assert pooled["method"] == "pooled bits" and pooled["trials"] == 100_000
+    assert pooled["p_value"] > 1e-3
+
+
 def test_majority_and_closest_with_correction(tmp_path: Path) -> None:
     decoded = np.array([[1, 0, 1, 1], [1, 1, 1, 0], [0, 0, 1, 1]])
     np.testing.assert_array_equal(fpbits.majority(decoded), [1, 0, 1, 1])
@@ -231,7 +251,9 @@ def test_decode_reports_accuracy_p_values_and_verdicts(
     # The oracle decoder reads 0xb2 everywhere: 8/8 bits, p = 2^-8 per image.
     assert summary["threshold_matches"] == 8 and summary["detected"] == 4
     assert summary["mean_bit_accuracy"] == 1.0 and summary["verdict"] == "fingerprinted"
-    assert summary["combined_p_value"] == pytest.approx(2.0**-32)
+    # One fingerprint for all: the folder test is the majority vote, 8 trials.
+    assert summary["folder_test"]["method"] == "majority vote"
+    assert summary["folder_p_value"] == pytest.approx(2.0**-8)
     assert all(r["p_value"] == pytest.approx(2.0**-8) for r in report["images"])
     with table.open() as f:
         assert len(list(csv.DictReader(f))) == 4

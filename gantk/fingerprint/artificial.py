@@ -321,20 +321,19 @@ def decode_report(
     """Decode every image; with ``expected``, test each against it and pool the folder.
 
     Per image: decoded bits, matches, bit accuracy, p-value and verdict (matches >= the
-    threshold for ``fpr``). Folder: the majority-vote fingerprint and its accuracy, and the
-    combined test (all matches over all images, Binomial(images*bits, 1/2) under the null).
+    threshold for ``fpr``). Folder: the majority-vote fingerprint and one test for the whole
+    set (:func:`gantk.fingerprint.bits.folder_test`), whose p-value gives the verdict.
     """
     bits = decoder.config.bits
     limit = fpbits.threshold(bits, fpr)
-    rows, decoded_all, total_matches, compared = [], [], 0, 0
+    rows, decoded_all, targets = [], [], []
     for path, decoded in iter_decoded(paths, decoder):
         name = str(path.relative_to(root)) if path != root else path.name
         row: dict = {"image": name, "decoded": fpbits.to_hex(decoded)}
         target = expected_for(expected, name)
         if target is not None:
             matches = int((decoded == target).sum())
-            total_matches += matches
-            compared += 1
+            targets.append((decoded, target))
             row.update(
                 matches=matches,
                 bit_accuracy=matches / bits,
@@ -347,8 +346,7 @@ def decode_report(
         decoded_all.append(decoded)
         if advance:
             advance(1)
-    stacked = np.stack(decoded_all)
-    pooled = fpbits.majority(stacked)
+    pooled = fpbits.majority(np.stack(decoded_all))
     summary: dict = {
         "images": len(rows),
         "bits": bits,
@@ -356,19 +354,17 @@ def decode_report(
         "threshold_matches": limit,
         "majority": fpbits.to_hex(pooled),
     }
-    if compared:
+    if targets:
+        test = fpbits.folder_test(
+            np.stack([d for d, _ in targets]), np.stack([t for _, t in targets])
+        )
         summary["detected"] = sum(bool(r.get("fingerprinted")) for r in rows)
         summary["mean_bit_accuracy"] = float(
             np.mean([r["bit_accuracy"] for r in rows if "matches" in r])
         )
-        summary["combined_p_value"] = float(fpbits.p_value(total_matches, compared * bits))
-        if isinstance(expected, np.ndarray):
-            majority_matches = int((pooled == expected).sum())
-            summary["majority_bit_accuracy"] = majority_matches / bits
-            summary["majority_p_value"] = float(fpbits.p_value(majority_matches, bits))
-        summary["verdict"] = (
-            "fingerprinted" if summary["combined_p_value"] <= fpr else "not detected"
-        )
+        summary["folder_test"] = test
+        summary["folder_p_value"] = test["p_value"]
+        summary["verdict"] = "fingerprinted" if test["p_value"] <= fpr else "not detected"
     if registry:
         summary["closest"] = fpbits.closest(pooled, registry)
     return {"summary": summary, "images": rows}

@@ -123,3 +123,26 @@ def closest(decoded: np.ndarray, registry: list[dict]) -> dict | None:
         # The best of several candidates matches better than chance more easily: Bonferroni.
         best["p_value_corrected"] = min(1.0, best["p_value"] * len(candidates))
     return best
+
+
+def folder_test(decoded: np.ndarray, expected: np.ndarray) -> dict:
+    """One p-value for a whole set of images, valid when the images are not independent.
+
+    A decoder reading images without the fingerprint is not a fair coin per image: it tends to
+    read the same bits from similar images, so pooling all bits of all images as independent
+    trials would flag a clean model. What is random under the null is the owner's fingerprint:
+
+    - one fingerprint for all images (``expected`` rows equal): test the per-bit majority vote of
+      the decoded bits against it, ``n`` trials;
+    - a fingerprint drawn per image: every image's matches are independent coin flips whatever
+      the decoder does, so all ``images * n`` bits pool.
+    """
+    decoded, expected = np.asarray(decoded), np.asarray(expected)
+    count, length = expected.shape
+    if (expected == expected[0]).all():
+        matches = int((majority(decoded) == expected[0]).sum())
+        return {"method": "majority vote", "matches": matches, "trials": length,
+                "p_value": float(p_value(matches, length))}  # fmt: skip
+    matches = int((decoded == expected).sum())
+    return {"method": "pooled bits", "matches": matches, "trials": count * length,
+            "p_value": float(p_value(matches, count * length))}  # fmt: skip

@@ -30,7 +30,7 @@ def _score(decoded: np.ndarray, expected: np.ndarray, limit: int) -> dict:
         "bit_accuracy": float(matches.mean() / n),
         "detection_rate": float((matches >= limit).mean()),
         "median_p_value": float(np.median(fpbits.p_value(matches, n))),
-        "combined_p_value": float(fpbits.p_value(int(matches.sum()), n * len(matches))),
+        "folder_p_value": fpbits.folder_test(decoded, expected)["p_value"],
     }
 
 
