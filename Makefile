@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/data_throughput.py --out out/bench
 	$(BIN)/python bench/train_speed.py --out out/bench
 	$(BIN)/python bench/metrics_speed.py --out out/bench
+	$(BIN)/python bench/fingerprint_speed.py --out out/bench
 	# Kernel vs PyTorch paths: real shapes on a GPU, a smoke run of the reference paths on a CPU.
 	$(BIN)/python bench/ops.py --out out/bench $$($(BIN)/python -c "import torch; print('' if torch.cuda.is_available() else '--small')")
 

@@ -31,6 +31,7 @@ from gantk.io.images import UnreadableImage, list_images
 RECORD = "fingerprint.json"
 PER_IMAGE_MAP = "fingerprints.csv"
 MIN_SIDE = 16
+EMBED_BATCH = 32  # images loaded, embedded and written per step
 BUILTIN_MODELS = {"builtin:stego-100": "stego-100.safetensors"}
 FORMATS = {"png": ".png", "jpeg": ".jpg"}
 
@@ -166,37 +167,33 @@ def embed_folder(
     psnrs, ssims, rows = [], [], []
     device = next(encoder.parameters()).device
     with atomic_dir(out, force) as tmp, torch.no_grad():
-        for index, path in enumerate(paths):
-            loaded = load_image(path)
-            check_size(path, loaded.rgb)
-            code = (
-                fpbits.random_bits(bits_count, per_image_seed + index)
+        for start in range(0, len(paths), EMBED_BATCH):
+            chunk = list(enumerate(paths[start : start + EMBED_BATCH], start))
+            loaded = {index: load_image(path) for index, path in chunk}
+            for index, path in chunk:
+                check_size(path, loaded[index].rgb)
+            codes = {
+                index: fpbits.random_bits(bits_count, per_image_seed + index)
                 if per_image_seed is not None
                 else fingerprint
-            )
-            marks = torch.from_numpy(code.astype(np.float32))[None].to(device)
-            marked = to_rgb(embed_any_size(encoder, to_tensor(loaded.rgb).to(device), marks).cpu())
-            image = restore_mode(marked, loaded)
-            relative = path.relative_to(source).with_suffix(FORMATS[image_format])
-            target = tmp / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if image_format == "jpeg":
-                image.convert("L" if loaded.mode == "L" else "RGB").save(
-                    target, quality=jpeg_quality
+                for index, _ in chunk
+            }
+            marked = _embed_batched(encoder, loaded, codes, device)
+            for index, path in chunk:
+                relative = path.relative_to(source).with_suffix(FORMATS[image_format])
+                saved = _write(marked[index], loaded[index], tmp / relative, image_format,
+                               jpeg_quality)  # fmt: skip
+                original = loaded[index].rgb
+                psnrs.append(_psnr(original, saved))
+                ssims.append(
+                    structural_similarity(original, saved, channel_axis=2, data_range=255)
+                    if min(saved.shape[:2]) >= 7
+                    else float("nan")
                 )
-            else:
-                image.save(target)
-            saved = np.asarray(Image.open(target).convert("RGB"))
-            psnrs.append(_psnr(loaded.rgb, saved))
-            ssims.append(
-                structural_similarity(loaded.rgb, saved, channel_axis=2, data_range=255)
-                if min(saved.shape[:2]) >= 7
-                else float("nan")
-            )
-            if per_image_seed is not None:
-                rows.append([str(relative), fpbits.to_hex(code)])
-            if advance:
-                advance(1)
+                if per_image_seed is not None:
+                    rows.append([str(relative), fpbits.to_hex(codes[index])])
+                if advance:
+                    advance(1)
         record = {
             "bits": bits_count,
             "fingerprint": None if per_image_seed is not None else fpbits.to_hex(fingerprint),
@@ -220,6 +217,40 @@ def embed_folder(
                 writer.writerows(rows)
         (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return EmbedResult(record, len(paths))
+
+
+def _embed_batched(
+    encoder: StegoEncoder,
+    loaded: dict[int, LoadedImage],
+    codes: dict[int, np.ndarray],
+    device: torch.device,
+) -> dict[int, np.ndarray]:
+    """Fingerprinted RGB arrays by index; images of one size go through the encoder together."""
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for index, image in loaded.items():
+        by_size.setdefault(image.rgb.shape, []).append(index)
+    marked = {}
+    for indices in by_size.values():
+        images = torch.cat([to_tensor(loaded[i].rgb) for i in indices]).to(device)
+        marks = torch.from_numpy(np.stack([codes[i] for i in indices]).astype(np.float32))
+        out = embed_any_size(encoder, images, marks.to(device)).cpu()
+        for row, index in enumerate(indices):
+            marked[index] = to_rgb(out[row : row + 1])
+    return marked
+
+
+def _write(
+    rgb: np.ndarray, loaded: LoadedImage, target: Path, image_format: str, quality: int
+) -> np.ndarray:
+    """Save in the input's mode; returns the RGB pixels as saved (what PSNR/SSIM must see)."""
+    image = restore_mode(rgb, loaded)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if image_format == "jpeg":
+        image.convert("L" if loaded.mode == "L" else "RGB").save(target, quality=quality)
+        return np.asarray(Image.open(target).convert("RGB"))
+    image.save(target)
+    # PNG is lossless: the saved pixels are the image's own.
+    return np.asarray(image.convert("RGB"))
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
