@@ -412,3 +412,19 @@ def test_secrecy_attack_spots_its_own_encoder(cli, model_file: Path, tmp_path: P
     assert "same folder" in error_line(
         cli("evaluate", "secrecy", clean, clean, "--attack-encoder", model_file)
     )
+
+
+def test_decode_one_image_against_a_registry(cli, photos: Path, model_file: Path, tmp_path):
+    registry = tmp_path / "owners.json"
+    registry.write_text(json.dumps({"fingerprints": [
+        {"name": "alice", "fingerprint": "0xb2", "bits": 8},
+        {"name": "bob", "fingerprint": "0x0f", "bits": 8},
+    ]}))  # fmt: skip
+    result = cli("fingerprint-decode", photos / "a.png", "--decoder", model_file,
+                 "--registry", registry, "--json", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [r["image"] for r in report["images"]] == ["a.png"]
+    assert report["images"][0]["decoded"] == "0xb2"
+    assert report["summary"]["closest"]["name"] == "alice"
+    assert "verdict" not in report["summary"]  # nothing to test without --expect
