@@ -17,7 +17,10 @@ PY=${PY:-.venv/bin/python}
 if [ -f "$RUN/state.safetensors" ]; then
   "$GANTK" train stego --resume --out "$RUN" --steps 30000 --threads 1 --device cpu
 else
+  # FROM=gantk/models/stego-100.safetensors continues from the shipped weights (new run folder;
+  # optimizer state starts afresh) when the original run folder is gone.
   "$GANTK" train stego "builtin:photos?sources=astronaut,coffee,chelsea,rocket&n=20000" \
+    ${FROM:+--init "$FROM"} \
     --resolution 32 --bits 100 --batch-size 32 --steps 30000 \
     --robust noise,blur,jpeg,crop,resize,brightness --snapshot-every 250 \
     --threads 1 --device cpu --out "$RUN"

@@ -428,3 +428,16 @@ def test_decode_one_image_against_a_registry(cli, photos: Path, model_file: Path
     assert report["images"][0]["decoded"] == "0xb2"
     assert report["summary"]["closest"]["name"] == "alice"
     assert "verdict" not in report["summary"]  # nothing to test without --expect
+
+
+def test_init_from_a_trained_model(tmp_path: Path) -> None:
+    encoder, decoder = _tiny_models()
+    model = save_stego(tmp_path / "m.safetensors", encoder, decoder)
+    trainer = start_or_resume(_train_config(2), tmp_path / "run", resume=False, init=model)
+    torch.testing.assert_close(trainer.encoder.secret.weight, encoder.secret.weight)
+    assert l2_weight_at(0, trainer.accurate_since, trainer.config) == trainer.config.l2_weight
+    with pytest.raises(GantkError, match="pick one"):
+        start_or_resume(_train_config(2), tmp_path / "run", resume=True, init=model)
+    other = save_stego(tmp_path / "o.safetensors", *_tiny_models(64))
+    with pytest.raises(GantkError, match="asks for 8 bits at 32px"):
+        start_or_resume(_train_config(2), tmp_path / "run2", resume=False, init=other)

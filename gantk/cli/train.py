@@ -329,6 +329,14 @@ def train_stego_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")
     ] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            "--init",
+            help="Start from a trained stego model (e.g. builtin:stego-100's file) instead of "
+            "from scratch: full image loss and robustness from the first step.",
+        ),
+    ] = None,
     threads: Annotated[
         int | None, typer.Option("--threads", help="CPU threads for torch (default: all).")
     ] = None,
@@ -374,7 +382,7 @@ def train_stego_command(
         snapshot_every=snapshot_every,
     )
     output = Output(quiet, as_json)
-    trainer = start_or_resume(config, out, resume)
+    trainer = start_or_resume(config, out, resume, init)
     done = {"step": trainer.step}
     with output.progress(trainer.config.steps, "training") as advance:
         if trainer.step:

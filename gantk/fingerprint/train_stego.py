@@ -225,9 +225,18 @@ class StegoTrainer:
         return entry
 
 
-def start_or_resume(config: StegoTrainConfig, out: Path, resume: bool) -> StegoTrainer:
-    """A trainer for a new run in ``out`` or, with ``resume``, for the run already there."""
+def start_or_resume(
+    config: StegoTrainConfig, out: Path, resume: bool, init: Path | None = None
+) -> StegoTrainer:
+    """A trainer for a new run in ``out`` or, with ``resume``, for the run already there.
+
+    ``init`` starts a new run from a trained pair (e.g. a shipped fp16 model, whose optimizer
+    state is gone): the pair already communicates, so the image loss starts at full weight and
+    the robustness stage is on from the first step.
+    """
     state = Path(out) / STATE_FILE
+    if init is not None and resume:
+        raise GantkError("--init starts a new run from a model; --resume continues a run: pick one")
     if resume:
         if not state.is_file():
             raise GantkError(f"{out} has no {STATE_FILE} to resume; start a new run instead")
@@ -240,7 +249,18 @@ def start_or_resume(config: StegoTrainConfig, out: Path, resume: bool) -> StegoT
         return trainer
     if state.exists():
         raise GantkError(f"{out} already holds a stego run; use --resume or another --out")
-    return StegoTrainer(config, out)
+    trainer = StegoTrainer(config, out)
+    if init is not None:
+        encoder, decoder = load_stego(init, trainer.device)
+        if encoder.config != trainer.encoder.config:
+            raise GantkError(
+                f"--init {init} has {encoder.config.bits} bits at {encoder.config.resolution}px, "
+                f"but this run asks for {config.bits} bits at {config.resolution}px"
+            )
+        trainer.encoder.load_state_dict(encoder.state_dict())
+        trainer.decoder.load_state_dict(decoder.state_dict())
+        trainer.accurate_since = -(config.l2_delay + config.l2_ramp)
+    return trainer
 
 
 def save_stego(
