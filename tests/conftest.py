@@ -22,6 +22,15 @@ def _isolated_weights(
     monkeypatch.delenv("GANTK_WEIGHTS_DIR", raising=False)
 
 
+@pytest.fixture
+def torch_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty torch hub checkpoint folder in a temporary TORCH_HOME, for weight-file tests."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    path = tmp_path / "torch" / "hub" / "checkpoints"
+    path.mkdir(parents=True)
+    return path
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny networks run faster on one thread, and much faster on a loaded machine. Modules

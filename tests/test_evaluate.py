@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,14 +15,6 @@ from gantk.metrics.distribution import kid, precision_recall
 from gantk.metrics.features import fid_inception_architecture, load_feature_net, metric_name
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
-
-
-@pytest.fixture
-def torch_hub(monkeypatch, tmp_path) -> Path:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    path = tmp_path / "torch" / "hub" / "checkpoints"
-    path.mkdir(parents=True)
-    return path
 
 
 def test_inception_loads_the_standard_file_from_the_hub_cache(torch_hub) -> None:

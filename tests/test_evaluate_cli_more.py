@@ -15,13 +15,11 @@ ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 
 
 @pytest.fixture
-def alexnet_weights(monkeypatch, tmp_path) -> Path:
+def alexnet_weights(torch_hub: Path) -> Path:
     """Random AlexNet weights under the standard name in a temporary torch hub cache."""
     import torchvision
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    hub = tmp_path / "torch" / "hub" / "checkpoints"
-    hub.mkdir(parents=True)
+    hub = torch_hub
     torch.manual_seed(0)
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), hub / ALEXNET_FILE)
     return hub / ALEXNET_FILE

@@ -234,16 +234,23 @@ def test_a_real_sigint_stops_after_the_step_and_restores_the_handler(tmp_path: P
 # --- non-finite losses ----------------------------------------------------------------------
 
 
-def test_nan_loss_stops_with_the_last_good_state(tmp_path: Path, monkeypatch) -> None:
+def _poison_d_loss(monkeypatch: pytest.MonkeyPatch, at_call: int) -> tuple[list, object]:
+    """Make the ``at_call``-th discriminator loss NaN (the steps before it stay finite);
+    returns the list of calls seen and the real loss function."""
     calls = []
     real_d = losses.d_loss
 
     def poisoned(kind, real, fake):
         calls.append(kind)
         value = real_d(kind, real, fake)
-        return value * float("nan") if len(calls) == 3 else value
+        return value * float("nan") if len(calls) == at_call else value
 
     monkeypatch.setattr(losses, "d_loss", poisoned)
+    return calls, real_d
+
+
+def test_nan_loss_stops_with_the_last_good_state(tmp_path: Path, monkeypatch) -> None:
+    calls, _ = _poison_d_loss(monkeypatch, at_call=3)
     out = tmp_path / "run"
     with pytest.raises(GantkError) as info:
         start_training(config(out, 6, snapshot_kimg=STEP_KIMG), log=quiet)
@@ -337,15 +344,7 @@ def test_step_batches_depend_only_on_seed_and_step(tmp_path: Path) -> None:
 
 
 def test_the_nan_advice_can_be_followed(tmp_path: Path, monkeypatch) -> None:
-    calls = []
-    real_d = losses.d_loss
-
-    def poisoned(kind, real, fake):
-        calls.append(kind)
-        value = real_d(kind, real, fake)
-        return value * float("nan") if len(calls) == 2 else value
-
-    monkeypatch.setattr(losses, "d_loss", poisoned)
+    _, real_d = _poison_d_loss(monkeypatch, at_call=2)
     out = tmp_path / "run"
     with pytest.raises(GantkError, match="lower --lr"):
         start_training(config(out, 3), log=quiet)
@@ -360,15 +359,7 @@ def test_the_nan_advice_can_be_followed(tmp_path: Path, monkeypatch) -> None:
 def test_nan_state_is_the_state_before_the_failed_step(tmp_path: Path, monkeypatch) -> None:
     clean = tmp_path / "clean"
     start_training(config(clean, 2), log=quiet)
-    calls = []
-    real_d = losses.d_loss
-
-    def poisoned(kind, real, fake):
-        calls.append(kind)
-        value = real_d(kind, real, fake)
-        return value * float("nan") if len(calls) == 3 else value
-
-    monkeypatch.setattr(losses, "d_loss", poisoned)
+    _poison_d_loss(monkeypatch, at_call=3)
     failed = tmp_path / "failed"
     with pytest.raises(GantkError, match="step 2"):
         start_training(config(failed, 6, snapshot_kimg=STEP_KIMG), log=quiet)
