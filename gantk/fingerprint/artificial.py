@@ -24,7 +24,7 @@ from PIL import Image
 
 from gantk.errors import GantkError
 from gantk.fingerprint import bits as fpbits
-from gantk.fingerprint.stego import StegoDecoder, StegoEncoder, decode_any_size, embed_any_size
+from gantk.fingerprint.stego import StegoDecoder, StegoEncoder, decode_bits, embed_any_size
 from gantk.io.atomic import atomic_dir, check_output
 from gantk.io.images import UnreadableImage, list_images
 
@@ -277,29 +277,14 @@ def iter_decoded(
     paths: list[Path], decoder: StegoDecoder, batch: int = 64
 ) -> Iterator[tuple[Path, np.ndarray]]:
     """(path, decoded 0/1 bits) per image; images of any size (resized to the decoder's)."""
-    device = next(decoder.parameters()).device
-    r = decoder.config.resolution
-    pending: list[tuple[Path, torch.Tensor]] = []
-
-    def flush() -> Iterator[tuple[Path, np.ndarray]]:
-        images = torch.cat([t for _, t in pending]).to(device)
-        with torch.no_grad():
-            logits = decode_any_size(decoder, images)
-        for (path, _), row in zip(pending, (logits > 0).cpu().numpy(), strict=True):
-            yield path, row.astype(np.uint8)
-        pending.clear()
-
-    from gantk.fingerprint.stego import resize_to
-
-    for path in paths:
-        loaded = load_image(path)
-        check_size(path, loaded.rgb)
-        # Resize each image on its own so a folder may mix sizes; batch at the model's size.
-        pending.append((path, resize_to(to_tensor(loaded.rgb), (r, r))))
-        if len(pending) == batch:
-            yield from flush()
-    if pending:
-        yield from flush()
+    for start in range(0, len(paths), batch):
+        chunk = paths[start : start + batch]
+        images = []
+        for path in chunk:
+            loaded = load_image(path)
+            check_size(path, loaded.rgb)
+            images.append(to_tensor(loaded.rgb))
+        yield from zip(chunk, decode_bits(decoder, images, batch), strict=True)
 
 
 def read_expectation(

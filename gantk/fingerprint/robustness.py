@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from gantk.fingerprint import bits as fpbits
-from gantk.fingerprint.stego import StegoDecoder, decode_any_size
+from gantk.fingerprint.artificial import to_tensor
+from gantk.fingerprint.stego import StegoDecoder, decode_bits
 from gantk.perturb import SWEEPS, apply
 
 QUANTIZATION_BITS = [16, 12, 10, 8, 6, 4]
@@ -32,16 +33,6 @@ def _score(decoded: np.ndarray, expected: np.ndarray, limit: int) -> dict:
         "median_p_value": float(np.median(fpbits.p_value(matches, n))),
         "folder_p_value": fpbits.folder_test(decoded, expected)["p_value"],
     }
-
-
-def decode_batch(decoder: StegoDecoder, images: list[torch.Tensor]) -> np.ndarray:
-    """Decoded bits of images (each (1, 3, H, W), any sizes) as a (count, bits) 0/1 array."""
-    device = next(decoder.parameters()).device
-    rows = []
-    with torch.no_grad():
-        for image in images:
-            rows.append((decode_any_size(decoder, image.to(device)) > 0).cpu().numpy()[0])
-    return np.stack(rows).astype(np.uint8)
 
 
 def image_sweep(
@@ -60,7 +51,7 @@ def image_sweep(
         for strength in SWEEPS[name]:
             generator = torch.Generator().manual_seed(seed)
             perturbed = [apply(name, image, strength, generator) for image in images]
-            decoded = decode_batch(decoder, perturbed)
+            decoded = decode_bits(decoder, perturbed)
             rows.append({"perturbation": name, "strength": strength,
                          **_score(decoded, expected, limit)})  # fmt: skip
             if advance:
@@ -113,11 +104,8 @@ def model_sweep(
             quantize_(G, int(strength))
         elif strength:
             add_weight_noise_(G, float(strength), torch.Generator().manual_seed(seed))
-        images = [
-            torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].float() / 127.5 - 1
-            for img in render(G, latents_for(seeds, G.config.z_dim), 1.0)
-        ]
-        decoded = decode_batch(decoder, images)
+        images = [to_tensor(img) for img in render(G, latents_for(seeds, G.config.z_dim), 1.0)]
+        decoded = decode_bits(decoder, images)
         score = _score(decoded, np.broadcast_to(expected, decoded.shape), limit)
         rows.append({"perturbation": name, "strength": strength, **score})
         if advance:

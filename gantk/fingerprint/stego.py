@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -134,3 +135,20 @@ def decode_any_size(decoder: StegoDecoder, images: Tensor) -> Tensor:
     """Bit logits for images of any size (resized to the model's resolution)."""
     r = decoder.config.resolution
     return decoder(resize_to(images, (r, r)))
+
+
+def decode_bits(decoder: StegoDecoder, images: list[Tensor], batch: int = 64) -> np.ndarray:
+    """Decoded 0/1 bits, (count, bits) uint8, of images (each (1, 3, H, W)) of any sizes.
+
+    Each image is resized on its own, so a set may mix sizes; the decoder then runs on batches
+    at its own resolution.
+    """
+    device = next(decoder.parameters()).device
+    r = decoder.config.resolution
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            chunk = [resize_to(image, (r, r)) for image in images[start : start + batch]]
+            logits = decoder(torch.cat(chunk).to(device))
+            rows.append((logits > 0).cpu().numpy().astype(np.uint8))
+    return np.concatenate(rows) if rows else np.zeros((0, decoder.config.bits), np.uint8)

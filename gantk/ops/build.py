@@ -308,8 +308,8 @@ def _import_cpp_extension(cuda_home: Path) -> ModuleType:
 
 
 @contextlib.contextmanager
-def _build_environment(cuda_home: Path, arches: str) -> Iterator[None]:
-    """Point cpp_extension at ``cuda_home`` and ``arches`` for the duration of one build."""
+def _build_environment(cuda_home: Path, arches: str) -> Iterator[ModuleType]:
+    """cpp_extension, pointed at ``cuda_home`` and ``arches`` for the duration of one build."""
     cpp_extension = _import_cpp_extension(cuda_home)
     saved_env = {k: os.environ.get(k) for k in ("CUDA_HOME", "TORCH_CUDA_ARCH_LIST")}
     saved_home = cpp_extension.CUDA_HOME
@@ -319,7 +319,7 @@ def _build_environment(cuda_home: Path, arches: str) -> Iterator[None]:
     # global, so set that too.
     cpp_extension.CUDA_HOME = str(cuda_home)
     try:
-        yield
+        yield cpp_extension
     finally:
         cpp_extension.CUDA_HOME = saved_home
         for key, value in saved_env.items():
@@ -356,8 +356,7 @@ def build(arch: str | None = None, verbose: bool = False, retry_failed: bool = T
         # left by a killed build: torch versions that lock by the file's mere existence would
         # wait on it forever (newer ones use an advisory lock, for which deleting is harmless).
         (folder / "lock").unlink(missing_ok=True)
-        with _build_environment(cuda_home, arches):
-            cpp_extension = _import_cpp_extension(cuda_home)
+        with _build_environment(cuda_home, arches) as cpp_extension:
             try:
                 module = cpp_extension.load(
                     name=module_name(arches),
