@@ -156,18 +156,22 @@ def apply(
     return PERTURBATIONS[name](x, strength, generator)
 
 
-def parse_names(text: str) -> list[str]:
-    """``"jpeg,blur"`` -> ``["jpeg", "blur"]``, validated; ``"all"`` -> every perturbation."""
+def _parse_choices(text: str, choices: list[str], what: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if names == ["all"]:
-        return list(PERTURBATIONS)
-    unknown = [n for n in names if n not in PERTURBATIONS]
+        return list(choices)
+    unknown = [n for n in names if n not in choices]
     if unknown or not names:
         raise GantkError(
-            f"unknown perturbation(s) {', '.join(unknown) or repr(text)}; "
-            f"choose from {', '.join(PERTURBATIONS)} or all"
+            f"unknown {what}(s) {', '.join(unknown) or repr(text)}; "
+            f"choose from {', '.join(choices)} or all"
         )
     return names
+
+
+def parse_names(text: str) -> list[str]:
+    """``"jpeg,blur"`` -> ``["jpeg", "blur"]``, validated; ``"all"`` -> every perturbation."""
+    return _parse_choices(text, list(PERTURBATIONS), "perturbation")
 
 
 # Training ranges of RandomPerturbation: milder than the sweep's extremes, as peers do.
@@ -214,3 +218,54 @@ def _back_to(out: Tensor, like: Tensor) -> Tensor:
     if out.shape[-2:] == like.shape[-2:]:
         return out
     return F.interpolate(out, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+# Attacks on attribution (thesis Table 4.7): each image gets its own strength, drawn from these
+# ranges; "combo" applies each of the four with probability 0.5. Noise std is on the [0, 1]
+# scale (5-20 of 255), blur kernels are odd sizes 1-9, crop keeps 80-95 % of each side (5-20 %
+# cut) and resizes back, JPEG quality 10-75.
+ATTACK_RANGES: dict[str, tuple[float, float]] = {
+    "noise": (5 / 255, 20 / 255),
+    "blur": (1, 9),
+    "crop": (0.80, 0.95),
+    "jpeg": (10, 75),
+}
+ATTACKS = (*ATTACK_RANGES, "combo")
+# The order the combination applies its parts in: geometry first, compression last (as an image
+# posted online would meet them).
+COMBO_ORDER = ("crop", "blur", "noise", "jpeg")
+
+
+def parse_attacks(text: str) -> list[str]:
+    """``"jpeg,combo"`` -> ``["jpeg", "combo"]``; ``"all"`` -> every attack."""
+    return _parse_choices(text, list(ATTACKS), "attack")
+
+
+def _attack_one(name: str, x: Tensor, generator: torch.Generator) -> Tensor:
+    if name == "blur":
+        size = 1 + 2 * int(torch.randint(5, (), generator=generator))  # 1, 3, 5, 7 or 9
+        return gaussian_blur(x, size)
+    low, high = ATTACK_RANGES[name]
+    strength = low + (high - low) * torch.rand((), generator=generator).item()
+    if name == "jpeg":
+        return jpeg(x, round(strength))
+    if name == "crop":
+        return _back_to(center_crop(x, strength), x)
+    return gaussian_noise(x, strength, generator)
+
+
+def random_attack(name: str, x: Tensor, generator: torch.Generator) -> Tensor:
+    """Attack ``name`` (or ``combo``) on every image of ``x`` with its own random strength;
+    the output has the input's size."""
+    if name not in ATTACKS:
+        raise GantkError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+    out = []
+    for image in x.split(1):
+        if name == "combo":
+            for part in COMBO_ORDER:
+                if torch.rand((), generator=generator).item() < 0.5:
+                    image = _attack_one(part, image, generator)
+        else:
+            image = _attack_one(name, image, generator)
+        out.append(image)
+    return torch.cat(out)

@@ -38,6 +38,9 @@ SeedOpt = Annotated[
     int, typer.Option("--seed", min=0, max=2**62, help="Random seed (same seed, same result).")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", help="CPU threads for torch (default: all).")
+]
 StrictOpt = Annotated[
     bool,
     typer.Option("--strict", help="Stop at the first unreadable image instead of skipping it."),
@@ -205,3 +208,16 @@ def resolve_device(device: str) -> str:
             )
         return device
     raise GantkError(f"--device {device!r} is not auto, cpu, cuda or cuda:N")
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply --threads (torch's intra-op CPU threads)."""
+    if threads is None:
+        return
+    from gantk.errors import GantkError
+
+    if threads < 1:
+        raise GantkError("--threads must be positive")
+    import torch
+
+    torch.set_num_threads(threads)

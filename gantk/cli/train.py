@@ -7,10 +7,21 @@ from typing import Annotated
 
 import typer
 
-from gantk.cli.common import DeviceOpt, ForceOpt, JsonOpt, Output, QuietOpt, SeedOpt, handle_errors
+from gantk.cli import attribution
+from gantk.cli.common import (
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    Output,
+    QuietOpt,
+    SeedOpt,
+    ThreadsOpt,
+    handle_errors,
+    set_threads,
+)
 
 app = typer.Typer(
-    help="Train models (GANs now; more methods join as they land).", no_args_is_help=True
+    help="Train models: GANs, fingerprint encoders, attributors.", no_args_is_help=True
 )
 
 
@@ -337,9 +348,7 @@ def train_stego_command(
             "from scratch: full image loss and robustness from the first step.",
         ),
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads for torch (default: all).")
-    ] = None,
+    threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
@@ -352,7 +361,6 @@ def train_stego_command(
     survives recompression and resizing. Writes OUT/stego.safetensors (for fingerprint-embed
     and fingerprint-decode), OUT/state.safetensors (exact resume) and OUT/log.jsonl.
     """
-    import torch
 
     from gantk.errors import GantkError
     from gantk.fingerprint.train_stego import StegoTrainConfig, start_or_resume
@@ -364,10 +372,7 @@ def train_stego_command(
         raise GantkError("--resume continues the run in --out; leave out DATASET")
     if not resume and data is None:
         raise GantkError("give DATASET to train on (or --resume with --out)")
-    if threads is not None:
-        if threads < 1:
-            raise GantkError("--threads must be positive")
-        torch.set_num_threads(threads)
+    set_threads(threads)
     config = StegoTrainConfig(
         data=data or "",
         bits=bits,
@@ -402,3 +407,6 @@ def train_stego_command(
         f"saved {out}/stego.safetensors"
     )
     output.result({"out": str(out), **final})
+
+
+app.command("attributor", help=attribution.train_attributor.__doc__)(attribution.train_attributor)

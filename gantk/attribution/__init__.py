@@ -1,0 +1,1 @@
+"""Attributing images to the model that made them (thesis ch. 4)."""
