@@ -39,11 +39,35 @@ def _load(spec: str, device: str):
 @handle_errors
 def fingerprint_embed(
     data: Annotated[
-        Path, typer.Argument(metavar="FOLDER", help="Images to fingerprint (searched recursively).")
+        Path,
+        typer.Argument(
+            metavar="FOLDER|RUN",
+            help="Images to fingerprint (searched recursively), or the latest.safetensors of a "
+            "`gantk train gan --fingerprint-bits` run to mint per-user generators from.",
+        ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="New folder for the fingerprinted copies.")
+        Path,
+        typer.Option(
+            "--out", "-o", help="New folder for the fingerprinted copies (or the instances)."
+        ),
     ],
+    users: Annotated[
+        str | None,
+        typer.Option("--users", help="RUN: one generator per user, e.g. alice,bob,carol."),
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option("--count", help="RUN: this many generators, named user-00001, …"),
+    ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(
+            "--registry",
+            help="RUN: the secret registry (.h5, created if new, mode 0600) that maps users to "
+            "fingerprints; new users are appended.",
+        ),
+    ] = None,
     bits: Annotated[
         int | None,
         typer.Option("--bits", help="Fingerprint length; must match the encoder (a check)."),
@@ -75,17 +99,31 @@ def fingerprint_embed(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Embed a fingerprint into every image of FOLDER, keeping names, sub-folders and sizes.
+    """Embed a fingerprint into every image of FOLDER, keeping names, sub-folders and sizes; or
+    mint per-user generators from a fingerprinted training RUN.
 
-    Train any generative model on OUT; `gantk fingerprint-decode` then finds the fingerprint in
-    what it generates. OUT/fingerprint.json records the fingerprint, the encoder (file and
-    SHA-256), the image count and the PSNR/SSIM cost of embedding.
+    FOLDER (artificial fingerprints): train any generative model on OUT; `gantk
+    fingerprint-decode` then finds the fingerprint in what it generates. OUT/fingerprint.json
+    records the fingerprint, the encoder (file and SHA-256), the image count and the PSNR/SSIM
+    cost of embedding.
+
+    RUN (scalable fingerprints): each user gets OUT/NAME.safetensors, an ordinary generator
+    (`gantk generate` takes it) with the user's fingerprint folded into its weights; the
+    fingerprints, spaced so no two can verify the same image at --fpr, go to --registry.
     """
     from gantk.errors import GantkError
     from gantk.fingerprint import bits as fpbits
     from gantk.fingerprint.artificial import embed_folder
     from gantk.io.images import list_images
 
+    if data.is_file():
+        _embed_instances(data, out, users, count, registry, seed, device, force, as_json, quiet)
+        return
+    if users is not None or count is not None or registry is not None:
+        raise GantkError(
+            f"--users, --count and --registry mint generators from a fingerprinted run's "
+            f"checkpoint; {data} is not a file"
+        )
     if not data.is_dir():
         raise GantkError(
             f"{data} is not a folder of images; export a built-in first with `gantk data export`"
@@ -125,6 +163,66 @@ def fingerprint_embed(
     output.result({"out": str(out), **record})
 
 
+def _is_fingerprinted_run(spec: str) -> bool:
+    from gantk.io.checkpoint import read_metadata
+
+    path = Path(spec)
+    return path.is_file() and read_metadata(path).get("gantk.kind") == "gan-fingerprinted"
+
+
+def _scalable_decoder(spec: str, registry: Path | None, fpr: float, device: str, output: Output):
+    """F of a fingerprinted run as a bit decoder, and the registry lookup for its users."""
+    from gantk.errors import GantkError
+    from gantk.fingerprint.registry import Registry
+    from gantk.fingerprint.scalable import bit_decoder, run_id
+
+    dec = bit_decoder(spec, resolve_device(device))
+    if registry is None:
+        return dec, None
+    if registry.suffix.lower() not in (".h5", ".hdf5"):
+        raise GantkError(
+            f"--registry {registry}: a fingerprinted run's users live in an .h5 registry "
+            "written by `gantk fingerprint-embed RUN --registry`"
+        )
+    reg = Registry.open(registry)
+    if reg.bits != dec.config.bits:
+        raise GantkError(
+            f"registry {registry} holds {reg.bits}-bit fingerprints but the decoder reads "
+            f"{dec.config.bits} bits; use the registry of this run"
+        )
+    if reg.run != run_id(spec):
+        output.warn(
+            f"registry {registry} belongs to training run {reg.run[:12]}, the decoder to run "
+            f"{run_id(spec)[:12]}: decoded bits will be random, and nobody should match"
+        )
+    return dec, lambda decoded: reg.identify(decoded, fpr)
+
+
+def _embed_instances(
+    run: Path, out: Path, users, count, registry, seed: int, device: str, force: bool,
+    as_json: bool, quiet: bool,
+) -> None:  # fmt: skip
+    from gantk.errors import GantkError
+    from gantk.fingerprint.scalable import make_instances
+
+    if registry is None:
+        raise GantkError(
+            "give --registry REG.h5: without it nobody could tell whose generator a fake came from"
+        )
+    output = Output(quiet, as_json)
+    total = count or len([u for u in (users or "").split(",") if u.strip()]) or 1
+    with output.progress(total, "minting generators") as advance:
+        records = make_instances(run, users, count, registry, out, seed, force,
+                                 resolve_device(device), advance)  # fmt: skip
+    output.table(
+        "fingerprint-embed (generator instances)",
+        ["user", "generator", "instance SHA-256"],
+        [[r["user"], r["file"], r["instance_sha256"][:16]] for r in records],
+    )
+    output.say(f"registry {registry}: {len(records)} users added (keep it secret)")
+    output.result({"registry": str(registry), "instances": records})
+
+
 @handle_errors
 def fingerprint_decode(
     images: Annotated[
@@ -132,7 +230,11 @@ def fingerprint_decode(
     ],
     decoder: Annotated[
         str,
-        typer.Option("--decoder", help="Stego model (.safetensors) or builtin:stego-100."),
+        typer.Option(
+            "--decoder",
+            help="Stego model (.safetensors), builtin:stego-100, or the latest.safetensors of a "
+            "fingerprinted GAN run (scalable fingerprints; use with --registry REG.h5).",
+        ),
     ] = "builtin:stego-100",
     expect: Annotated[
         str | None,
@@ -185,12 +287,16 @@ def fingerprint_decode(
     if csv_out is not None:
         check_output(csv_out, force, inputs=[images])
     output = Output(quiet, as_json)
-    _, _, dec = _load(decoder, device)
+    identify = None
+    if _is_fingerprinted_run(decoder):
+        dec, identify = _scalable_decoder(decoder, registry, fpr, device, output)
+    else:
+        _, _, dec = _load(decoder, device)
     n, r = dec.config.bits, dec.config.resolution
     expected = read_expectation(expect, n, r)[0] if expect else None
-    entries = fpbits.read_registry(registry) if registry else None
+    entries = fpbits.read_registry(registry) if registry and identify is None else None
     with output.progress(len(paths), "decoding") as advance:
-        report = decode_report(root, paths, dec, expected, fpr, entries, advance)
+        report = decode_report(root, paths, dec, expected, fpr, entries, advance, identify)
     summary = report["summary"]
     rows = [
         ["images", summary["images"]],
@@ -212,6 +318,15 @@ def fingerprint_decode(
             ["closest registered", f"{best['name']} ({best['matches']}/{n} bits, "
              f"corrected p {best['p_value_corrected']:.3g})"]
         )  # fmt: skip
+    if "users" in summary:
+        found = ", ".join(f"{k} ({v})" for k, v in summary["users"].items()) or "none"
+        majority = summary["user"]
+        rows += [
+            ["threshold", f"{majority['threshold']}/{n} bits (FPR {fpr:g} over the registry)"],
+            ["images per user", found],
+            ["folder (majority bits)", f"{majority['name'] or 'no match'} "
+             f"({majority['matches']}/{n} bits, p {majority['p_value']:.3g})"],
+        ]  # fmt: skip
     output.table("fingerprint-decode", ["item", "value"], rows)
     if csv_out is not None:
         columns = ["image", "decoded", "matches", "bit_accuracy", "p_value", "fingerprinted"]

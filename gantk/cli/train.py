@@ -147,6 +147,29 @@ def train_gan(
         bool, typer.Option("--channels-last", help="channels_last memory format on CUDA.")
     ] = False,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data loading processes.")] = 0,
+    fingerprint_bits: Annotated[
+        int,
+        typer.Option(
+            "--fingerprint-bits",
+            min=0,
+            help="Scalable fingerprints: train a generator modulated by BITS-bit fingerprints "
+            "and their decoder (then `gantk fingerprint-embed RUN/latest.safetensors --users …`).",
+        ),
+    ] = 0,
+    modulate_res: Annotated[
+        str,
+        typer.Option(
+            "--modulate-res", help="Resolutions the fingerprint modulates: all, 4-32 or 8,16."
+        ),
+    ] = "all",
+    immunize: Annotated[
+        str,
+        typer.Option(
+            "--immunize",
+            help="With --fingerprint-bits: perturb generated images before the decoder (comma "
+            "list of noise, blur, jpeg, crop, resize, brightness, combined; or all).",
+        ),
+    ] = "",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -154,6 +177,10 @@ def train_gan(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a StyleGAN2 (config E) GAN, optionally with the dual contrastive loss and attention.
+
+    With --fingerprint-bits (scalable fingerprints, Yu et al. 2022) z replaces the input
+    constant, a fingerprint modulates the convolutions and a decoder learns to read it back;
+    latest.safetensors then holds both, for `gantk fingerprint-embed` and `fingerprint-decode`.
 
     Writes to --out: latest.safetensors (the EMA generator, for `gantk generate`),
     snapshot-*.safetensors, latest-state.safetensors (for --resume), samples-*.png grids,
@@ -164,6 +191,7 @@ def train_gan(
     from gantk.gan.networks import NetworkConfig
     from gantk.gan.train import TrainConfig, resume_training, start_training
     from gantk.io.images import check_resolution
+    from gantk.perturb import parse_names
 
     output = Output(quiet or _rank() > 0, as_json and _rank() == 0)
     dev = _device(device)
@@ -194,6 +222,8 @@ def train_gan(
             g_attn=g_attn,
             d_attn=d_attn,
             attn_kernel=attn_kernel,
+            fingerprint_bits=fingerprint_bits,
+            modulate_res=modulate_res,
         )
         config = TrainConfig(
             data=data,
@@ -217,6 +247,7 @@ def train_gan(
             channels_last=channels_last,
             workers=workers,
             device=dev,
+            immunize=parse_names(immunize) if immunize else [],
         )
         with output.progress(1000, "training") as advance:
             result = start_training(
@@ -238,6 +269,8 @@ _NETWORK_OPTIONS = (
     "g_attn",
     "d_attn",
     "attn_kernel",
+    "fingerprint_bits",
+    "modulate_res",
 )
 _NOT_SETTINGS = ("data", "out", "resume", "force", "as_json", "quiet", "device")
 
@@ -251,6 +284,10 @@ def _explicit_options(ctx: typer.Context) -> dict:
         source = ctx.get_parameter_source(name)
         if name in _NOT_SETTINGS or source != ParameterSource.COMMANDLINE:
             continue
+        if name == "immunize":  # stored as a list
+            from gantk.perturb import parse_names
+
+            value = parse_names(value) if value else []
         given[f"network.{name}" if name in _NETWORK_OPTIONS else name] = value
     return given
 

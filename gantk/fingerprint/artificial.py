@@ -333,8 +333,12 @@ def decode_report(
     fpr: float,
     registry: list[dict] | None = None,
     advance: Callable[[int], None] | None = None,
+    identify: Callable[[np.ndarray], list[dict]] | None = None,
 ) -> dict:
     """Decode every image; with ``expected``, test each against it and pool the folder.
+
+    ``identify`` (scalable fingerprints) maps decoded fingerprints to registered users: each
+    image gets its ``user`` and the folder the user of its majority-vote fingerprint.
 
     Per image: decoded bits, matches, bit accuracy, p-value and verdict (matches >= the
     threshold for ``fpr``). Folder: the majority-vote fingerprint and one test for the whole
@@ -383,6 +387,13 @@ def decode_report(
         summary["verdict"] = "fingerprinted" if test["p_value"] <= fpr else "not detected"
     if registry:
         summary["closest"] = fpbits.closest(pooled, registry)
+    if identify is not None:
+        for row, found in zip(rows, identify(np.stack(decoded_all)), strict=True):
+            row["user"] = found
+        verified = [r["user"]["name"] for r in rows if r["user"]["verified"]]
+        summary["users"] = {name: verified.count(name) for name in sorted(set(verified))}
+        summary["no_match"] = len(rows) - len(verified)
+        summary["user"] = identify(pooled[None])[0]
     return {"summary": summary, "images": rows}
 
 

@@ -91,8 +91,14 @@ def majority(decoded: np.ndarray) -> np.ndarray:
 def read_registry(path: str | Path) -> list[dict]:
     """A fingerprint registry: JSON ``{"fingerprints": [{"name": …, "fingerprint": "0x…",
     "bits": n}, …]}`` (``gantk fingerprint-embed`` records and scalable-fingerprint user lists
-    use the same entries)."""
+    use the same entries), or the same entries from an ``.h5`` registry of scalable fingerprints
+    (:class:`gantk.fingerprint.registry.Registry`)."""
     path = Path(path)
+    if path.suffix.lower() in {".h5", ".hdf5"}:
+        # Imported here: the registry module imports this one.
+        from gantk.fingerprint.registry import Registry
+
+        return Registry.open(path).as_json_entries()
     try:
         data = json.loads(path.read_text())
         entries = data["fingerprints"]

@@ -21,9 +21,23 @@ from gantk.io.images import make_grid, save_image
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """Rebuild a generator from a ``gan-generator`` checkpoint (G_ema weights)."""
-    ckpt = load_checkpoint(path, GENERATOR_KIND)
-    G = Generator(NetworkConfig.from_dict(ckpt.config["network"]))
+    """Rebuild a generator from a ``gan-generator`` checkpoint (G_ema weights) or a
+    fingerprinted instance (``gan-instance``, from ``gantk fingerprint-embed``)."""
+    from gantk.gan.scalable import FINGERPRINTED_KIND, INSTANCE_KIND, GeneratorInstance
+
+    ckpt = load_checkpoint(path)
+    if ckpt.kind == FINGERPRINTED_KIND:
+        raise GantkError(
+            f"{path} is a fingerprinted training run (generator + decoder); make per-user "
+            f"generators with `gantk fingerprint-embed {path} --users NAME --registry REG.h5 "
+            "--out models/` and generate from those"
+        )
+    if ckpt.kind not in (GENERATOR_KIND, INSTANCE_KIND):
+        raise GantkError(
+            f"{path} holds a {ckpt.kind}, not a generator; give a checkpoint of the right kind"
+        )
+    config = NetworkConfig.from_dict(ckpt.config["network"])
+    G = GeneratorInstance(config) if ckpt.kind == INSTANCE_KIND else Generator(config)
     missing, unexpected = G.load_state_dict(ckpt.tensors, strict=False)
     if missing or unexpected:
         raise GantkError(

@@ -43,6 +43,10 @@ class NetworkConfig:
     d_attn: str | None = None  # "reference@32", "self@32"
     attn_kernel: int = 7
     mbstd_group: int = 4
+    # Scalable fingerprints (thesis ch.6): bits of the fingerprint that modulates the generator
+    # (0: an ordinary StyleGAN2), and the resolutions it modulates ("all", "8-32", "4,8").
+    fingerprint_bits: int = 0
+    modulate_res: str = "all"
 
     def channels(self, res: int) -> int:
         return max(1, min(self.channel_base // res, self.channel_max))
@@ -199,11 +203,15 @@ class SynthesisBlock(nn.Module):
         resolution: int,
         attn: str | None,
         attn_kernel: int,
+        const_input: bool = True,
     ) -> None:
         super().__init__()
         self.first = resolution == 4
+        # Without const_input the 4x4 block takes its input from the caller (the scalable-
+        # fingerprint generator feeds z there).
         if self.first:
-            self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
+            if const_input:
+                self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True)
         self.conv1 = (
@@ -220,7 +228,8 @@ class SynthesisBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``ws`` holds num_conv + 1 styles: one per conv, then the ToRGB's."""
         if self.first:
-            x = self.const.to(ws.dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
+            if x is None:
+                x = self.const.to(ws.dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
             x = self.conv1(x, ws[:, 0], noise_mode)
         else:
             x = self.conv0(x, ws[:, 0], noise_mode)
@@ -298,7 +307,10 @@ class DiscriminatorBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, config: NetworkConfig) -> None:
+    """The residual discriminator; ``outputs`` > 1 and no minibatch std make it the decoder F of
+    scalable fingerprints (per-image outputs must not depend on the rest of the batch)."""
+
+    def __init__(self, config: NetworkConfig, outputs: int = 1, minibatch_std: bool = True) -> None:
         super().__init__()
         self.config = config
         attn = parse_attn(
@@ -316,10 +328,10 @@ class Discriminator(nn.Module):
                 )
             )
         ch = config.channels(4)
-        self.mbstd = MinibatchStd(config.mbstd_group)
-        self.conv = EqualConv2d(ch + 1, ch, 3, activation="lrelu")
+        self.mbstd = MinibatchStd(config.mbstd_group) if minibatch_std else None
+        self.conv = EqualConv2d(ch + int(minibatch_std), ch, 3, activation="lrelu")
         self.fc = EqualLinear(ch * 16, ch, activation="lrelu")
-        self.out = EqualLinear(ch, 1)
+        self.out = EqualLinear(ch, outputs)
 
     @property
     def needs_reference(self) -> bool:
@@ -341,9 +353,10 @@ class Discriminator(nn.Module):
                 if r is not None:
                     r = block(r)
                 x = block(x)
-        x = self.conv(self.mbstd(x))
+        x = self.conv(self.mbstd(x) if self.mbstd is not None else x)
         features = self.fc(x.flatten(1))
-        logits = self.out(features).squeeze(1)
+        logits = self.out(features)
+        logits = logits.squeeze(1) if logits.shape[1] == 1 else logits
         return (logits, features) if return_features else logits
 
 

@@ -98,6 +98,8 @@ class TrainConfig:
     channels_last: bool = False
     workers: int = 0
     device: str = "cpu"
+    # Scalable fingerprints: perturbations applied to generated images before the decoder.
+    immunize: list[str] = field(default_factory=list)
 
     @property
     def gamma(self) -> float:
@@ -107,6 +109,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def run_id(self) -> str:
+        """What identifies this training run across snapshots and resumes: a hash of the
+        settings that shape the weights (not those a resume may change, nor the folder)."""
+        import hashlib
+
+        fixed = {k: v for k, v in self.to_dict().items()
+                 if k not in RESUMABLE_CHANGES and k != "out"}  # fmt: skip
+        return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
         """Refuse settings that would crash later or silently train something else."""
@@ -138,6 +149,10 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise GantkError(message)
+        if net.fingerprint_bits or self.immunize:
+            from gantk.gan.scalable import check_config
+
+            check_config(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -294,14 +309,13 @@ class Trainer:
 
         torch.manual_seed(config.seed)
         np.random.seed(config.seed % 2**32)
-        self.G = Generator(config.network).to(self.device)
-        self.D = Discriminator(config.network).to(self.device)
+        self.build_networks()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         if config.channels_last and self.device.type == "cuda":
             for net in (self.G, self.D, self.G_ema):
                 net.to(memory_format=torch.channels_last)
         self.opt_G = torch.optim.Adam(
-            self.G.parameters(), lr=config.lr, betas=(0.0, 0.99), eps=1e-8
+            self.generator_side().parameters(), lr=config.lr, betas=(0.0, 0.99), eps=1e-8
         )
         self.opt_D = torch.optim.Adam(
             self.D.parameters(), lr=config.lr, betas=(0.0, 0.99), eps=1e-8
@@ -313,6 +327,15 @@ class Trainer:
         self.elapsed = 0.0
         self._stop_requested = False
         self.saved_step = 0
+
+    def build_networks(self) -> None:
+        """Create ``self.G`` and ``self.D`` (subclasses add their own networks here)."""
+        self.G = Generator(self.cfg.network).to(self.device)
+        self.D = Discriminator(self.cfg.network).to(self.device)
+
+    def generator_side(self) -> nn.Module:
+        """What the generator's optimizer trains (a subclass may add networks trained with G)."""
+        return self.G
 
     # -- state ----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -361,21 +384,26 @@ class Trainer:
         if self.dist.main:
             meta = {
                 "network": self.cfg.network.to_dict(),
+                "run_id": self.cfg.run_id(),
                 "kimg": round(self.nimg / 1000, 3),
                 "step": self.step,
                 "loss": self.cfg.loss,
                 "data": self.cfg.data,
             }
-            latest = self.out / "latest.safetensors"
-            save_checkpoint(latest, self.G_ema.state_dict(), GENERATOR_KIND, meta)
+            tensors, kind = self.exported()
+            save_checkpoint(self.out / "latest.safetensors", tensors, kind, meta)
             if snapshot:
                 name = f"snapshot-{self._stamp()}.safetensors"
-                save_checkpoint(self.out / name, self.G_ema.state_dict(), GENERATOR_KIND, meta)
+                save_checkpoint(self.out / name, tensors, kind, meta)
             save_training_state(
                 self.out / "latest-state.safetensors", self.state(), STATE_KIND, self.cfg.to_dict()
             )
         self.dist.barrier()
         return self.out / "latest.safetensors"
+
+    def exported(self) -> tuple[dict[str, torch.Tensor], str]:
+        """The tensors of latest.safetensors and snapshots, and their checkpoint kind."""
+        return self.G_ema.state_dict(), GENERATOR_KIND
 
     # -- one iteration --------------------------------------------------------------------
     def _autocast(self):
@@ -413,16 +441,49 @@ class Trainer:
     def train_step(self, real: torch.Tensor) -> dict[str, float]:
         cfg, n = self.cfg, real.shape[0]
         kind = self._loss_kind()
-        ref = real.roll(1, dims=0) if self.D.needs_reference else None  # another real image
-
-        def d_fn(x: torch.Tensor) -> torch.Tensor:
-            return self.D(x, ref)
-
-        stats: dict[str, float] = {}
-        # Discriminator step.
-        self.D.requires_grad_(True)
         with torch.no_grad(), self._autocast():
             fake = self.G.synthesis(self._mixed_ws(n))
+        stats = self.discriminator_step(real, fake, kind)
+
+        # Generator step.
+        with self._autocast():
+            loss_g = self.adversarial_loss(self.G.synthesis(self._mixed_ws(n)), real, kind)
+        total_g = loss_g
+        if cfg.pl_weight > 0 and self.step % cfg.pl_interval == 0:
+            m = max(1, n // 2)
+            lengths = losses.path_lengths(self.G.synthesis, self._mixed_ws(m))
+            pl_mean = self.pl_mean.lerp(self.dist.mean(lengths.mean()), cfg.pl_decay)
+            self.pl_mean = pl_mean.detach()
+            penalty = (lengths - pl_mean).square().mean()
+            total_g = total_g + penalty * cfg.pl_weight * cfg.pl_interval
+            stats["pl_penalty"] = float(self.dist.mean(penalty))
+        self._check("the generator loss", total_g)
+        self._backward_and_step(total_g, self.G, self.opt_G)
+        stats["loss_g"] = float(self.dist.mean(loss_g))
+        self._update_ema(n)
+        self.step += 1
+        return stats
+
+    def adversarial_loss(self, fake: torch.Tensor, real: torch.Tensor, kind: str) -> torch.Tensor:
+        """The generator's adversarial loss for ``fake`` (D frozen; the contrastive loss also
+        needs D's view of the real batch)."""
+        d_fn = self._d_fn(real)
+        fake_logits = d_fn(fake).float()
+        with torch.no_grad():
+            real_logits = d_fn(real).float() if kind == "contrastive" else None
+        return losses.g_loss(kind, fake_logits, real_logits)
+
+    def _d_fn(self, real: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        ref = real.roll(1, dims=0) if self.D.needs_reference else None  # another real image
+        return lambda x: self.D(x, ref)
+
+    def discriminator_step(
+        self, real: torch.Tensor, fake: torch.Tensor, kind: str
+    ) -> dict[str, float]:
+        """One D update on ``real`` and (detached) ``fake``; leaves D frozen for the G step."""
+        cfg, d_fn = self.cfg, self._d_fn(real)
+        stats: dict[str, float] = {}
+        self.D.requires_grad_(True)
         with self._autocast():
             real_logits, fake_logits = d_fn(real).float(), d_fn(fake.float()).float()
             loss_d = losses.d_loss(kind, real_logits, fake_logits)
@@ -440,28 +501,7 @@ class Trainer:
         stats["loss_d"] = float(self.dist.mean(loss_d))
         stats["real_logit"] = float(self.dist.mean(real_logits.mean()))
         stats["fake_logit"] = float(self.dist.mean(fake_logits.mean()))
-
-        # Generator step.
         self.D.requires_grad_(False)
-        with self._autocast():
-            fake_logits = d_fn(self.G.synthesis(self._mixed_ws(n))).float()
-            with torch.no_grad():
-                real_logits = d_fn(real).float() if kind == "contrastive" else None
-            loss_g = losses.g_loss(kind, fake_logits, real_logits)
-        total_g = loss_g
-        if cfg.pl_weight > 0 and self.step % cfg.pl_interval == 0:
-            m = max(1, n // 2)
-            lengths = losses.path_lengths(self.G.synthesis, self._mixed_ws(m))
-            pl_mean = self.pl_mean.lerp(self.dist.mean(lengths.mean()), cfg.pl_decay)
-            self.pl_mean = pl_mean.detach()
-            penalty = (lengths - pl_mean).square().mean()
-            total_g = total_g + penalty * cfg.pl_weight * cfg.pl_interval
-            stats["pl_penalty"] = float(self.dist.mean(penalty))
-        self._check("the generator loss", total_g)
-        self._backward_and_step(total_g, self.G, self.opt_G)
-        stats["loss_g"] = float(self.dist.mean(loss_g))
-        self._update_ema(n)
-        self.step += 1
         return stats
 
     def _backward_and_step(
@@ -501,14 +541,18 @@ class Trainer:
         return torch.randn(self.cfg.grid**2, self.cfg.network.z_dim, generator=gen)
 
     @torch.no_grad()
+    def grid_images(self) -> np.ndarray:
+        """The sample grid's images, uint8 (grid², H, W, 3)."""
+        images = []
+        for z in self.grid_latents().split(16):
+            images.append(to_uint8(self.G_ema(z.to(self.device), noise_mode="const")))
+        return torch.cat(images).cpu().numpy()
+
+    @torch.no_grad()
     def write_samples(self) -> Path | None:
         if not self.dist.main:
             return None
-        images = []
-        for z in self.grid_latents().split(16):
-            img = self.G_ema(z.to(self.device), noise_mode="const")
-            images.append(to_uint8(img))
-        arr = torch.cat(images).cpu().numpy()
+        arr = self.grid_images()
         path = self.out / f"samples-{self._stamp()}.png"
         with atomic_file(path, force=True) as tmp:
             save_image(make_grid(list(arr), self.cfg.grid, padding=0), tmp, named_as=path)
@@ -629,6 +673,15 @@ def to_uint8(img: torch.Tensor) -> torch.Tensor:
 # --- entry points --------------------------------------------------------------------------
 
 
+def trainer_class(config: TrainConfig) -> type[Trainer]:
+    """Fingerprint-modulated runs (scalable fingerprints) train with their own losses."""
+    if config.network.fingerprint_bits:
+        from gantk.gan.scalable import ScalableTrainer
+
+        return ScalableTrainer
+    return Trainer
+
+
 def write_config(run_dir: Path, config: TrainConfig) -> None:
     with atomic_file(run_dir / CONFIG_FILE, force=True) as tmp:
         tmp.write_text(json.dumps(config.to_dict(), indent=2))
@@ -651,7 +704,7 @@ def start_training(
         raise GantkError(
             f"{out} already holds a run; --resume it, choose another --out, or pass --force"
         )
-    trainer = Trainer(config, dist=dist, log=log)
+    trainer = trainer_class(config)(config, dist=dist, log=log)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         # --force replaces an earlier run: remove its artifacts (and nothing else in the folder).
@@ -698,7 +751,7 @@ def resume_training(
     if stored_config.get("network") != saved.get("network"):
         raise GantkError(f"{state_file} does not belong to the config in {run_dir}/{CONFIG_FILE}")
     dist = init_distributed(config.device)
-    trainer = Trainer(config, dist=dist, log=log)
+    trainer = trainer_class(config)(config, dist=dist, log=log)
     trainer.load_state(state)
     if dist.main:
         write_config(run_dir, config)

@@ -1,0 +1,612 @@
+"""The secret registry of scalable fingerprints: which user received which fingerprint.
+
+With scalable fingerprints (Yu et al., ICLR 2022) one GAN training run yields a decoder and a
+generator that can be instantiated with any fingerprint (a bit string); every user gets a
+generator instance carrying their own. The model owner keeps a registry *user name <->
+fingerprint* so that, when a fake surfaces, the bits decoded from it point to the user whose
+instance made it.
+
+The registry is an HDF5 file (``.h5``)::
+
+    attrs:  gantk.kind = "fingerprint-registry", gantk.format = 1, gantk.version,
+            bits (int), run (the training run / decoder the fingerprints belong to, e.g. the
+            SHA-256 of the decoder checkpoint), created (ISO-8601 UTC), checksum
+    names            (M,)       utf-8 strings, unique, usable as file names
+    fingerprints     (M, bits)  uint8 0/1
+    created          (M,)       ISO-8601 UTC strings, when each user was registered
+    instance_sha256  (M,)       SHA-256 of the generator file shipped to each user, or ""
+
+``checksum`` is a SHA-256 over a canonical serialization of everything else, so an edit made
+outside gantk (a flipped bit, a renamed user) is caught when the registry is opened. It is an
+integrity check against accidents and careless edits, not a cryptographic seal: whoever can
+write the file can recompute it. Secrecy comes from the file mode alone: the registry is written
+0600, because anyone who reads it can tell which fingerprint to forge to frame a user.
+
+Identification tests the decoded bits against *every* registered fingerprint, so the
+per-fingerprint false-positive rate is ``fpr / M`` (Bonferroni): the chance that a string of
+random bits verifies as *any* registered user stays at most ``fpr``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from gantk.errors import GantkError
+from gantk.fingerprint.bits import p_value, threshold, to_hex
+
+KIND = "fingerprint-registry"
+FORMAT = 1
+
+MIN_DISTANCE_DEFAULT = 16
+"""Default minimum Hamming distance between two registered fingerprints for the paper's 128
+bits; other lengths use :func:`default_min_distance` (``bits // 8``)."""
+
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Bound the (rows x entries) match matrix of identify() to ~64 MiB of float32 per chunk.
+_CHUNK_CELLS = 1 << 24
+
+
+def default_min_distance(bits: int) -> int:
+    """``bits // 8`` (16 for 128 bits), at least 1.
+
+    Nearest-entry identification cannot confuse two users while a decoded string has fewer than
+    half this many wrong bits (``bits / 16``, i.e. at least 93.75 % bit accuracy). Random 128-bit
+    fingerprints are closer than 16 bits with probability ~1e-20, so :meth:`Registry.draw` never
+    has to retry in practice; the check catches duplicated or hand-picked fingerprints and makes
+    short fingerprints fill up visibly instead of silently becoming ambiguous.
+    """
+    return max(1, bits // 8)
+
+
+def min_distance_for(bits: int, fpr: float, registry_size: int = 1) -> int:
+    """The minimum distance at which two registered fingerprints can never both verify the
+    same decoded string.
+
+    A fingerprint verifies a string when at least ``t = threshold(bits, fpr / registry_size)``
+    bits match (the threshold :meth:`Registry.identify` uses), i.e. at most ``r = bits - t``
+    differ. Two fingerprints at Hamming distance ``d`` are both within ``r`` of one string only
+    if ``d <= 2 r`` (triangle inequality), so ``d = 2 r + 1`` rules that out.
+
+    This is strict: for 128 bits at ``fpr = 1e-6`` it exceeds ``bits / 2``, and by the Plotkin
+    bound only a handful of fingerprints can be that far apart from each other, so it suits
+    small registries or long fingerprints; :func:`default_min_distance` is the everyday choice
+    (the Bonferroni threshold of ``identify`` already bounds false attributions of random bits).
+    """
+    if bits < 1:
+        raise GantkError(f"fingerprints need at least 1 bit, got {bits}")
+    t = threshold(bits, fpr / max(1, registry_size))
+    # t == bits + 1 means nothing can verify at that rate: any distinct fingerprints will do.
+    return max(1, 2 * (bits - t) + 1)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _short(a: str, b: str) -> tuple[str, str]:
+    """Prefixes of two run identifiers, 12 characters or as many as it takes to tell them
+    apart (run identifiers need not be hashes, and may share a long prefix)."""
+    n = 12
+    while n < max(len(a), len(b)) and a[:n] == b[:n]:
+        n += 4
+    return a[:n], b[:n]
+
+
+def _as_bits(array: np.ndarray, what: str) -> np.ndarray:
+    """Any 0/1 (or bool) array -> uint8; anything else is a user error."""
+    array = np.asarray(array)
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if array.size and not np.isin(array, (0, 1)).all():
+        raise GantkError(f"{what} must hold only 0 and 1 bits")
+    return array.astype(np.uint8)
+
+
+@dataclass(eq=False)
+class RegistryEntry:
+    """One user: name, fingerprint (uint8 0/1, read-only), registration time, shipped file hash."""
+
+    name: str
+    fingerprint: np.ndarray
+    created: str
+    instance_sha256: str
+
+
+def _checksum(bits: int, run: str, created: str, version: str, entries: list[RegistryEntry]) -> str:
+    """SHA-256 of a canonical JSON serialization, independent of the HDF5 layout (chunking,
+    string storage) so that only a change of content changes it."""
+    content = {
+        "kind": KIND,
+        "format": FORMAT,
+        "version": version,
+        "bits": bits,
+        "run": run,
+        "created": created,
+        "entries": [
+            [e.name, (e.fingerprint + ord("0")).astype(np.uint8).tobytes().decode("ascii"),
+             e.created, e.instance_sha256]
+            for e in entries
+        ],
+    }  # fmt: skip
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _hamming(candidates: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Hamming distances (C, K) between 0/1 rows of ``candidates`` (C, bits) and ``others``."""
+    if not len(others) or not len(candidates):
+        return np.zeros((len(candidates), len(others)), dtype=np.int64)
+    a, b = candidates.astype(np.float32), others.astype(np.float32)
+    # |a xor b| = a.(1-b) + (1-a).b as two float32 matmuls: exact, since every value <= bits,
+    # far below 2**24, and much faster than an (C, K, bits) boolean comparison.
+    return np.rint(a @ (1 - b).T + (1 - a) @ b.T).astype(np.int64)
+
+
+def _attr_str(attrs, key: str) -> str:
+    value = attrs[key]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise TypeError(key)
+    return value
+
+
+def _strings(dataset) -> list[str]:
+    return [str(s) for s in dataset.asstr()[...]]
+
+
+def _write_h5(tmp: Path, registry: Registry, checksum: str, version: str) -> None:
+    """Write the whole registry into ``tmp`` (a fresh file, replaced into place by the caller)."""
+    import h5py
+
+    strings = h5py.string_dtype()
+    with h5py.File(tmp, "w") as f:
+        f.attrs["gantk.kind"] = KIND
+        f.attrs["gantk.format"] = FORMAT
+        f.attrs["gantk.version"] = version
+        f.attrs["bits"] = registry.bits
+        f.attrs["run"] = registry.run
+        f.attrs["created"] = registry.created
+        f.attrs["checksum"] = checksum
+        entries = registry.entries
+        f.create_dataset("names", data=np.array([e.name for e in entries], dtype=object),
+                         dtype=strings)  # fmt: skip
+        f.create_dataset("fingerprints", data=registry.fingerprints(), dtype=np.uint8)
+        f.create_dataset("created", data=np.array([e.created for e in entries], dtype=object),
+                         dtype=strings)  # fmt: skip
+        f.create_dataset(
+            "instance_sha256",
+            data=np.array([e.instance_sha256 for e in entries], dtype=object),
+            dtype=strings,
+        )
+
+
+def _stored_checksum(path: Path) -> str | None:
+    """The checksum attribute of the file at ``path``; None if it cannot be read."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return _attr_str(f.attrs, "checksum")
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _private_tmp(target: Path) -> Iterator[Path]:
+    """A temporary file beside ``target``, mode 0600 from its creation, removed on failure.
+
+    Not gantk.io.atomic.atomic_file: that one widens the mode to the umask default before the
+    content is written, and a reader who opens the file in that window keeps reading it after a
+    later chmod (permissions are checked at open only).
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, 0o600)  # mkstemp's mode already, but not guaranteed on every platform
+        yield tmp
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    # Without this a crash soon after os.replace can leave an empty file under the final name.
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:
+            return  # some platforms cannot open folders; the rename is still atomic
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+class Registry:
+    """A registry of user fingerprints for one training run, loaded fully in memory.
+
+    Changes (:meth:`add`) stay in memory until :meth:`save`, which replaces the file
+    atomically; a failed save leaves the previous file as it was.
+    """
+
+    def __init__(
+        self, path: str | Path, bits: int, run: str, created: str,
+        entries: list[RegistryEntry], base: str | None,
+    ) -> None:  # fmt: skip
+        self.path = Path(path)
+        self.bits = bits
+        self.run = run
+        self.created = created
+        self.entries = entries
+        # Checksum of the file this object was loaded from ("" = expect no file, None = don't
+        # check): save() refuses to overwrite a registry another process saved meanwhile.
+        self._base = base
+        # Fingerprints handed out by draw() but not yet added, by user name.
+        self._drawn: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def create(cls, path: str | Path, bits: int, run: str) -> Registry:
+        """A new, empty registry, in memory until :meth:`save` (which replaces any file at
+        ``path``: whether that is wanted is the caller's decision)."""
+        return cls(path, _check_bits(bits), _check_run(run), _now(), [], base=None)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Registry:
+        """Load and validate a registry: kind, format, shapes, values and checksum."""
+        import h5py
+
+        path = Path(path)
+        try:
+            # Plain open first: a clear message for missing/unreadable files and folders.
+            with open(path, "rb"):
+                pass
+        except FileNotFoundError:
+            raise GantkError(f"registry {path} does not exist; check the path") from None
+        except IsADirectoryError:
+            raise GantkError(f"registry {path} is a folder; give the registry's .h5 file") from None
+        except OSError as exc:
+            raise GantkError(f"cannot read registry {path} ({exc.strerror})") from None
+        try:
+            f = h5py.File(path, "r")
+        except OSError:
+            raise GantkError(
+                f"{path} is not a readable fingerprint registry (not HDF5, or truncated); "
+                "restore it from a backup"
+            ) from None
+        try:
+            with f:
+                kind = f.attrs.get("gantk.kind")
+                if isinstance(kind, bytes):
+                    kind = kind.decode("utf-8", "replace")
+                if kind != KIND:
+                    found = f"holds {kind!r}" if kind is not None else "has no gantk.kind"
+                    raise GantkError(
+                        f"{path} is not a fingerprint registry ({found}); give a registry .h5"
+                    )
+                fmt = int(f.attrs["gantk.format"])
+                if fmt > FORMAT:
+                    raise GantkError(
+                        f"registry {path} has format {fmt}, newer than this gantk reads "
+                        f"({FORMAT}); upgrade gantk"
+                    )
+                version = _attr_str(f.attrs, "gantk.version")
+                bits = int(f.attrs["bits"])
+                run = _attr_str(f.attrs, "run")
+                created = _attr_str(f.attrs, "created")
+                stored = _attr_str(f.attrs, "checksum")
+                names = _strings(f["names"])
+                fingerprints = np.asarray(f["fingerprints"][...])
+                times = _strings(f["created"])
+                hashes = _strings(f["instance_sha256"])
+        except GantkError:
+            raise
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            # Missing attribute/dataset, wrong type, or unreadable (truncated) data.
+            raise GantkError(
+                f"registry {path} is damaged ({type(exc).__name__}: {exc}); "
+                "restore it from a backup"
+            ) from None
+        count = len(names)
+        if (
+            bits < 1
+            or fingerprints.shape != (count, bits)
+            or len(times) != count
+            or len(hashes) != count
+            or (fingerprints.size and fingerprints.max() > 1)
+        ):
+            raise GantkError(
+                f"registry {path} is damaged (inconsistent shapes or values); "
+                "restore it from a backup"
+            )
+        fingerprints = fingerprints.astype(np.uint8)
+        entries = []
+        for i in range(count):
+            fp = fingerprints[i].copy()
+            fp.setflags(write=False)
+            entries.append(RegistryEntry(names[i], fp, times[i], hashes[i]))
+        if _checksum(bits, run, created, version, entries) != stored:
+            raise GantkError(
+                f"registry {path} was changed outside gantk (checksum mismatch); "
+                "restore it from a backup"
+            )
+        return cls(path, bits, run, created, entries, base=stored)
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, bits: int, run: str) -> Registry:
+        """The registry at ``path`` if there is one (it must match ``bits`` and ``run``), else a
+        new one."""
+        path = Path(path)
+        bits, run = _check_bits(bits), _check_run(run)
+        if not path.exists():
+            registry = cls.create(path, bits, run)
+            registry._base = ""  # don't overwrite a registry another process creates meanwhile
+            return registry
+        registry = cls.open(path)
+        if registry.bits != bits:
+            raise GantkError(
+                f"registry {path} holds {registry.bits}-bit fingerprints, this model uses "
+                f"{bits} bits; use another registry"
+            )
+        if registry.run != run:
+            theirs, ours = _short(registry.run, run)
+            raise GantkError(
+                f"registry {path} holds fingerprints of training run {theirs}, this model is "
+                f"from run {ours}; use that run's registry or another one"
+            )
+        return registry
+
+    # ------------------------------------------------------------------ content
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries]
+
+    def fingerprints(self) -> np.ndarray:
+        """All fingerprints, (M, bits) uint8, in registration order."""
+        if not self.entries:
+            return np.zeros((0, self.bits), dtype=np.uint8)
+        return np.stack([e.fingerprint for e in self.entries]).astype(np.uint8)
+
+    def _check_name(self, name: str) -> None:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise GantkError(
+                f"user name {name!r} cannot be used as a file name; use 1-128 letters, digits, "
+                "'-', '_' or '.' (not first)"
+            )
+        # Case-insensitive: names become file names, and Alice/alice collide on macOS/Windows.
+        for existing in self.names():
+            if existing.lower() == name.lower():
+                same = "" if existing == name else f" (as {existing})"
+                raise GantkError(
+                    f"user {name} is already in registry {self.path}{same}; choose another name"
+                )
+
+    def _others(self, exclude: str | None) -> tuple[list[str], np.ndarray]:
+        """Owners and fingerprints (K, bits) that a new fingerprint must keep its distance
+        from: the registered ones, then those drawn for other users but not yet added."""
+        others = [(e.name, e.fingerprint) for e in self.entries]
+        others += [(n, fp) for n, fp in self._drawn.items() if n != exclude]
+        if not others:
+            return [], np.zeros((0, self.bits), dtype=np.uint8)
+        return [n for n, _ in others], np.stack([fp for _, fp in others])
+
+    def add(
+        self,
+        name: str,
+        fingerprint: np.ndarray,
+        instance_sha256: str = "",
+        min_distance: int | None = None,
+    ) -> RegistryEntry:
+        """Register ``name`` with ``fingerprint`` (in memory until :meth:`save`).
+
+        Refuses a name unusable as a file name or already registered, a fingerprint of another
+        length, and one closer than ``min_distance`` bits (default :func:`default_min_distance`;
+        at least 1, so never an identical one) to a registered fingerprint.
+        """
+        self._check_name(name)
+        fp = _as_bits(fingerprint, "a fingerprint").ravel()
+        if fp.shape != (self.bits,):
+            raise GantkError(
+                f"fingerprint for {name} has {fp.size} bits but registry {self.path} holds "
+                f"{self.bits}-bit fingerprints; give {self.bits} bits"
+            )
+        sha = (instance_sha256 or "").strip().lower()
+        if sha and not _SHA256.fullmatch(sha):
+            raise GantkError(
+                f"instance SHA-256 {instance_sha256!r} is not 64 hex digits; give the hash of "
+                "the shipped generator file or leave it empty"
+            )
+        minimum = max(1, default_min_distance(self.bits) if min_distance is None else min_distance)
+        # Only registered fingerprints count here: a fingerprint drawn for someone else but not
+        # yet added is not a reason to refuse an explicit add.
+        dist = _hamming(fp[None, :], self.fingerprints())[0]
+        if dist.size and dist.min() < minimum:
+            i = int(dist.argmin())
+            raise GantkError(
+                f"fingerprint for {name} is {int(dist[i])} bits from user "
+                f"{self.entries[i].name}'s (minimum {minimum}); draw another fingerprint"
+            )
+        fp = fp.copy()
+        fp.setflags(write=False)
+        entry = RegistryEntry(name, fp, _now(), sha)
+        self.entries.append(entry)
+        self._drawn.pop(name, None)
+        return entry
+
+    def draw(
+        self, name: str, rng: np.random.Generator, min_distance: int, max_tries: int = 1000
+    ) -> np.ndarray:
+        """A random fingerprint for ``name`` at least ``min_distance`` bits from every
+        registered fingerprint and every one drawn for another user and not yet added.
+
+        Does not register it: pass it to :meth:`add` (with the same ``min_distance``) once the
+        generator instance exists. ``name`` is checked now so that no work is wasted on a name
+        that :meth:`add` would refuse.
+        """
+        self._check_name(name)
+        if min_distance > self.bits:
+            raise GantkError(
+                f"minimum distance {min_distance} exceeds the {self.bits} bits of a fingerprint; "
+                "give a smaller minimum distance"
+            )
+        owners, others = self._others(exclude=name)
+        tried = 0
+        while tried < max_tries:
+            # Candidates in batches: one matmul against all others instead of one per try.
+            count = min(64, max_tries - tried)
+            candidates = rng.integers(0, 2, (count, self.bits), dtype=np.uint8)
+            ok = np.flatnonzero((_hamming(candidates, others) >= min_distance).all(axis=1))
+            if len(ok):
+                fp = candidates[ok[0]].copy()
+                fp.setflags(write=False)
+                self._drawn[name] = fp
+                return fp.copy()
+            tried += count
+        raise GantkError(
+            f"no fingerprint for {name} at least {min_distance} bits from the "
+            f"{len(owners)} others in {max_tries} tries: registry {self.path} is too full "
+            f"for {self.bits}-bit fingerprints; lower the minimum distance or use another "
+            "registry with longer fingerprints"
+        )
+
+    def as_json_entries(self) -> list[dict]:
+        """The entries of a JSON registry (:func:`gantk.fingerprint.bits.read_registry`)."""
+        return [
+            {"name": e.name, "fingerprint": to_hex(e.fingerprint), "bits": self.bits}
+            for e in self.entries
+        ]
+
+    # ------------------------------------------------------------------ identification
+
+    def threshold(self, fpr: float) -> int:
+        """Matching bits needed to verify a user: ``bits.threshold(bits, fpr / M)``, so random
+        bits verify as *any* of the M users with probability at most ``fpr``."""
+        return threshold(self.bits, fpr / max(1, len(self.entries)))
+
+    def identify(self, decoded: np.ndarray, fpr: float) -> list[dict]:
+        """The nearest registered user for each row of ``decoded`` ((N, bits) or (bits,) 0/1).
+
+        Per row: ``nearest`` (the user with the most matching bits; ties go to the earliest
+        registered; None for an empty registry), ``matches``, ``bit_accuracy``, ``p_value``
+        (one-sided binomial, :func:`bits.p_value`), ``p_value_corrected`` (Bonferroni over the
+        M users), ``threshold`` (:meth:`threshold`), ``verified`` (``matches >= threshold``,
+        equivalently ``p_value_corrected <= fpr``) and ``name``: ``nearest`` when verified,
+        else None (no match).
+        """
+        count = len(self.entries)
+        limit = self.threshold(fpr)
+        rows = _as_bits(decoded, "decoded bits")
+        if rows.ndim == 1:
+            rows = rows[None, :]
+        if rows.ndim != 2 or rows.shape[1] != self.bits:
+            raise GantkError(
+                f"decoded bits have shape {tuple(np.shape(decoded))} but registry {self.path} "
+                f"holds {self.bits}-bit fingerprints; decode with this run's decoder"
+            )
+        n = len(rows)
+        best = np.zeros(n, dtype=np.int64)
+        matches = np.zeros(n, dtype=np.int64)
+        if count:
+            # ±1 encoding: s.t = matches - mismatches, so matches = (s.t + bits) / 2; one exact
+            # float32 matmul per chunk of rows keeps N x M large registries fast and bounded.
+            signed = 2 * self.fingerprints().astype(np.float32) - 1
+            step = max(1, _CHUNK_CELLS // count)
+            for start in range(0, n, step):
+                chunk = 2 * rows[start : start + step].astype(np.float32) - 1
+                agree = np.rint((chunk @ signed.T + self.bits) / 2).astype(np.int64)
+                best[start : start + step] = agree.argmax(axis=1)  # first maximum on ties
+                matches[start : start + step] = agree.max(axis=1)
+        pvals = np.asarray(p_value(matches, self.bits), dtype=float).reshape(n)
+        corrected = np.minimum(1.0, pvals * max(1, count))
+        verified = (matches >= limit) if count else np.zeros(n, dtype=bool)
+        names = self.names()
+        result = []
+        for i in range(n):
+            nearest = names[best[i]] if count else None
+            result.append({
+                "name": nearest if verified[i] else None,
+                "nearest": nearest,
+                "matches": int(matches[i]),
+                "bit_accuracy": float(matches[i]) / self.bits,
+                "p_value": float(pvals[i]),
+                "p_value_corrected": float(corrected[i]),
+                "threshold": limit,
+                "verified": bool(verified[i]),
+            })  # fmt: skip
+        return result
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self) -> Path:
+        """Write the registry atomically with mode 0600; returns its path.
+
+        The file is built under a temporary name beside the target and renamed into place only
+        once complete, so a failure leaves the previous registry (or none) untouched. Refuses
+        to overwrite a registry that another process saved since this one was opened.
+        """
+        from gantk import __version__
+
+        target = self.path
+        if self._base is not None:
+            current = _stored_checksum(target) if target.exists() else ""
+            if current != self._base:
+                raise GantkError(
+                    f"registry {target} was changed by someone else since it was opened; "
+                    "run the command again"
+                )
+        version = str(__version__)
+        checksum = _checksum(self.bits, self.run, self.created, version, self.entries)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with _private_tmp(target) as tmp:
+                _write_h5(tmp, self, checksum, version)
+                _fsync(tmp)
+                os.replace(tmp, target)
+            _fsync(target.parent, directory=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise GantkError(
+                f"cannot write registry {target} ({reason}); the previous registry is "
+                "unchanged; free space or fix permissions and try again"
+            ) from exc
+        self._base = checksum
+        return target
+
+
+def _check_bits(bits: int) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits < 1:
+        raise GantkError(f"fingerprint length must be a positive number of bits, got {bits!r}")
+    return int(bits)
+
+
+def _check_run(run: str) -> str:
+    if not isinstance(run, str) or not run.strip() or "\n" in run:
+        raise GantkError(
+            "a registry needs the training run it belongs to (e.g. the SHA-256 of the decoder "
+            "checkpoint) as one non-empty line"
+        )
+    return run.strip()

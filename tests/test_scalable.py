@@ -1,0 +1,230 @@
+"""Scalable fingerprints: the fingerprinted generator, folding, training, instances, decoding."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+from helpers import error_line
+from PIL import Image
+
+from gantk.gan.networks import NetworkConfig
+from gantk.gan.scalable import (
+    FingerprintedGenerator,
+    fold_instance,
+    make_decoder,
+    parse_modulate_res,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = dict(resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_base=64, channel_max=8)
+
+
+def _perturbed(G: torch.nn.Module) -> torch.nn.Module:
+    """Move every weight off its initial value (biases start at zero, noise strengths too),
+    so folding is checked on a generator where every term matters."""
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return G.eval()
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"modulate_res": "8-16"}, {"g_attn": "san@8", "attn_kernel": 3}]
+)
+def test_folded_instance_reproduces_the_fingerprinted_generator(extra):
+    torch.manual_seed(0)
+    config = NetworkConfig(**TINY, fingerprint_bits=12, **extra)
+    G = _perturbed(FingerprintedGenerator(config))
+    c = torch.randint(0, 2, (12,)).float()
+    z = torch.randn(5, 8)
+    instance = fold_instance(G, c)
+    expected = G(z, c.expand(5, -1), noise_mode="const")
+    torch.testing.assert_close(instance(z, noise_mode="const"), expected, atol=2e-5, rtol=1e-4)
+    # the instance is only a generator: no fingerprint encoder, no decoder
+    names = set(instance.state_dict())
+    assert not any(n.startswith(("embed", "F.", "w_fixed")) for n in names)
+    # and another fingerprint gives another generator
+    other = fold_instance(G, 1 - c)
+    assert (other(z, noise_mode="const") - expected).abs().max() > 1e-3
+
+
+def test_unmodulated_layers_ignore_the_fingerprint():
+    config = NetworkConfig(**TINY, fingerprint_bits=6, modulate_res="16")
+    G = _perturbed(FingerprintedGenerator(config))
+    ws = G.styles(torch.tensor([[0, 1, 0, 1, 1, 0], [1, 1, 1, 0, 0, 0]]).float())
+    mask = G.modulated
+    # styles of layers below 16 px are the learned constant, the same for both fingerprints
+    assert not mask[:3].any() and mask[-3:].all()
+    torch.testing.assert_close(ws[0, ~mask], ws[1, ~mask])
+    assert (ws[0, mask] - ws[1, mask]).abs().max() > 1e-4
+    assert parse_modulate_res("4-8", [4, 8, 16]) == [4, 8]
+    with pytest.raises(Exception, match="--modulate-res"):
+        parse_modulate_res("32", [4, 8, 16])
+
+
+def test_decoder_reads_each_image_on_its_own():
+    config = NetworkConfig(**TINY, fingerprint_bits=10)
+    F = make_decoder(config).eval()
+    x = torch.randn(4, 3, 16, 16)
+    out = F(x)
+    assert out.shape == (4, 8 + 10)
+    # no minibatch statistics: an image decodes the same alone as in a batch
+    torch.testing.assert_close(F(x[:1]), out[:1], atol=1e-5, rtol=1e-5)
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A tiny fingerprinted run trained through the CLI."""
+    from typer.testing import CliRunner
+
+    from gantk.cli.app import app
+
+    out = tmp_path_factory.mktemp("fp") / "run"
+    args = ["train", "gan", "builtin:shapes?n=64", "--resolution", "16", "--kimg", "0.032",
+            "--batch-size", "8", "--z-dim", "8", "--w-dim", "8", "--mapping-layers", "2",
+            "--channel-base", "64", "--channel-max", "8", "--fingerprint-bits", "24",
+            "--snapshot-kimg", "0.016", "--sample-kimg", "0.016", "--tick-kimg", "0.016",
+            "--device", "cpu", "--out", str(out), "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_training_writes_generator_and_decoder(run):
+    from gantk.io.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run / "latest.safetensors")
+    assert ckpt.kind == "gan-fingerprinted"
+    assert any(k.startswith("G.embed.") for k in ckpt.tensors)
+    assert any(k.startswith("F.") for k in ckpt.tensors)
+    assert ckpt.config["network"]["fingerprint_bits"] == 24 and ckpt.config["run_id"]
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert {"bit_acc", "bits_bce", "z_rec", "consistency", "loss_d"} <= set(log[-1])
+
+
+def test_resume_continues_exactly(run, tmp_path, cli):
+    import shutil
+
+    from gantk.io.checkpoint import load_checkpoint
+
+    # Two copies of the finished run resumed for the same 2 more steps must agree bit for bit
+    # (every random draw, fingerprints included, comes from saved state).
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(run, a)
+    shutil.copytree(run, b)
+    for folder in (a, b):
+        result = cli("train", "gan", "--resume", folder, "--kimg", "0.048", "--device", "cpu",
+                     "--quiet")  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+    ta = load_checkpoint(a / "latest.safetensors").tensors
+    tb = load_checkpoint(b / "latest.safetensors").tensors
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    before = load_checkpoint(run / "latest.safetensors").tensors
+    assert any(not torch.equal(ta[k], before[k]) for k in ta)  # training did move the weights
+
+
+def test_instances_registry_generate_decode(run, cli, tmp_path):
+    models, reg = tmp_path / "models", tmp_path / "reg.h5"
+    result = cli("fingerprint-embed", run / "latest.safetensors", "--users", "alice,bob",
+                 "--registry", reg, "--out", models, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert [r["user"] for r in json.loads(result.stdout)["instances"]] == ["alice", "bob"]
+    assert stat.S_IMODE(os.stat(reg).st_mode) == 0o600
+    # appending users to the registry
+    result = cli("fingerprint-embed", run / "latest.safetensors", "--count", "2", "--registry",
+                 reg, "--out", models, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.stem for p in models.iterdir()) == ["alice", "bob", "user-00003", "user-00004"]
+    from gantk.fingerprint.registry import Registry
+
+    assert Registry.open(reg).names() == ["alice", "bob", "user-00003", "user-00004"]
+
+    # an instance is an ordinary generator for `gantk generate`
+    fakes = tmp_path / "fakes"
+    result = cli("generate", models / "alice.safetensors", "-n", "6", "--out", fakes, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert len(list(fakes.iterdir())) == 6 and Image.open(next(fakes.iterdir())).size == (16, 16)
+
+    result = cli("fingerprint-decode", fakes, "--decoder", run / "latest.safetensors",
+                 "--registry", reg, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    rows = report["images"]
+    assert len(rows) == 6 and {"name", "nearest", "matches", "verified"} <= set(rows[0]["user"])
+    summary = report["summary"]
+    assert summary["no_match"] + sum(summary["users"].values()) == 6
+    # an untrained few-step decoder reads near-random bits: nobody may be verified
+    assert summary["user"]["threshold"] > 12 and summary["user"]["matches"] <= 24
+
+
+def test_scalable_bad_input(run, cli, tmp_path):
+    from gantk.io.checkpoint import save_checkpoint
+
+    models, reg = tmp_path / "models", tmp_path / "reg.h5"
+    ckpt = run / "latest.safetensors"
+    result = cli("fingerprint-embed", ckpt, "--users", "alice", "--registry", reg, "--out", models)
+    assert result.exit_code == 0, result.stderr
+    fakes = tmp_path / "fakes"
+    assert cli("generate", models / "alice.safetensors", "-n", "2", "--out", fakes).exit_code == 0
+    # a user already present
+    assert "already in registry" in error_line(
+        cli("fingerprint-embed", ckpt, "--users", "alice", "--registry", reg, "--out", models)
+    )
+    # a checkpoint trained without fingerprints
+    plain = tmp_path / "plain.safetensors"
+    save_checkpoint(plain, {"w": torch.zeros(1)}, "gan-generator", {"network": {}})
+    assert "trained without --fingerprint-bits" in error_line(
+        cli(
+            "fingerprint-embed",
+            plain,
+            "--users",
+            "x",
+            "--registry",
+            tmp_path / "r2.h5",
+            "--out",
+            models,
+        )
+    )
+    # generating from the training checkpoint instead of an instance
+    assert "make per-user generators" in error_line(
+        cli("generate", ckpt, "-n", "1", "--out", tmp_path / "g")
+    )
+    # a registry of another bit length
+    from gantk.fingerprint.registry import Registry
+
+    other = Registry.create(tmp_path / "r64.h5", 64, "someotherrun")
+    other.save()
+    assert "64-bit fingerprints" in error_line(
+        cli("fingerprint-decode", fakes, "--decoder", ckpt, "--registry", tmp_path / "r64.h5")
+    )
+    # a registry of another training run: a warning, decoding goes on
+    wrong = Registry.create(tmp_path / "r24.h5", 24, "someotherrun")
+    wrong.save()
+    result = cli("fingerprint-decode", fakes, "--decoder", ckpt, "--registry",
+                 tmp_path / "r24.h5")  # fmt: skip
+    assert result.exit_code == 0 and "decoded bits will be random" in result.stderr
+    # a tampered registry
+    with h5py.File(reg, "r+") as f:
+        names = [k for k in f if f[k].dtype.kind == "u"]
+        data = f[names[0]]
+        data[0, 0] = 1 - data[0, 0]
+    assert "checksum" in error_line(
+        cli("fingerprint-embed", ckpt, "--users", "zoe", "--registry", reg, "--out", models)
+    )
+    # --users and --count together, neither
+    assert "one of the two" in error_line(
+        cli("fingerprint-embed", ckpt, "--registry", tmp_path / "r3.h5", "--out", models)
+    )
+    assert "give --registry" in error_line(
+        cli("fingerprint-embed", ckpt, "--users", "a", "--out", models)
+    )
