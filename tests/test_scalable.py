@@ -228,3 +228,36 @@ def test_scalable_bad_input(run, cli, tmp_path):
     assert "give --registry" in error_line(
         cli("fingerprint-embed", ckpt, "--users", "a", "--out", models)
     )
+
+
+def test_capacity_against_brute_force():
+    import numpy as np
+
+    from gantk.fingerprint.scalable_eval import capacity
+
+    rows = capacity([8, 20], bag=300, seed=3)
+    rng = np.random.default_rng(3)
+    for row, length in zip(rows, [8, 20], strict=True):
+        codes = rng.integers(0, 2, (300, length)).astype(np.float32) * 2 - 1
+        best = max(int((codes[i] == codes[j]).sum()) for i in range(300) for j in range(i + 1, 300))
+        assert row["max_overlap"] == best / length
+    assert rows[0]["max_overlap"] == 1.0  # 300 codes of 8 bits must collide (256 possible)
+
+
+def test_evaluate_scalable_command(run, cli, tmp_path):
+    png = tmp_path / "robust.png"
+    result = cli("evaluate", "scalable", run / "latest.safetensors", "--real",
+                 "builtin:shapes?n=8", "--instances", "1,3", "--per-instance", "2", "-n", "8",
+                 "--perturb", "jpeg", "--capacity-bag", "50", "--plot", png, "--device", "cpu",
+                 "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["bit_accuracy"]["images"] == 8 and 0 <= doc["bit_accuracy"]["mean_bit_accuracy"] <= 1
+    worlds = doc["closed_world"]
+    assert [w["instances"] for w in worlds] == [1, 3]
+    assert [w["images"] for w in worlds] == [2 + 6, 6 + 6]  # fakes + the real images
+    assert {r["perturbation"] for r in doc["robustness"]} == {"jpeg"}
+    assert Image.open(png).format == "PNG"
+    assert "--instances" in error_line(
+        cli("evaluate", "scalable", run / "latest.safetensors", "--instances", "0")
+    )

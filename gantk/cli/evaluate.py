@@ -747,3 +747,135 @@ def secrecy_command(
         ],
     )
     out.result(result)
+
+
+@app.command("scalable")
+@handle_errors
+def scalable_command(
+    run: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN", help="latest.safetensors of a `gantk train gan --fingerprint-bits` run."
+        ),
+    ],
+    real: Annotated[
+        str | None,
+        typer.Option(
+            "--real", help="Real images for closed-world attribution (folder, pack, builtin:)."
+        ),
+    ] = None,
+    count: Annotated[
+        int, typer.Option("-n", "--count", min=1, help="Samples for bit accuracy and robustness.")
+    ] = 500,
+    instances: Annotated[
+        str, typer.Option("--instances", help="Closed-world sizes: comma list of instance counts.")
+    ] = "1,10,100",
+    per_instance: Annotated[
+        int, typer.Option("--per-instance", min=1, help="Samples from each instance.")
+    ] = 10,
+    perturb: Annotated[
+        str,
+        typer.Option(
+            "--perturb", help="Robustness sweep: comma list of perturbations, all, or none."
+        ),
+    ] = "all",
+    capacity_bag: Annotated[
+        int, typer.Option("--capacity-bag", min=2, help="Random fingerprints in the capacity bag.")
+    ] = 10000,
+    lpips: Annotated[
+        bool, typer.Option("--lpips", help="Also measure consistency with LPIPS (needs weights).")
+    ] = False,
+    net: LpipsNetOpt = "alex",
+    lpips_weights: LpipsWeightsOpt = None,
+    fpr: Annotated[
+        float, typer.Option("--fpr", help="False-positive rate for verification.")
+    ] = 1e-6,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="Write a PNG of bit accuracy vs perturbation.")
+    ] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Scalable fingerprints (thesis §6.4): bit accuracy over random latents and fingerprints,
+    consistency between instances (PSNR; LPIPS with --lpips), capacity of the bit length
+    (Fig. 6.4), closed-world attribution among 1, 10, 100 instances and --real images
+    (Table 6.3), and robustness to perturbations (Fig. 6.5)."""
+    from gantk.cli.common import resolve_device
+    from gantk.errors import GantkError
+    from gantk.fingerprint import scalable_eval as ev
+    from gantk.fingerprint.artificial import to_tensor
+    from gantk.fingerprint.robustness import plot
+    from gantk.gan.scalable import BitDecoder, load_fingerprinted
+    from gantk.io.atomic import atomic_file, check_output
+    from gantk.io.datasets import open_dataset
+    from gantk.perturb import SWEEPS, parse_names
+
+    try:
+        counts = [int(v) for v in instances.split(",") if v.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise GantkError(f"--instances {instances!r}: give positive counts like 1,10,100")
+    names = [] if perturb == "none" else parse_names(perturb)
+    if plot_path is not None:
+        check_output(plot_path, force, inputs=[run])
+    out = Output(quiet, as_json)
+    dev = resolve_device(device)
+    G, Fnet, config = load_fingerprinted(run, dev)
+    decoder = BitDecoder(Fnet, config.z_dim, config.fingerprint_bits).eval()
+    lpips_model = None
+    if lpips:
+        from gantk.metrics.lpips_metric import load_lpips
+
+        lpips_model = load_lpips(net, lpips_weights, dev)
+    real_images = []
+    if real is not None:
+        dataset = open_dataset(real, resolution=config.resolution)
+        take = min(len(dataset), per_instance * max(counts))
+        real_images = [to_tensor(dataset[i][0].permute(1, 2, 0).numpy()) for i in range(take)]
+    result: dict = {"run": str(run), "bits": config.fingerprint_bits, "fpr": fpr}
+    result["bit_accuracy"] = ev.bit_accuracy(G, decoder, count, seed, fpr)
+    result["consistency"] = ev.consistency(G, min(count, 200), seed, lpips_model)
+    bits = config.fingerprint_bits
+    lengths = sorted({16, 32, 64, 128, 256, bits})
+    result["capacity"] = ev.capacity(lengths, capacity_bag, seed)
+    with out.progress(sum(counts), "instances") as advance:
+        result["closed_world"] = ev.closed_world(G, decoder, real_images, counts, per_instance,
+                                                 fpr, seed, advance)  # fmt: skip
+    steps = sum(len(SWEEPS[n]) for n in names)
+    with out.progress(steps, "perturbing"):
+        rows = ev.robustness(G, decoder, names, min(count, 200), fpr, seed) if names else []
+    result["robustness"] = rows
+    acc = result["bit_accuracy"]
+    cons = result["consistency"]
+    facts = [
+        ["bit accuracy (mean / min)", f"{acc['mean_bit_accuracy']:.4f} / "
+         f"{acc['min_bit_accuracy']:.4f} over {acc['images']} samples"],
+        ["verified", f"{acc['verified_rate']:.3f} at >= {acc['threshold_matches']}/{bits} bits"],
+        ["consistency", f"PSNR {cons['psnr_db']:.2f} dB"
+         + (f", LPIPS {cons['lpips']:.4f}" if "lpips" in cons else "")],
+    ]  # fmt: skip
+    for row in result["capacity"]:
+        facts.append([f"capacity: {row['bits']} bits", f"max overlap {row['max_overlap']:.3f} "
+                      f"in {row['bag']} fingerprints"])  # fmt: skip
+    for row in result["closed_world"]:
+        real_acc = row["real_accuracy"]
+        facts.append([f"attribution: {row['instances']} instances",
+                      f"{row['accuracy']:.4f} (fakes {row['fake_accuracy']:.4f}"
+                      + (f", real {real_acc:.4f})" if real_acc is not None else ")")])  # fmt: skip
+    out.table(f"scalable fingerprints: {run}", ["", ""], facts)
+    if rows:
+        out.table(
+            "robustness",
+            ["perturbation", "strength", "bit acc", "verified"],
+            [[r["perturbation"], f"{r['strength']:g}", f"{r['bit_accuracy']:.3f}",
+              f"{r['detection_rate']:.2f}"] for r in rows],
+        )  # fmt: skip
+    if plot_path is not None and rows:
+        with atomic_file(plot_path, force) as tmp:
+            plot(rows, tmp.with_suffix(".png"), acc["threshold_matches"] / bits)
+            tmp.with_suffix(".png").replace(tmp)
+    out.result(result)
