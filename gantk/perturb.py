@@ -231,9 +231,8 @@ ATTACK_RANGES: dict[str, tuple[float, float]] = {
     "jpeg": (10, 75),
 }
 ATTACKS = (*ATTACK_RANGES, "combo")
-# The order the combination applies its parts in: geometry first, compression last (as an image
-# posted online would meet them).
-COMBO_ORDER = ("crop", "blur", "noise", "jpeg")
+# The order the combination applies its parts in (the paper's: crop, blur, JPEG, noise).
+COMBO_ORDER = ("crop", "blur", "jpeg", "noise")
 
 
 def parse_attacks(text: str) -> list[str]:

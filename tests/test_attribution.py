@@ -317,6 +317,19 @@ def test_class_mismatch_lists_both(trained, cli, tmp_path):
     assert "classes ganA, ganZ, real" in line and "model knows ganA, ganB, real" in line
 
 
+def test_eval_on_one_source(trained, cli, tmp_path):
+    only = tmp_path / "only"
+    (only / "ganB").mkdir(parents=True)
+    for path in sorted((trained["test"] / "ganB").iterdir()):
+        (only / "ganB" / path.name).write_bytes(path.read_bytes())
+    result = cli("attribute", only, "--model", trained["run"] / "latest.safetensors", "--eval",
+                 "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    clean = json.loads(result.stdout)["results"]["clean"]
+    assert clean["images"] == 15 and clean["per_class_accuracy"]["ganA"] is None
+    assert clean["accuracy"] == pytest.approx(clean["per_class_accuracy"]["ganB"])
+
+
 def test_command_line_misuse(trained, cli, tmp_path):
     model = trained["run"] / "latest.safetensors"
     test = trained["test"]
@@ -327,6 +340,18 @@ def test_command_line_misuse(trained, cli, tmp_path):
     assert "either --model" in error_line(cli("attribute", test))
     assert "unknown baseline 'svm'" in error_line(
         cli("attribute", test, "--baseline", "svm", "--fit", trained["sources"])
+    )
+    assert "give --model" in error_line(
+        cli(
+            "attribute",
+            test,
+            "--baseline",
+            "knn",
+            "--fit",
+            trained["sources"],
+            "--visualize",
+            tmp_path / "v.png",
+        )
     )
     assert "needs a visNet attributor" in error_line(
         cli("attribute", test, "--model", model, "--visualize", tmp_path / "v.png")

@@ -8,6 +8,7 @@ arrays themselves and re-quantised to uint8, as an attacked image saved to disk 
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +57,8 @@ class ModelMethod:
         self.resolution = model.config.resolution
         self.name = f"attributor[{model.config.variant}]" + ("+tta" if tta else "")
 
-    def read(self, root: Path, labeled: bool, warn: Warn) -> Images:
-        data = read_images(root, self.resolution, labeled, warn)
+    def read(self, root: Path, labeled: bool, warn: Warn, min_classes: int = 1) -> Images:
+        data = read_images(root, self.resolution, labeled, warn, min_classes)
         return Images(data.arrays(), data.labels, data.filenames, data.class_names)
 
     @torch.no_grad()
@@ -66,8 +67,12 @@ class ModelMethod:
         for start in range(0, len(arrays), self.batch_size):
             chunk = np.stack(arrays[start : start + self.batch_size])
             x = torch.from_numpy(chunk).permute(0, 3, 1, 2).to(self.device).float() / 127.5 - 1
-            feats.append(self.model.image_fingerprints(x).float().cpu())
-            p = torch.softmax(self.model(x).float(), dim=1).cpu()
+            fingerprints = self.model.image_fingerprints(x)
+            feats.append(fingerprints.float().cpu())
+            # The classifier's logits follow from its fingerprints; visNet has its own path.
+            classify = getattr(self.model, "classify", None)
+            logits = classify(fingerprints) if classify is not None else self.model(x)
+            p = torch.softmax(logits.float(), dim=1).cpu()
             if self.tta:
                 votes = torch.zeros_like(p)
                 mean = torch.zeros_like(p)
@@ -90,18 +95,18 @@ class BaselineMethod:
         self.resolution = None
         if self.baseline.needs_same_size:
             self.resolution = resolution or native_size(fit_root)
-        fit = self.read(fit_root, True, warn)
+        fit = self.read(fit_root, True, warn, min_classes=2)
         assert fit.folder_classes is not None
         self.class_names = fit.folder_classes
         self.baseline.fit(fit.arrays, fit.labels, len(self.class_names))
 
-    def read(self, root: Path, labeled: bool, warn: Warn) -> Images:
+    def read(self, root: Path, labeled: bool, warn: Warn, min_classes: int = 1) -> Images:
         if self.resolution is None:
             arrays, labels, names, classes = read_native(root, labeled, warn)
-            if labeled and len(classes or []) < 2:
+            if labeled and len(classes or []) < min_classes:
                 raise GantkError(f"{root} holds one class; give one subfolder per source")
             return Images(arrays, labels, names, classes)
-        data = read_images(root, self.resolution, labeled, warn)
+        data = read_images(root, self.resolution, labeled, warn, min_classes)
         return Images(data.arrays(), data.labels, data.filenames, data.class_names)
 
     def predict(self, arrays: list[np.ndarray]) -> Prediction:
@@ -145,8 +150,10 @@ def evaluate_runs(
     from gantk.attribution.evaluation import report
 
     results: dict[str, dict] = {}
-    for i, name in enumerate(runs):
-        arrays = images.arrays if name == "clean" else attacked(images.arrays, name, seed + i)
+    for name in runs:
+        # Seeded by the attack's name, so `--attack jpeg` alone or within `all` draws the same.
+        strengths_seed = seed + zlib.crc32(name.encode())
+        arrays = images.arrays if name == "clean" else attacked(images.arrays, name, strengths_seed)
         prediction = method.predict(arrays)
         if labeled:
             probs, feats = prediction.probabilities, prediction.features

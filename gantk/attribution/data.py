@@ -65,15 +65,20 @@ def native_size(root: Path) -> int:
 
 
 def read_images(
-    root: str | Path, resolution: int, labeled: bool, warn: Warn = print_warning
+    root: str | Path,
+    resolution: int,
+    labeled: bool,
+    warn: Warn = print_warning,
+    min_classes: int = 2,
 ) -> ImageSet:
     """Every image under ``root`` at ``resolution`` (centre crop + resize where needed, said
-    once), labeled by subfolder when ``labeled``."""
+    once), labeled by subfolder when ``labeled`` (learning needs ``min_classes`` sources;
+    evaluating may look at one)."""
     root = Path(root)
     if not root.is_dir():
         raise GantkError(f"{root} is not a folder of images")
     dataset = FolderDataset(root, resolution, labeled=labeled, allow_upscale=True, warn=warn)
-    if labeled and len(dataset.class_names or []) < 2:
+    if labeled and len(dataset.class_names or []) < min_classes:
         raise GantkError(
             f"{root} holds one class ({(dataset.class_names or ['?'])[0]}); attribution needs "
             "one subfolder per source, at least two (e.g. real/ and ganA/)"

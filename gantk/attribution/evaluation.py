@@ -47,8 +47,15 @@ def fd_ratio(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float |
     dims = max(2, min(FD_MAX_DIM, int(sizes[sizes > 0].min()) // 4))
     if features.shape[1] > dims:
         centred = features - features.mean(axis=0)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        features = centred @ vt[:dims].T
+        # Principal components through the smaller of the N x N Gram matrix and the D x D
+        # covariance (raw pixels at 128 px are 49152 wide; a full SVD would take minutes).
+        if len(centred) <= centred.shape[1]:
+            values, vectors = np.linalg.eigh(centred @ centred.T)
+            top = np.argsort(values)[::-1][:dims]
+            features = vectors[:, top] * np.sqrt(np.clip(values[top], 0, None))
+        else:
+            values, vectors = np.linalg.eigh(centred.T @ centred)
+            features = centred @ vectors[:, np.argsort(values)[::-1][:dims]]
     rng = np.random.default_rng(seed)
     groups = [features[labels == c] for c in np.unique(labels)]
     groups = [g for g in groups if len(g) >= 4]

@@ -236,6 +236,8 @@ def attribute(
         raise GantkError("--confusion needs --eval (labeled IMAGES)")
     if not images.is_dir():
         raise GantkError(f"{images} is not a folder of images")
+    if visualize is not None and model is None:
+        raise GantkError("--visualize draws a visNet attributor's fingerprints; give --model")
     for target in (predictions, confusion, visualize):
         if target is not None:
             check_output(target, force, inputs=[images, *([fit] if fit else [])])

@@ -90,8 +90,11 @@ def _distribution(
     k: int,
     force: bool,
     out: Output,
+    subset: list[str] | None = None,
+    attributes: Path | None = None,
 ) -> dict:
-    """FID / KID / precision-recall with one feature pass per set and network."""
+    """FID / KID / precision-recall with one feature pass per set and network; ``subset``
+    restricts dataset sets to images with those attributes (e.g. a minority group)."""
     from gantk.cli.common import resolve_device
     from gantk.errors import GantkError
     from gantk.io.atomic import check_output
@@ -110,7 +113,7 @@ def _distribution(
     }
     keep = sorted({chosen[m] for m in metrics if m in ("kid", "pr")})
     sources = [
-        open_source(s, count, resolution, seed, truncation, dev)
+        open_source(s, count, resolution, seed, truncation, dev, subset, attributes)
         for s in ([set_a] if set_b is None else [set_a, set_b])
     ]
     passes = []
@@ -185,6 +188,24 @@ def _report(out: Output, title: str, summary: dict) -> None:
     out.result(summary)
 
 
+SubsetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--subset",
+        help="Only the images of dataset sets having any of these attributes (comma list, "
+        "e.g. Eyeglasses): metrics per subgroup.",
+    ),
+]
+AttributesOpt = Annotated[
+    Path | None,
+    typer.Option("--attributes", help="CSV filename,attr1,… (0/1) giving the attributes."),
+]
+
+
+def _subset_names(subset: str | None) -> list[str] | None:
+    return [a.strip() for a in subset.split(",") if a.strip()] if subset else None
+
+
 def _distribution_command(metric: str):
     """One command per metric, sharing every option."""
 
@@ -233,6 +254,8 @@ def _distribution_command(metric: str):
                 "--metrics", help="With `all`: comma-separated fid,kid,pr.", hidden=metric != "all"
             ),
         ] = "fid,kid,pr",
+        subset: SubsetOpt = None,
+        attributes: AttributesOpt = None,
     ) -> None:
         from gantk.errors import GantkError
 
@@ -267,6 +290,8 @@ def _distribution_command(metric: str):
             k,
             force,
             out,
+            _subset_names(subset),
+            attributes,
         )
         _report(out, metric, summary)
 
@@ -476,6 +501,7 @@ def ivom_command(
             help="CSV filename,attr... (0/1): also report per-attribute IvOM and its std.",
         ),
     ] = None,
+    subset: SubsetOpt = None,
     count: Annotated[
         int | None, typer.Option("-n", "--count", min=1, help="Use the first n queries.")
     ] = None,
@@ -503,7 +529,7 @@ def ivom_command(
 
     from gantk.cli.common import resolve_device
     from gantk.gan.generate import load_generator
-    from gantk.io.datasets import open_dataset
+    from gantk.io.datasets import Subset, attribute_rows, open_dataset
     from gantk.metrics.ivom import ivom, summarize_ivom
     from gantk.metrics.lpips_metric import load_lpips
 
@@ -515,16 +541,20 @@ def ivom_command(
         queries,
         resolution=G.config.resolution,
         allow_upscale=True,
-        count=count,
+        count=None if subset else count,
         attributes_csv=attributes,
     )
+    if subset:  # the queries of one subgroup (e.g. the minority IMLE was asked to include)
+        rows = attribute_rows(data, _subset_names(subset) or [])
+        data = Subset(data, rows[:count] if count else rows)
     images = torch.stack([data[i][0] for i in range(len(data))])
     with out.progress(len(images), "ivom") as advance:
         values = ivom(G, images, model, steps, lr, restarts, batch_size, seed, advance)
+    has_attributes = attributes is not None or (subset and data.attributes is not None)
     summary = summarize_ivom(
         values,
-        data.attributes if attributes else None,
-        data.attribute_names if attributes else None,
+        data.attributes if has_attributes else None,
+        data.attribute_names if has_attributes else None,
     )
     rows = [
         ["mean", f"{summary['mean']:.6g}"],
@@ -821,6 +851,8 @@ def scalable_command(
         raise GantkError(f"--instances {instances!r}: give positive counts like 1,10,100")
     names = [] if perturb == "none" else parse_names(perturb)
     if plot_path is not None:
+        if not names:
+            raise GantkError("--plot draws the robustness sweep; drop --perturb none")
         check_output(plot_path, force, inputs=[run])
     out = Output(quiet, as_json)
     dev = resolve_device(device)
@@ -846,8 +878,8 @@ def scalable_command(
         result["closed_world"] = ev.closed_world(G, decoder, real_images, counts, per_instance,
                                                  fpr, seed, advance)  # fmt: skip
     steps = sum(len(SWEEPS[n]) for n in names)
-    with out.progress(steps, "perturbing"):
-        rows = ev.robustness(G, decoder, names, min(count, 200), fpr, seed) if names else []
+    with out.progress(steps, "perturbing") as advance:
+        rows = ev.robustness(G, decoder, names, min(count, 200), fpr, seed, advance)
     result["robustness"] = rows
     acc = result["bit_accuracy"]
     cons = result["consistency"]

@@ -13,7 +13,6 @@ from gantk.cli.common import (
     JsonOpt,
     Output,
     QuietOpt,
-    SeedOpt,
     handle_errors,
     resolve_device,
 )
@@ -77,7 +76,7 @@ def fingerprint_embed(
         str | None,
         typer.Option(
             "--fingerprint",
-            help="The fingerprint: 0x + hex digits or a 0/1 string. Default: random from --seed.",
+            help="The fingerprint: 0x + hex digits or a 0/1 string. Default: random.",
         ),
     ] = None,
     per_image: Annotated[
@@ -93,7 +92,14 @@ def fingerprint_embed(
     quality: Annotated[
         int, typer.Option("--quality", help="JPEG quality (with --format jpeg).")
     ] = 95,
-    seed: SeedOpt = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Seed of the random fingerprints (reproducible; default: drawn from the "
+            "operating system, so nobody can guess them).",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -116,7 +122,11 @@ def fingerprint_embed(
     from gantk.fingerprint.artificial import embed_folder
     from gantk.io.images import list_images
 
-    if data.is_file():
+    if seed is None:  # fingerprints are secrets: not from a seed every user shares
+        import secrets
+
+        seed = secrets.randbits(62)
+    if data.is_file() and data.suffix.lower() == ".safetensors":
         _embed_instances(data, out, users, count, registry, seed, device, force, as_json, quiet)
         return
     if users is not None or count is not None or registry is not None:
@@ -330,8 +340,14 @@ def fingerprint_decode(
     output.table("fingerprint-decode", ["item", "value"], rows)
     if csv_out is not None:
         columns = ["image", "decoded", "matches", "bit_accuracy", "p_value", "fingerprinted"]
+        rows_out = report["images"]
+        if identify is not None:  # scalable fingerprints: who, per image
+            columns += ["user", "user_matches", "verified"]
+            rows_out = [{**r, "user": r["user"]["name"] or "", "user_matches":
+                         r["user"]["matches"], "verified": r["user"]["verified"]}
+                        for r in rows_out]  # fmt: skip
         with atomic_file(csv_out, force) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, columns, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(report["images"])
+            writer.writerows(rows_out)
     output.result(report)

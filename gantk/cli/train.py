@@ -170,6 +170,47 @@ def train_gan(
             "list of noise, blur, jpeg, crop, resize, brightness, combined; or all).",
         ),
     ] = "",
+    imle: Annotated[
+        bool,
+        typer.Option(
+            "--imle",
+            help="Inclusive GAN: add IMLE reconstruction of every real image (or of --minority) "
+            "from its nearest latent in a pool, for data coverage.",
+        ),
+    ] = False,
+    imle_features: Annotated[
+        str,
+        typer.Option(
+            "--imle-features",
+            help="IMLE distance space: auto (lpips if its weights are here, else d), pixel, d "
+            "(discriminator features), inception or lpips.",
+        ),
+    ] = "auto",
+    imle_weight: Annotated[
+        float, typer.Option("--imle-weight", help="Reconstruction weight (authors: 2.5).")
+    ] = 2.5,
+    imle_interp: Annotated[
+        bool,
+        typer.Option("--imle-interp", help="Add the interpolation loss (0.4 x the weight)."),
+    ] = False,
+    imle_pool: Annotated[
+        int | None,
+        typer.Option("--imle-pool", help="Latent pool size (default: 10 x the images matched)."),
+    ] = None,
+    imle_staleness: Annotated[
+        float,
+        typer.Option(
+            "--imle-staleness", help="Epochs before re-matching; doubles after each refresh."
+        ),
+    ] = 10.0,
+    minority: Annotated[
+        str | None,
+        typer.Option(
+            "--minority",
+            help="With --imle: reconstruct only a subgroup: CSV:ATTR[,ATTR…] (images with any "
+            "of them) or builtin (a built-in's minority= attribute).",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -185,6 +226,8 @@ def train_gan(
     Writes to --out: latest.safetensors (the EMA generator, for `gantk generate`),
     snapshot-*.safetensors, latest-state.safetensors (for --resume), samples-*.png grids,
     log.jsonl and train-config.json. Ctrl-C saves a checkpoint and exits 0.
+    With --imle (Inclusive GAN, Yu et al. 2020) each real image, or each image of the
+    --minority subgroup, is also reconstructed from its matched latent, for coverage.
     Multi-GPU: torchrun --nproc-per-node N -m gantk train gan DATA ...
     """
     from gantk.errors import GantkError
@@ -248,6 +291,13 @@ def train_gan(
             workers=workers,
             device=dev,
             immunize=parse_names(immunize) if immunize else [],
+            imle=imle,
+            imle_features=imle_features,
+            imle_weight=imle_weight,
+            imle_interp=imle_interp,
+            imle_pool=imle_pool,
+            imle_staleness=imle_staleness,
+            imle_minority=minority,
         )
         with output.progress(1000, "training") as advance:
             result = start_training(
@@ -284,6 +334,8 @@ def _explicit_options(ctx: typer.Context) -> dict:
         source = ctx.get_parameter_source(name)
         if name in _NOT_SETTINGS or source != ParameterSource.COMMANDLINE:
             continue
+        if name == "minority":
+            name = "imle_minority"
         if name == "immunize":  # stored as a list
             from gantk.perturb import parse_names
 

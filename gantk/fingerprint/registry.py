@@ -503,9 +503,18 @@ class Registry:
     # ------------------------------------------------------------------ identification
 
     def threshold(self, fpr: float) -> int:
-        """Matching bits needed to verify a user: ``bits.threshold(bits, fpr / M)``, so random
-        bits verify as *any* of the M users with probability at most ``fpr``."""
-        return threshold(self.bits, fpr / max(1, len(self.entries)))
+        """Matching bits needed to verify a user, the stricter of two bounds:
+
+        - ``bits.threshold(bits, fpr / M)``: random bits verify as *any* of the M users with
+          probability at most ``fpr``;
+        - ``bits - (d - 1) // 2`` with d = :func:`default_min_distance`, the registry's spacing:
+          within that many errors a decoded string is nearer its own fingerprint than any
+          other, so a verified match can never name the wrong user (121 of 128 bits, the
+          paper's threshold).
+        """
+        chance = threshold(self.bits, fpr / max(1, len(self.entries)))
+        unique = self.bits - (default_min_distance(self.bits) - 1) // 2
+        return max(chance, unique)
 
     def identify(self, decoded: np.ndarray, fpr: float) -> list[dict]:
         """The nearest registered user for each row of ``decoded`` ((N, bits) or (bits,) 0/1).
@@ -513,9 +522,9 @@ class Registry:
         Per row: ``nearest`` (the user with the most matching bits; ties go to the earliest
         registered; None for an empty registry), ``matches``, ``bit_accuracy``, ``p_value``
         (one-sided binomial, :func:`bits.p_value`), ``p_value_corrected`` (Bonferroni over the
-        M users), ``threshold`` (:meth:`threshold`), ``verified`` (``matches >= threshold``,
-        equivalently ``p_value_corrected <= fpr``) and ``name``: ``nearest`` when verified,
-        else None (no match).
+        M users), ``threshold`` (:meth:`threshold`), ``verified`` (``matches >= threshold``, which
+        implies ``p_value_corrected <= fpr``) and ``name``: ``nearest`` when verified, else None
+        (no match).
         """
         count = len(self.entries)
         limit = self.threshold(fpr)

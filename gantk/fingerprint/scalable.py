@@ -94,7 +94,7 @@ def make_instances(
         for name, target in zip(names, targets, strict=True):
             code = registry.draw(name, rng, spacing)
             instance = fold_instance(G, torch.as_tensor(code, dtype=torch.float32))
-            meta = {"run_id": registry.run, "source": str(checkpoint)}
+            meta = {"run_id": registry.run}
             digest = save_instance(target, instance, meta, force=True)
             written.append(target)
             entry = registry.add(name, code, digest, min_distance=spacing)

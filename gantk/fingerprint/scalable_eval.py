@@ -145,8 +145,11 @@ def robustness(
     count: int,
     fpr: float,
     seed: int,
+    advance: Callable[[int], None] | None = None,
 ) -> list[dict]:
+    if not names:
+        return []
     z = _random(count, G.config.z_dim, seed)
     c = _random(count, G.config.fingerprint_bits, seed + 1, binary=True)
     expected = c.numpy().astype(np.uint8)
-    return image_sweep(_render(G, z, c), expected, decoder, names, fpr, seed)
+    return image_sweep(_render(G, z, c), expected, decoder, names, fpr, seed, advance)

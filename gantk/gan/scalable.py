@@ -18,6 +18,7 @@ inside, which ``gantk generate`` loads like any other.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +129,10 @@ class FingerprintedGenerator(nn.Module):
 
 
 def make_decoder(config: NetworkConfig) -> Discriminator:
-    """F: discriminator-shaped, z_dim + bits outputs, no minibatch statistics."""
-    return Discriminator(config, outputs=config.z_dim + config.fingerprint_bits,
+    """F: discriminator-shaped, z_dim + bits outputs, no minibatch statistics, and no
+    attention to a reference image (it decodes one image on its own)."""
+    plain = replace(config, d_attn=None)
+    return Discriminator(plain, outputs=config.z_dim + config.fingerprint_bits,
                          minibatch_std=False)  # fmt: skip
 
 
@@ -265,7 +268,8 @@ def fold_instance(G: FingerprintedGenerator, fingerprint: torch.Tensor) -> Gener
 
 
 def instance_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of an instance's weights (names and bytes), recorded in the registry."""
+    """SHA-256 of an instance's weights (tensor names and bytes, not the file, whose metadata
+    may change), recorded in the registry."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         h.update(name.encode())
@@ -422,3 +426,7 @@ def check_config(config) -> None:
         parse_modulate_res(net.modulate_res, net.resolutions())
     if config.immunize:
         parse_names(",".join(config.immunize))
+    if net.modulate_res != "all" and not net.fingerprint_bits:
+        raise GantkError(
+            "--modulate-res says what the fingerprint modulates; add --fingerprint-bits"
+        )

@@ -100,6 +100,18 @@ class TrainConfig:
     device: str = "cpu"
     # Scalable fingerprints: perturbations applied to generated images before the decoder.
     immunize: list[str] = field(default_factory=list)
+    # Inclusive GAN (IMLE-GAN, thesis ch.7): see gantk.gan.imle.
+    imle: bool = False
+    imle_features: str = "auto"
+    imle_weight: float = 2.5
+    imle_interp: bool = False
+    imle_pool: int | None = None  # default: 10 x the number of images matched
+    imle_staleness: float = 10.0  # epochs before the first refresh; doubles after each
+    imle_sigma: float = 0.05
+    imle_minority: str | None = None
+    # Identity of the run, drawn when it starts and kept across resumes (registries of scalable
+    # fingerprints are bound to it).
+    run: str = ""
 
     @property
     def gamma(self) -> float:
@@ -109,15 +121,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def run_id(self) -> str:
-        """What identifies this training run across snapshots and resumes: a hash of the
-        settings that shape the weights (not those a resume may change, nor the folder)."""
-        import hashlib
-
-        fixed = {k: v for k, v in self.to_dict().items()
-                 if k not in RESUMABLE_CHANGES and k != "out"}  # fmt: skip
-        return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
         """Refuse settings that would crash later or silently train something else."""
@@ -149,10 +152,14 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise GantkError(message)
-        if net.fingerprint_bits or self.immunize:
+        if net.fingerprint_bits or self.immunize or net.modulate_res != "all":
             from gantk.gan.scalable import check_config
 
             check_config(self)
+        if self.imle or self.imle_minority:
+            from gantk.gan.imle import check_config as check_imle
+
+            check_imle(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -384,7 +391,7 @@ class Trainer:
         if self.dist.main:
             meta = {
                 "network": self.cfg.network.to_dict(),
-                "run_id": self.cfg.run_id(),
+                "run_id": self.cfg.run,
                 "kimg": round(self.nimg / 1000, 3),
                 "step": self.step,
                 "loss": self.cfg.loss,
@@ -457,12 +464,20 @@ class Trainer:
             penalty = (lengths - pl_mean).square().mean()
             total_g = total_g + penalty * cfg.pl_weight * cfg.pl_interval
             stats["pl_penalty"] = float(self.dist.mean(penalty))
+        extra = self.extra_generator_loss(n, stats)
+        if extra is not None:
+            total_g = total_g + extra
         self._check("the generator loss", total_g)
         self._backward_and_step(total_g, self.G, self.opt_G)
         stats["loss_g"] = float(self.dist.mean(loss_g))
         self._update_ema(n)
         self.step += 1
         return stats
+
+    def extra_generator_loss(self, n: int, stats: dict[str, float]) -> torch.Tensor | None:
+        """Terms a subclass adds to the generator's loss (IMLE's reconstruction), logging
+        into ``stats``; None adds nothing."""
+        return None
 
     def adversarial_loss(self, fake: torch.Tensor, real: torch.Tensor, kind: str) -> torch.Tensor:
         """The generator's adversarial loss for ``fake`` (D frozen; the contrastive loss also
@@ -679,6 +694,10 @@ def trainer_class(config: TrainConfig) -> type[Trainer]:
         from gantk.gan.scalable import ScalableTrainer
 
         return ScalableTrainer
+    if config.imle:
+        from gantk.gan.imle import ImleTrainer
+
+        return ImleTrainer
     return Trainer
 
 
@@ -704,6 +723,10 @@ def start_training(
         raise GantkError(
             f"{out} already holds a run; --resume it, choose another --out, or pass --force"
         )
+    if not config.run:
+        import uuid
+
+        config.run = uuid.uuid4().hex[:16]
     trainer = trainer_class(config)(config, dist=dist, log=log)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -748,7 +771,13 @@ def resume_training(
             )
     config.out = str(run_dir)
     state, stored_config = load_training_state(state_file, STATE_KIND)
-    if stored_config.get("network") != saved.get("network"):
+    # Compared as configs, so fields added by a newer gantk (with their defaults) still match.
+    same = NetworkConfig.from_dict(stored_config.get("network", {})) == config.network
+    if not config.run:  # a run started before runs had identities gets one now, for good
+        import uuid
+
+        config.run = uuid.uuid4().hex[:16]
+    if not same:
         raise GantkError(f"{state_file} does not belong to the config in {run_dir}/{CONFIG_FILE}")
     dist = init_distributed(config.device)
     trainer = trainer_class(config)(config, dist=dist, log=log)
@@ -770,6 +799,11 @@ def load_run_networks(
         )
     state, config_dict = load_training_state(state_file, STATE_KIND)
     config = TrainConfig.from_dict(config_dict)
+    if config.network.fingerprint_bits:
+        raise GantkError(
+            f"{run_dir} is a fingerprinted run (scalable fingerprints); its generator takes a "
+            "fingerprint too: evaluate its instances instead (`gantk fingerprint-embed`)"
+        )
     G, D = Generator(config.network), Discriminator(config.network)
     G.load_state_dict(state["G_ema"])
     D.load_state_dict(state["D"])

@@ -442,3 +442,29 @@ class Subset(ImageDataset):
 
     def read(self, index: int) -> np.ndarray:
         return self.base.read(int(self.indices[index]))
+
+
+def attribute_rows(dataset: ImageDataset, names: Sequence[str]) -> np.ndarray:
+    """Indices of the images having any of the attributes ``names`` (a subgroup: "Eyeglasses",
+    or "Eyeglasses,Bald" for images with either); errors name what is missing."""
+    known = list(dataset.attribute_names or [])
+    if not known:
+        raise GantkError(
+            f"{dataset.name} has no attributes; give an attribute CSV (filename,attr1,…) "
+            "with --attributes"
+        )
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise GantkError(
+            f"attribute {unknown[0]!r} is not among {dataset.name}'s attributes "
+            f"({', '.join(known)})"
+        )
+    assert dataset.attributes is not None
+    table = np.asarray(dataset.attributes)[:, [known.index(n) for n in names]]
+    chosen = np.flatnonzero((table > 0).any(axis=1))
+    if not len(chosen):
+        raise GantkError(
+            f"no image of {dataset.name} has {' or '.join(names)}; choose an attribute some "
+            "images have"
+        )
+    return chosen

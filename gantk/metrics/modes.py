@@ -407,6 +407,7 @@ def evaluate_modes(
     ``advance(n)`` is called with the number of images classified after each batch.
     """
     from gantk.gan.networks import Generator
+    from gantk.gan.scalable import GeneratorInstance
 
     if count < 1:
         raise GantkError(f"mode coverage needs at least 1 sample, got count={count}")
@@ -421,7 +422,7 @@ def evaluate_modes(
 
             source = open_dataset(str(source), count=count)
     batches: Iterator[torch.Tensor]
-    if isinstance(source, Generator):
+    if isinstance(source, Generator | GeneratorInstance):
         label = label or "generator"
         label += f" (seeds {seed}-{seed + count - 1})"
         batches = _generator_batches(source, count, batch_size, seed)

@@ -8,7 +8,7 @@ needed (FID).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +77,11 @@ def open_source(
     seed: int = 0,
     truncation: float = 1.0,
     device: str = "cpu",
+    subset: Sequence[str] | None = None,
+    attributes_csv: str | Path | None = None,
 ) -> ImageSource:
+    """A set to measure: cached statistics, a generator, or a dataset (with ``subset``, only
+    its images having any of those attributes, e.g. a minority group)."""
     text = str(spec)
     if text.lower().endswith(".npz"):
         return load_stats(text)
@@ -95,10 +99,15 @@ def open_source(
             seed=seed,
             truncation=truncation,
         )
-    from gantk.io.datasets import open_dataset
+    from gantk.io.datasets import Subset, attribute_rows, open_dataset
 
     # Feature networks resize to their own input size anyway, so small images may be enlarged.
-    dataset = open_dataset(text, resolution=resolution, allow_upscale=True, count=count, seed=None)
+    dataset = open_dataset(text, resolution=resolution, allow_upscale=True,
+                           count=None if subset else count, seed=None,
+                           attributes_csv=attributes_csv)  # fmt: skip
+    if subset:
+        rows = attribute_rows(dataset, subset)
+        dataset = Subset(dataset, rows[:count] if count else rows)
     res = dataset.resolution if dataset.resolution is not None else _common_size(dataset)
     if len(dataset) < 2:
         raise GantkError(f"{spec} has {len(dataset)} image; a distribution metric needs at least 2")
