@@ -140,3 +140,12 @@ def test_metrics_per_subgroup(cli):
             "cpu",
         )
     )
+
+
+def test_subset_reads_an_exported_folders_attributes(cli, tmp_path):
+    folder = tmp_path / "shapes"
+    assert cli("data", "export", MINORITY, folder, "-r", "16", "--flat", "-q").exit_code == 0
+    result = cli("evaluate", "pr", folder, "builtin:shapes?n=40&resolution=16", "--subset",
+                 "triangle", "--features", "random-vgg16", "--device", "cpu", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["sets"][0]["count"] == 8  # the folder's 8 triangles

@@ -529,7 +529,7 @@ def ivom_command(
 
     from gantk.cli.common import resolve_device
     from gantk.gan.generate import load_generator
-    from gantk.io.datasets import Subset, attribute_rows, open_dataset
+    from gantk.io.datasets import Subset, attribute_rows, attributes_file, open_dataset
     from gantk.metrics.ivom import ivom, summarize_ivom
     from gantk.metrics.lpips_metric import load_lpips
 
@@ -542,7 +542,7 @@ def ivom_command(
         resolution=G.config.resolution,
         allow_upscale=True,
         count=None if subset else count,
-        attributes_csv=attributes,
+        attributes_csv=attributes_file(queries, attributes) if subset else attributes,
     )
     if subset:  # the queries of one subgroup (e.g. the minority IMLE was asked to include)
         rows = attribute_rows(data, _subset_names(subset) or [])

@@ -468,3 +468,12 @@ def attribute_rows(dataset: ImageDataset, names: Sequence[str]) -> np.ndarray:
             "images have"
         )
     return chosen
+
+
+def attributes_file(spec: str | Path, given: str | Path | None) -> str | Path | None:
+    """The attribute CSV to use: ``given``, else the ``attributes.csv`` a folder exported by
+    ``gantk data export`` carries (so ``--subset`` works on it without ``--attributes``)."""
+    if given is not None:
+        return given
+    candidate = Path(str(spec)) / "attributes.csv"
+    return candidate if not str(spec).startswith("builtin:") and candidate.is_file() else None

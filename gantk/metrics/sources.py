@@ -99,12 +99,13 @@ def open_source(
             seed=seed,
             truncation=truncation,
         )
-    from gantk.io.datasets import Subset, attribute_rows, open_dataset
+    from gantk.io.datasets import Subset, attribute_rows, attributes_file, open_dataset
 
     # Feature networks resize to their own input size anyway, so small images may be enlarged.
     dataset = open_dataset(text, resolution=resolution, allow_upscale=True,
                            count=None if subset else count, seed=None,
-                           attributes_csv=attributes_csv)  # fmt: skip
+                           attributes_csv=attributes_file(text, attributes_csv) if subset
+                           else attributes_csv)  # fmt: skip
     if subset:
         rows = attribute_rows(dataset, subset)
         dataset = Subset(dataset, rows[:count] if count else rows)
