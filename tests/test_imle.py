@@ -116,7 +116,8 @@ def test_imle_bad_input(cli, tmp_path):
 
 def test_metrics_per_subgroup(cli):
     """--subset restricts dataset sets to one subgroup (the minority IMLE was told to include)."""
-    result = cli("evaluate", "pr", MINORITY, "builtin:shapes?n=40", "--subset", "triangle",
+    result = cli("evaluate", "pr", MINORITY + "&resolution=16", "builtin:shapes?n=40&resolution=16",
+                 "--subset", "triangle",
                  "--features", "random-vgg16", "--device", "cpu", "--json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     sets = json.loads(result.stdout)["sets"]

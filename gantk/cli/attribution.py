@@ -181,7 +181,11 @@ def attribute(
     ] = "",
     tta: Annotated[
         bool,
-        typer.Option("--tta", help="Vote over the 8 flips/rotations of each image."),
+        typer.Option(
+            "--tta",
+            help="Vote over the 8 flips/rotations of each image (for attributors trained "
+            "with such transforms; rotations mislead one trained on upright images).",
+        ),
     ] = False,
     predictions: Annotated[
         Path | None,

@@ -200,6 +200,12 @@ def _scalable_decoder(spec: str, registry: Path | None, fpr: float, device: str,
             f"registry {registry} holds {reg.bits}-bit fingerprints but the decoder reads "
             f"{dec.config.bits} bits; use the registry of this run"
         )
+    if reg.threshold(fpr) > reg.bits:
+        output.warn(
+            f"{reg.bits}-bit fingerprints cannot be verified at FPR {fpr:g} among "
+            f"{len(reg.entries)} users (even all bits matching is likelier by chance); pass a "
+            "larger --fpr or train with more --fingerprint-bits"
+        )
     if reg.run != run_id(spec):
         output.warn(
             f"registry {registry} belongs to training run {reg.run[:12]}, the decoder to run "

@@ -34,7 +34,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
         )
     if ckpt.kind not in (GENERATOR_KIND, INSTANCE_KIND):
         raise GantkError(
-            f"{path} holds a {ckpt.kind}, not a generator; give a checkpoint of the right kind"
+            f"{path} holds a {ckpt.kind}, not a {GENERATOR_KIND} or {INSTANCE_KIND}; give a "
+            "generator checkpoint (e.g. RUN/latest.safetensors)"
         )
     config = NetworkConfig.from_dict(ckpt.config["network"])
     G = GeneratorInstance(config) if ckpt.kind == INSTANCE_KIND else Generator(config)
