@@ -206,7 +206,7 @@ class SynthesisBlock(nn.Module):
         const_input: bool = True,
     ) -> None:
         super().__init__()
-        self.first = resolution == 4
+        self.first, self.resolution = resolution == 4, resolution
         # Without const_input the 4x4 block takes its input from the caller (the scalable-
         # fingerprint generator feeds z there).
         if self.first:
@@ -239,20 +239,23 @@ class SynthesisBlock(nn.Module):
         return x, img
 
 
+def synthesis_blocks(config: NetworkConfig, const_input: bool = True) -> nn.ModuleList:
+    """The synthesis blocks 4×4 … resolution, attention where ``config.g_attn`` puts it."""
+    attn = parse_attn(config.g_attn, ("san", "sagan"), "--g-attn", config.resolutions())
+    blocks = nn.ModuleList()
+    for res in config.resolutions():
+        in_ch = config.channels(res // 2) if res > 4 else 0
+        kind = attn[0] if attn and attn[1] == res else None
+        blocks.append(SynthesisBlock(in_ch, config.channels(res), config.w_dim, res, kind,
+                                     config.attn_kernel, const_input))  # fmt: skip
+    return blocks
+
+
 class Generator(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.config = config
-        attn = parse_attn(config.g_attn, ("san", "sagan"), "--g-attn", config.resolutions())
-        self.blocks = nn.ModuleList()
-        for res in config.resolutions():
-            in_ch = config.channels(res // 2) if res > 4 else 0
-            kind = attn[0] if attn and attn[1] == res else None
-            self.blocks.append(
-                SynthesisBlock(
-                    in_ch, config.channels(res), config.w_dim, res, kind, config.attn_kernel
-                )
-            )
+        self.blocks = synthesis_blocks(config)
         self.num_ws = sum(b.num_conv for b in self.blocks) + 1
         self.mapping = MappingNetwork(
             config.z_dim, config.w_dim, self.num_ws, config.mapping_layers

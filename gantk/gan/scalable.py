@@ -32,10 +32,10 @@ from gantk.gan.networks import (
     Discriminator,
     MappingNetwork,
     NetworkConfig,
-    SynthesisBlock,
     SynthesisLayer,
     ToRGB,
     parse_attn,
+    synthesis_blocks,
 )
 from gantk.gan.train import Trainer, to_uint8
 from gantk.io.checkpoint import load_checkpoint
@@ -89,15 +89,7 @@ class FingerprintedGenerator(nn.Module):
         if config.fingerprint_bits < 1:
             raise GantkError("a fingerprinted generator needs --fingerprint-bits of 1 or more")
         self.config = config
-        attn = parse_attn(config.g_attn, ("san", "sagan"), "--g-attn", config.resolutions())
-        self.blocks = nn.ModuleList()
-        for res in config.resolutions():
-            in_ch = config.channels(res // 2) if res > 4 else 0
-            kind = attn[0] if attn and attn[1] == res else None
-            block = SynthesisBlock(in_ch, config.channels(res), config.w_dim, res, kind,
-                                   config.attn_kernel, const_input=False)  # fmt: skip
-            block.resolution = res
-            self.blocks.append(block)
+        self.blocks = synthesis_blocks(config, const_input=False)
         self.num_ws = sum(b.num_conv for b in self.blocks) + 1
         self.input = EqualLinear(config.z_dim, config.channels(4) * 16)
         self.embed = MappingNetwork(
