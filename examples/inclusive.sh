@@ -12,6 +12,9 @@
 # precision/recall use FEATURES (random-inception / random-vgg16 unless the real weight files
 # are installed: set FEATURES= to use the standard ones), so compare numbers within this table.
 # IvOM needs the LPIPS (AlexNet) weights: set IVOM=1 where they are installed.
+# The authors' matching schedule (refresh every 10 epochs, doubling; a pool of 10x the images)
+# suits runs of hundreds of epochs; these runs last about 2 epochs, so matching is refreshed
+# after STALENESS (0.25) epochs, doubling, from a pool of POOL (2) x the images.
 set -euo pipefail
 OUT=${1:-out/inclusive}
 KIMG=${2:-20}
@@ -19,6 +22,9 @@ RES=${RES:-16}
 DEVICE=${DEVICE:-auto}
 FEATURES=${FEATURES-random}
 IVOM=${IVOM:-0}
+STALENESS=${STALENESS:-0.25}
+POOL=${POOL:-2}
+EVAL_N=${EVAL_N:-500}  # images per set for FID and precision/recall (feature nets are slow on CPUs)
 GANTK=${GANTK:-gantk}
 mkdir -p "$OUT"
 NET=(--resolution "$RES" --kimg "$KIMG" --batch-size 32 --z-dim 32 --w-dim 32 --mapping-layers 2
@@ -38,7 +44,8 @@ train() {  # RUN DATA EXTRA…
 
 # 1. Stacked digits: coverage of the 1000 modes.
 train "$OUT/digits-stylegan2" builtin:stacked-digits
-train "$OUT/digits-imle" builtin:stacked-digits --imle --imle-interp
+IMLE=(--imle --imle-interp --imle-staleness "$STALENESS")
+train "$OUT/digits-imle" builtin:stacked-digits "${IMLE[@]}" --imle-pool "$((POOL * 10000))"
 for run in digits-stylegan2 digits-imle; do
   $GANTK evaluate modes "$OUT/$run/latest.safetensors" -n 10000 --device "$DEVICE" --json \
     --quiet > "$OUT/modes-$run.json"
@@ -46,19 +53,19 @@ done
 
 # 2. Shapes with a 2 % minority (triangles).
 train "$OUT/shapes-stylegan2" "$SHAPES"
-train "$OUT/shapes-imle" "$SHAPES" --imle --imle-interp
-train "$OUT/shapes-minority" "$SHAPES" --imle --imle-interp --minority builtin
+train "$OUT/shapes-imle" "$SHAPES" "${IMLE[@]}" --imle-pool "$((POOL * 5000))"
+train "$OUT/shapes-minority" "$SHAPES" "${IMLE[@]}" --imle-pool "$((POOL * 100))" --minority builtin
 feat=()
 [ -z "$FEATURES" ] || feat=(--features "$FEATURES-inception")
 pr_feat=()
 [ -z "$FEATURES" ] || pr_feat=(--features "$FEATURES-vgg16")
 for run in shapes-stylegan2 shapes-imle shapes-minority; do
   g="$OUT/$run/latest.safetensors"
-  $GANTK evaluate fid "$SHAPES&resolution=$RES" "$g" -n 2000 "${feat[@]}" --device "$DEVICE" \
+  $GANTK evaluate fid "$SHAPES&resolution=$RES" "$g" -n "$EVAL_N" "${feat[@]}" --device "$DEVICE" \
     --json --quiet > "$OUT/fid-$run.json"
-  $GANTK evaluate pr "$SHAPES&resolution=$RES" "$g" -n 2000 "${pr_feat[@]}" --device "$DEVICE" \
+  $GANTK evaluate pr "$SHAPES&resolution=$RES" "$g" -n "$EVAL_N" "${pr_feat[@]}" --device "$DEVICE" \
     --json --quiet > "$OUT/pr-$run.json"
-  $GANTK evaluate pr "$SHAPES&resolution=$RES" "$g" -n 2000 --subset triangle "${pr_feat[@]}" \
+  $GANTK evaluate pr "$SHAPES&resolution=$RES" "$g" -n "$EVAL_N" --subset triangle "${pr_feat[@]}" \
     --device "$DEVICE" --json --quiet > "$OUT/pr-minority-$run.json"
   if [ "$IVOM" = 1 ]; then
     $GANTK evaluate ivom "$g" "$SHAPES&resolution=$RES" --subset triangle -n 100 \

@@ -189,8 +189,13 @@ class ImleTrainer(Trainer):
     # -- matching -------------------------------------------------------------------------
     def _feat(self, x: torch.Tensor) -> torch.Tensor:
         if self.features is None:
-            return self.D(x, return_features=True)[1].float()
-        return self.features(x).float()
+            f = self.D(x, return_features=True)[1].float()
+        else:
+            f = self.features(x).float()
+        # LPIPS features are scaled so that the squared distance is LPIPS itself (0.1-0.7 for
+        # images that differ); the other spaces are divided by sqrt(dim), making the squared
+        # distance a mean over dimensions of that order, so the authors' weight 2.5 fits all.
+        return f if self.feature_space == "lpips" else f / f.shape[1] ** 0.5
 
     def _real_batch(self, indices: torch.Tensor) -> torch.Tensor:
         images = torch.stack([self.dataset[int(self.matched_images[i])][0] for i in indices])
