@@ -61,9 +61,12 @@ a="$out/attribution"
 rm -rf "$a/sources" "$a/test"
 gantk data export builtin:shapes "$a/sources/real" -n 300 --resolution 32 --flat --quiet
 gantk data export builtin:shapes "$a/test/real" -n 100 --resolution 32 --seed 1 --flat --quiet
-for snap in snapshot-000001kimg latest; do
-  gantk generate "$out/gan/$snap.safetensors" -n 300 --out "$a/sources/gan-$snap" --quiet
-  gantk generate "$out/gan/$snap.safetensors" -n 100 --seed 5000 --out "$a/test/gan-$snap" --quiet
+# The half-way snapshot (the second one written: 0, ~0.5, 1 kimg) and the final generator.
+half=$(ls "$out/gan"/snapshot-*.safetensors | sort | sed -n 2p)
+for snap in half final; do
+  ckpt=$([ "$snap" = half ] && echo "$half" || echo "$out/gan/latest.safetensors")
+  gantk generate "$ckpt" -n 300 --out "$a/sources/gan-$snap" --quiet
+  gantk generate "$ckpt" -n 100 --seed 5000 --out "$a/test/gan-$snap" --quiet
 done
 gantk train attributor "$a/sources" --steps 300 --channel-base 256 --out "$a/run" --force
 gantk attribute "$a/test" --model "$a/run/latest.safetensors" --eval --attack clean,jpeg \
