@@ -28,6 +28,7 @@ that the features can be inspected and plotted.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -217,7 +218,7 @@ def _size(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}x{shape[0]}"
 
 
-class Baseline:
+class Baseline(ABC):
     """A source classifier: :meth:`fit` on labelled images, then :meth:`predict` new ones.
 
     Labels are source indices ``0 .. num_classes - 1``; every source needs at least one training
@@ -265,14 +266,14 @@ class Baseline:
 
     # ---- what subclasses implement ----
 
-    def _fit(self, images: list[np.ndarray], labels: np.ndarray, num_classes: int) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _fit(self, images: list[np.ndarray], labels: np.ndarray, num_classes: int) -> None: ...
 
-    def _scores(self, images: list[np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def _scores(self, images: list[np.ndarray]) -> np.ndarray: ...
 
-    def _features(self, images: list[np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def _features(self, images: list[np.ndarray]) -> np.ndarray: ...
 
     # ---- shared plumbing ----
 
