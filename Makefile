@@ -33,12 +33,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_speed.py --out out/bench
 	$(BIN)/python bench/metrics_speed.py --out out/bench
 	$(BIN)/python bench/fingerprint_speed.py --out out/bench
+	$(BIN)/python bench/texture_speed.py --out out/bench
 	# Kernel vs PyTorch paths: real shapes on a GPU, a smoke run of the reference paths on a CPU.
 	$(BIN)/python bench/ops.py --out out/bench $$($(BIN)/python -c "import torch; print('' if torch.cuda.is_available() else '--small')")
 
 # Retrain the bundled models (hours on a CPU; resumable: run again to continue).
 models: $(STAMP)
 	scripts/train_stego_100.sh runs/stego-100
+	scripts/train_texture_mixer.sh runs/texture-mixer
 
 clean:
 	rm -rf out runs build dist *.egg-info .pytest_cache .ruff_cache

@@ -95,4 +95,17 @@ gantk train gan 'builtin:shapes?n=500&minority=triangle:0.05' --resolution 16 --
 gantk evaluate pr 'builtin:shapes?n=500&minority=triangle:0.05&resolution=16' \
   "$out/imle/latest.safetensors" --subset triangle -n 200 --features random-vgg16
 
-step "done: see $out/previews/*.png, $out/packs/shapes64.h5, $out/gan/samples-*.png, $out/gan-grid.png, $out/photos-fp/, $out/attribution/, $out/scalable-users/, $out/imle/"
+step "Texture Mixer: with the bundled builtin:texture-mixer, a brick-to-gravel strip, a 4-corner
+palette and a dissolve; then a few training steps of a tiny model and the interpolation metrics
+against naive alpha-blending (examples/texture_mixer.sh trains for real)"
+rm -rf "$out/texture/run"
+gantk texture-mix builtin:brick builtin:gravel --length 512 --out "$out/texture/strip.png" --force
+gantk texture-mix builtin:brick builtin:grass builtin:moon builtin:ihc --palette --size 384 \
+  --out "$out/texture/palette.png" --force
+gantk texture-mix builtin:grass builtin:gravel --dissolve --frames 8 --out "$out/texture/dissolve.gif" --force
+gantk train texture builtin:textures --resolution 32 --channels 16 --latent-channels 8 \
+  --global-dim 8 --d-channels 8 --batch-size 2 --steps 20 --snapshot-every 20 --gram-every 4 \
+  --out "$out/texture/run" --quiet
+gantk evaluate texture "$out/texture/run/latest.safetensors" builtin:textures --pairs 4
+
+step "done: see $out/previews/*.png, $out/packs/shapes64.h5, $out/gan/samples-*.png, $out/gan-grid.png, $out/photos-fp/, $out/attribution/, $out/scalable-users/, $out/imle/, $out/texture/"

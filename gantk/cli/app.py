@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from gantk import __version__
-from gantk.cli import attribution, data, evaluate, fingerprint, generate, info, ops, train
+from gantk.cli import attribution, data, evaluate, fingerprint, generate, info, ops, texture, train
 from gantk.cli.common import DEBUG, show_warnings_as_lines
 
 app = typer.Typer(
@@ -62,6 +62,7 @@ app.command("fingerprint-decode", help=fingerprint.fingerprint_decode.__doc__)(
     fingerprint.fingerprint_decode
 )
 app.command("attribute", help=attribution.attribute.__doc__)(attribution.attribute)
+app.command("texture-mix", help=texture.texture_mix.__doc__)(texture.texture_mix)
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(data.app, name="data")
 app.add_typer(ops.app, name="ops")

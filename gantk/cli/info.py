@@ -12,6 +12,7 @@ def collect_info() -> dict:
 
     from gantk import __version__
     from gantk.io.builtin import BUILTINS
+    from gantk.io.bundled import BUNDLED, MODELS_DIR
     from gantk.io.weights import search_dirs, weights_report
     from gantk.ops import backend_report
 
@@ -39,6 +40,7 @@ def collect_info() -> dict:
         "weights_search_path": [str(d) for d in search_dirs()],
         "weights": weights_report(),
         "builtin_datasets": sorted(BUILTINS),
+        "bundled_models": {spec: (MODELS_DIR / f).is_file() for spec, f in BUNDLED.items()},
     }
 
 
@@ -66,6 +68,15 @@ def info(as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
         for name, op in ops["ops"].items():
             rows.append([f"  {name}", f"{op['path']}; kernel covers {op['kernel_covers']}"])
         rows.append(["weights searched in", "; ".join(facts["weights_search_path"])])
+        rows.append(
+            [
+                "bundled models",
+                ", ".join(
+                    spec + ("" if ok else " (missing: make models)")
+                    for spec, ok in facts["bundled_models"].items()
+                ),
+            ]
+        )
         out.table("gantk", ["item", "value"], rows)
         out.table(
             "standard weight files",

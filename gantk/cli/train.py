@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gantk.cli import attribution
+from gantk.cli import attribution, texture
 from gantk.cli.common import (
     DeviceOpt,
     ForceOpt,
@@ -21,7 +21,8 @@ from gantk.cli.common import (
 )
 
 app = typer.Typer(
-    help="Train models: GANs, fingerprint encoders, attributors.", no_args_is_help=True
+    help="Train models: GANs, fingerprint encoders, attributors, Texture Mixers.",
+    no_args_is_help=True,
 )
 
 
@@ -499,3 +500,4 @@ def train_stego_command(
 
 
 app.command("attributor", help=attribution.train_attributor.__doc__)(attribution.train_attributor)
+app.command("texture", help=texture.train_texture.__doc__)(texture.train_texture)

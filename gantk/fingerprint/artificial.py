@@ -26,35 +26,21 @@ from gantk.errors import GantkError
 from gantk.fingerprint import bits as fpbits
 from gantk.fingerprint.stego import StegoDecoder, StegoEncoder, decode_bits, embed_any_size
 from gantk.io.atomic import atomic_dir, check_output
+from gantk.io.bundled import resolve_model_path
 from gantk.io.images import UnreadableImage, list_images
 
 RECORD = "fingerprint.json"
 PER_IMAGE_MAP = "fingerprints.csv"
 MIN_SIDE = 16
 EMBED_BATCH = 32  # images loaded, embedded and written per step
-BUILTIN_MODELS = {"builtin:stego-100": "stego-100.safetensors"}
 FORMATS = {"png": ".png", "jpeg": ".jpg"}
 
 
 def resolve_model(spec: str | Path | None) -> Path:
     """A stego model file: a path, or ``builtin:stego-100`` (the default, shipped with gantk)."""
-    spec = str(spec or "builtin:stego-100")
-    if spec.startswith("builtin:"):
-        if spec not in BUILTIN_MODELS:
-            raise GantkError(
-                f"unknown built-in model {spec}; available: {', '.join(BUILTIN_MODELS)}"
-            )
-        path = Path(__file__).resolve().parent.parent / "models" / BUILTIN_MODELS[spec]
-        if not path.is_file():
-            raise GantkError(
-                f"{spec} is missing from this installation ({path}); run `make models` or "
-                "give --encoder/--decoder a trained stego.safetensors"
-            )
-        return path
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise GantkError(f"stego model {path} does not exist; train one with gantk train stego")
-    return path
+    return resolve_model_path(
+        str(spec or "builtin:stego-100"), "stego model", "gantk train stego (stego.safetensors)"
+    )
 
 
 def file_sha256(path: Path) -> str:

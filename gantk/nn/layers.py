@@ -81,8 +81,12 @@ class EqualConv2d(nn.Module):
         down: int = 1,
         resample_filter: tuple[float, ...] = DEFAULT_FILTER,
         clamp: float | None = None,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
+        if padding_mode not in ("zeros", "reflect"):
+            raise ValueError(f"padding_mode must be 'zeros' or 'reflect', got {padding_mode!r}")
+        self.padding_mode = padding_mode
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
@@ -102,6 +106,10 @@ class EqualConv2d(nn.Module):
             total = (taps - self.down) + (self.kernel_size - 1)
             x = filter2d(x, self.resample_filter, ((total + 1) // 2, total // 2))
             x = F.conv2d(x, w, stride=self.down)
+        elif self.padding_mode == "reflect" and self.kernel_size > 1:
+            # Reflect padding keeps borders texture-like, so tiles of a fully convolutional
+            # generator do not show dark frames (Texture Mixer).
+            x = F.conv2d(F.pad(x, [self.kernel_size // 2] * 4, mode="reflect"), w)
         else:
             x = F.conv2d(x, w, padding=self.kernel_size // 2)
         act_gain = LRELU_GAIN * gain if self.activation == "lrelu" else gain

@@ -1,0 +1,443 @@
+"""``gantk texture-mix`` and ``gantk train texture``: the Texture Mixer (thesis ch. 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gantk.cli.common import (
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    Output,
+    QuietOpt,
+    SeedOpt,
+    ThreadsOpt,
+    handle_errors,
+    resolve_device,
+    set_threads,
+)
+
+MODES = ("strip", "palette", "dissolve", "brush", "fill")
+
+
+def _mode(palette: bool, dissolve: bool, brush: Path | None, fill: Path | None) -> str:
+    from gantk.errors import GantkError
+
+    chosen = [
+        name
+        for name, on in (
+            ("--palette", palette),
+            ("--dissolve", dissolve),
+            ("--brush", brush is not None),
+            ("--fill", fill is not None),
+        )
+        if on
+    ]
+    if len(chosen) > 1:
+        raise GantkError(f"{' and '.join(chosen)} exclude each other; pick one mode")
+    return chosen[0].removeprefix("--") if chosen else "strip"
+
+
+def _read_mask(path: Path) -> tuple:
+    """A mask image as (H, W) float in [0, 1] (white = 1); any mode is converted to grey."""
+    import numpy as np
+
+    from gantk.errors import GantkError
+    from gantk.io.images import load_rgb
+
+    if not path.is_file():
+        raise GantkError(f"mask {path} does not exist; give a black-and-white image")
+    arr = load_rgb(path).astype(np.float32).mean(axis=2) / 255.0
+    return arr
+
+
+def _read_image(spec: str):
+    """A whole image (file or builtin:NAME) as a 1 x 3 x H x W tensor in [-1, 1]."""
+    import torch
+
+    from gantk.texture.data import load_texture_sources
+
+    image = load_texture_sources(spec)[0].image
+    return torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+@handle_errors
+def texture_mix(
+    textures: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="TEXTURE...",
+            help="Texture images or builtin:NAME (brick, grass, gravel, moon, hubble, ihc, or a "
+            "photo: astronaut, coffee, ...). Strip, dissolve and fill: 2; palette: 4 (top-left, "
+            "top-right, bottom-left, bottom-right); brush: BACKGROUND BRUSH_TEXTURE.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Output image (.png/.jpg; .gif for --dissolve).", show_default=False
+        ),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Texture Mixer (.safetensors from `gantk train texture`) or "
+            "builtin:texture-mixer (bundled, trained on builtin:textures).",
+        ),
+    ] = "builtin:texture-mixer",
+    length: Annotated[
+        int, typer.Option("--length", help="Strip: length in pixels (left to right).")
+    ] = 1024,
+    height: Annotated[
+        int | None,
+        typer.Option("--height", help="Strip: height in pixels (default: the model's size)."),
+    ] = None,
+    palette: Annotated[
+        bool, typer.Option("--palette", help="4-corner palette of --size x --size pixels.")
+    ] = False,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size",
+            help="Palette side (default 1024) or dissolve frame side (default 2x the model's "
+            "size), in pixels.",
+        ),
+    ] = None,
+    dissolve: Annotated[
+        bool,
+        typer.Option("--dissolve", help="Animated cross-dissolve from the first to the second."),
+    ] = False,
+    frames: Annotated[int, typer.Option("--frames", help="Dissolve: number of frames.")] = 48,
+    fps: Annotated[float, typer.Option("--fps", help="Dissolve: frames per second.")] = 24.0,
+    brush: Annotated[
+        Path | None,
+        typer.Option(
+            "--brush",
+            help="Paint the second texture over the first (a whole background image) where "
+            "this mask (same size as the background) is white.",
+        ),
+    ] = None,
+    sigma: Annotated[
+        float, typer.Option("--sigma", help="Brush: Gaussian softness of the edge, in pixels.")
+    ] = 8.0,
+    fill: Annotated[
+        Path | None,
+        typer.Option(
+            "--fill",
+            help="Fill the white region of this mask in --image with an interpolation from the "
+            "first texture (left) to the second (right).",
+        ),
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Fill: the photo with the hole.")
+    ] = None,
+    blend: Annotated[
+        str,
+        typer.Option(
+            "--blend",
+            help="How placed textures and fills meet the synthesis: none, graphcut, poisson or "
+            "graphcut+poisson.",
+        ),
+    ] = "graphcut+poisson",
+    no_shuffle: Annotated[
+        bool,
+        typer.Option("--no-shuffle", help="Tile latents without random shuffling (repeats)."),
+    ] = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Mix textures with a Texture Mixer: strips, palettes, dissolves, brushes, fills.
+
+    Textures are encoded to a latent space where tiling, shuffling and weighted blending make
+    seamless transitions of any size; placed textures are then restored exactly (--blend).
+    Each texture is read as its centre square resized to the model's size (upscaled, and said,
+    when smaller). Examples:
+
+      gantk texture-mix builtin:brick builtin:gravel --out strip.png --length 1024
+
+      gantk texture-mix a.jpg b.jpg c.jpg d.jpg --palette --size 1024 --out palette.png
+
+      gantk texture-mix a.jpg b.jpg --dissolve --frames 48 --out dissolve.gif
+
+      gantk texture-mix background.jpg brush.jpg --brush mask.png --out painted.png
+
+      gantk texture-mix left.jpg right.jpg --fill hole.png --image photo.jpg --out filled.png
+    """
+    import time
+
+    import numpy as np
+
+    from gantk.errors import GantkError
+    from gantk.io.atomic import atomic_file, check_output
+    from gantk.io.images import save_image
+    from gantk.texture.data import load_texture
+    from gantk.texture.mixing import (
+        Mixer,
+        latent_cells,
+        palette_placements,
+        restore_placed,
+        strip_placements,
+        to_uint8,
+    )
+    from gantk.texture.postprocess import parse_blend
+    from gantk.texture.train import load_texture_mixer
+
+    output = Output(quiet, as_json)
+    mode = _mode(palette, dissolve, brush, fill)
+    parse_blend(blend)
+    needed = {"strip": 2, "dissolve": 2, "fill": 2, "brush": 2, "palette": 4}[mode]
+    if mode == "palette" and len(textures) != 4:
+        raise GantkError(f"--palette takes exactly 4 textures (the corners), got {len(textures)}")
+    if len(textures) < needed:
+        raise GantkError(
+            f"{mode} needs {needed} textures, got {len(textures)}; give "
+            f"{needed - len(textures)} more"
+        )
+    if len(textures) > needed:
+        hint = "; for 4 corners use --palette" if mode == "strip" else ""
+        raise GantkError(f"{mode} takes {needed} textures, got {len(textures)}{hint}")
+    suffix = out.suffix.lower()
+    if mode == "dissolve" and suffix != ".gif":
+        raise GantkError("--dissolve writes an animated GIF; give --out NAME.gif")
+    if mode != "dissolve" and suffix not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif"):
+        raise GantkError(f"--out {out}: use an image extension such as .png or .jpg")
+    if mode == "fill" and image is None:
+        raise GantkError("--fill needs --image, the photo with the hole")
+    if image is not None and mode != "fill":
+        raise GantkError("--image is the photo for --fill; leave it out in this mode")
+    inputs = [t for t in textures if not t.startswith("builtin:")] + [
+        str(p) for p in (brush, fill) if p is not None
+    ]
+    if image is not None and not image.startswith("builtin:"):
+        inputs.append(image)
+    check_output(out, force, inputs)
+
+    set_threads(threads)
+    mixer_model = load_texture_mixer(model, resolve_device(device))
+    mixer = Mixer(mixer_model, shuffle=not no_shuffle)
+    resolution = mixer.resolution
+    first = 1 if mode == "brush" else 0  # the brush background is read whole, not as a texture
+    loaded = []
+    for spec in textures[first:]:
+        tensor, note = load_texture(spec, resolution)
+        if note:
+            output.warn(note)
+        loaded.append(tensor)
+
+    started = time.perf_counter()
+    t = latent_cells(resolution)
+    result: np.ndarray | list[np.ndarray]
+    if mode == "strip":
+        height = height or resolution
+        canvas = mixer.strip(loaded, length, seed, height)
+        placed = strip_placements(latent_cells(length), t)
+        result = restore_placed(canvas, loaded, placed, blend)
+    elif mode == "palette":
+        size = size or 1024
+        canvas = mixer.palette(loaded, size, seed)
+        result = restore_placed(canvas, loaded, palette_placements(latent_cells(size), t), blend)
+    elif mode == "dissolve":
+        side = size or 2 * resolution
+        result = [to_uint8(f) for f in mixer.dissolve(loaded, frames, (side, side), seed)]
+    elif mode == "brush":
+        assert brush is not None
+        background = _read_image(textures[0])
+        mask = _read_mask(brush)
+        import torch
+
+        painted = mixer.brush(background, loaded[0], torch.from_numpy(mask), sigma, seed)
+        result = to_uint8(painted).astype(np.float32) / 255.0
+    else:
+        assert fill is not None and image is not None
+        photo = _read_image(image)
+        hole = _read_mask(fill) > 0.5
+        base = to_uint8(photo).astype(np.float32) / 255.0
+        result = mixer.fill(loaded, base, hole, blend, seed)
+    seconds = time.perf_counter() - started
+
+    with atomic_file(out, force) as tmp:
+        if isinstance(result, list):
+            from PIL import Image
+
+            frames_pil = [Image.fromarray(f) for f in result]
+            frames_pil[0].save(
+                tmp,
+                format="GIF",
+                save_all=True,
+                append_images=frames_pil[1:],
+                duration=round(1000 / fps),
+                loop=0,
+            )
+            shape = result[0].shape
+        else:
+            pixels = np.clip(np.round(result * 255), 0, 255).astype(np.uint8)
+            save_image(pixels, tmp, named_as=out)
+            shape = pixels.shape
+    output.say(f"{mode}: wrote {out} ({shape[1]}x{shape[0]} px) in {seconds:.2f} s")
+    output.result(
+        {
+            "mode": mode,
+            "out": str(out),
+            "width": int(shape[1]),
+            "height": int(shape[0]),
+            "frames": len(result) if isinstance(result, list) else 1,
+            "seconds": round(seconds, 4),
+            "model": model,
+        }
+    )
+
+
+@handle_errors
+def train_texture(
+    data: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="TEXTURES",
+            help="Texture photos: folder, image file or builtin:textures (omit with --resume). "
+            "The top 75% of every image's rows are used; the rest is kept for evaluation.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run folder (new, or the one to resume)."),
+    ] = None,
+    resolution: Annotated[
+        int, typer.Option("--resolution", "-r", help="Training crop size (power of two).")
+    ] = 128,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 100_000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Texture pairs per step.")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 0.0015,
+    channels: Annotated[
+        int, typer.Option("--channels", help="Generator width (paper: 256).")
+    ] = 256,
+    latent_channels: Annotated[
+        int, typer.Option("--latent-channels", help="Local latent channels (paper: 128).")
+    ] = 128,
+    global_dim: Annotated[
+        int, typer.Option("--global-dim", help="Global code size (paper: 128).")
+    ] = 128,
+    res_blocks: Annotated[
+        int, typer.Option("--res-blocks", help="Residual blocks in the generator.")
+    ] = 5,
+    d_channels: Annotated[
+        int, typer.Option("--d-channels", help="Critic width at full resolution.")
+    ] = 64,
+    no_shuffle: Annotated[
+        bool, typer.Option("--no-shuffle", help="Ablation: no latent shuffling in training.")
+    ] = False,
+    no_blend: Annotated[
+        bool,
+        typer.Option("--no-blend", help="Ablation: interpolate a texture only with itself."),
+    ] = False,
+    no_global: Annotated[
+        bool, typer.Option("--no-global", help="Ablation: no global code z^g.")
+    ] = False,
+    l1_weight: Annotated[float, typer.Option("--l1-weight", help="λ1, pixel L1.")] = 100.0,
+    gram_weight: Annotated[
+        float, typer.Option("--gram-weight", help="λ2 = λ4, Gram losses.")
+    ] = 0.001,
+    adv_weight: Annotated[
+        float, typer.Option("--adv-weight", help="λ3 = λ5, WGAN-GP losses.")
+    ] = 1.0,
+    gram_every: Annotated[
+        int,
+        typer.Option(
+            "--gram-every",
+            help="Compute the Gram losses every N steps at N times the weight (saves the VGG "
+            "passes on a CPU).",
+        ),
+    ] = 1,
+    gram_net: Annotated[
+        str,
+        typer.Option(
+            "--gram-net",
+            help="vgg19 (ImageNet weights, vgg19-dcbb9e9d.pth), random-vgg19 (fixed random "
+            "weights), or auto (vgg19 when its weight file is found).",
+        ),
+    ] = "auto",
+    gram_weights: Annotated[
+        Path | None, typer.Option("--gram-weights", help="Explicit VGG-19 weight file.")
+    ] = None,
+    snapshot_every: Annotated[
+        int, typer.Option("--snapshot-every", help="Save model, state and a sample every N.")
+    ] = 500,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")
+    ] = False,
+    threads: ThreadsOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a Texture Mixer: reconstruction and interpolation tasks together.
+
+    Reconstruction: L1, Gram (VGG-19 relu1_1..relu5_1) and WGAN-GP losses. Interpolation:
+    latents tiled 3x3, shuffled at scales 1, 2, 4, ... with the corner tiles kept, blended with
+    α ~ U(0, 1); a random crop gets α-weighted Gram and WGAN-GP losses. Training crops are
+    augmented (histogram matching, flips, rotation, downscaling up to 4x). Writes
+    OUT/latest.safetensors (EMA weights, for texture-mix and evaluate texture),
+    OUT/state.safetensors (exact resume), OUT/log.jsonl and OUT/samples/.
+    """
+    from gantk.errors import GantkError
+    from gantk.texture.train import TextureTrainConfig, start_or_resume
+
+    if out is None:
+        raise GantkError("give --out, the run folder")
+    if resume and data is not None:
+        raise GantkError("--resume continues the run in --out; leave out TEXTURES")
+    if not resume and data is None:
+        raise GantkError("give TEXTURES to train on (or --resume with --out)")
+    set_threads(threads)
+    config = TextureTrainConfig(
+        data=data or "",
+        resolution=resolution,
+        latent_channels=latent_channels,
+        global_dim=0 if no_global else global_dim,
+        channels=channels,
+        res_blocks=res_blocks,
+        d_channels=d_channels,
+        batch_size=batch_size,
+        steps=steps,
+        lr=lr,
+        l1_weight=l1_weight,
+        gram_weight=gram_weight,
+        adv_weight=adv_weight,
+        gram_every=gram_every,
+        shuffle=not no_shuffle,
+        blend=not no_blend,
+        gram_net=gram_net,
+        gram_weights=str(gram_weights) if gram_weights else None,
+        seed=seed,
+        device=resolve_device(device),
+        snapshot_every=snapshot_every,
+    )
+    output = Output(quiet, as_json)
+    trainer = start_or_resume(config, out, resume)
+    output.say(f"Gram losses on {trainer.gram.name} features")
+    done = {"step": trainer.step}
+    with output.progress(trainer.config.steps, "training") as advance:
+        if trainer.step:
+            advance(trainer.step)
+
+        def on_log(entry: dict) -> None:
+            # A log window without a --gram-every step has no Gram terms.
+            gram = f" Gram {entry['gram_rec']:.3f}" if "gram_rec" in entry else ""
+            status = f"step {entry['step']} L1 {entry['l1']:.3f}{gram}"
+            advance(entry["step"] - done["step"], status)
+            done["step"] = entry["step"]
+
+        final = trainer.run(on_log)
+    l1 = final.get("l1", float("nan"))
+    output.say(f"step {trainer.step}: L1 {l1:.4f}; saved {out}/latest.safetensors")
+    output.result({"out": str(out), "gram_net": trainer.gram.name, **final})

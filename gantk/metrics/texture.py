@@ -1,0 +1,300 @@
+"""Quantitative evaluation of texture interpolation (Texture Mixer, thesis §3.4.2, Table 3.1).
+
+The "horizontal interpolation task": two side textures (R x R, R the model's resolution) are
+placed at the ends of an R x 8R strip (the paper's 128 x 1024) and the method fills the strip.
+Per strip:
+
+- SPD (side perceptual distance): LPIPS between the strip's left R x R end and the left texture
+  and between its right end and the right texture, averaged. Lower is better: the user's
+  textures should survive at the places they were put.
+- CGD (centre Gram distance): (GramDist(centre, left) + GramDist(centre, right)) /
+  GramDist(left, right), centre = the strip's central R x R crop, GramDist the Frobenius
+  distance between the VGG-19 relu1_1..relu5_1 Gram matrices of two images, all five layers
+  together. Being a metric, CGD is at least 1, exactly 1 when the centre's style lies on the
+  straight segment between the sides' (Table 3.1's values are 1.1-1.5). Lower is better.
+- CCD (centre cosine distance): 1 - cos between gram(centre) - gram(left) and
+  gram(right) - gram(centre), Gram matrices flattened into one vector: 0 when the centre's
+  style lies on the straight path from left to right.
+- CSWD (centre sliced Wasserstein distance): gantk's multi-scale Laplacian-pyramid SWD
+  (:mod:`gantk.metrics.swd`, the ProGAN protocol) between all centre crops and as many real
+  R x R crops of the test textures. Like ``gantk evaluate swd`` and ProGAN's report it is
+  multiplied by 1e3 and averaged over the pyramid levels. With tens of crops (the paper's
+  setting is larger) the value is noisy and biased upwards: compare methods at equal counts.
+- seconds: wall-clock time to make one strip.
+
+Feature networks: the standard numbers use ImageNet VGG-19 for the Gram metrics and LPIPS v0.1
+with an AlexNet trunk for SPD. Without those weight files the same architectures with fixed
+random weights can be used; the metrics then carry the network in their name
+(``cgd[random-vgg19]``, ``spd[random-lpips-alex]``) so they are never mistaken for the paper's.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gantk.errors import GantkError
+from gantk.metrics.lpips_metric import load_lpips, lpips_distance, network_name
+from gantk.metrics.swd import swd_images
+from gantk.texture.data import TextureSampler, TextureSource
+from gantk.texture.gram import GramNet, gram_matrices, gram_vector
+from gantk.texture.latent import strip_weights
+
+LENGTH_FACTOR = 8  # strip length in side-texture widths: the paper's 128 x 1024
+STANDARD_GRAM = "vgg19"
+STANDARD_LPIPS = "lpips-alex"
+LPIPS_NETS = ("auto", "alex", "vgg", "random-alex", "random-vgg")
+RANDOM_SEED = 0  # random-lpips-* trunks are the same on every machine
+METRICS = ("spd", "cgd", "ccd", "cswd", "seconds")
+
+# A method makes an R x length strip from (left, right, length); tensors 1x3xRxR in [-1, 1].
+Method = Callable[[Tensor, Tensor, int], Tensor]
+
+
+@dataclass
+class StripScores:
+    spd: float
+    cgd: float
+    ccd: float
+    seconds: float
+
+
+# -- networks ----------------------------------------------------------------------------------
+
+
+def load_texture_lpips(
+    choice: str = "auto", weights: str | Path | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """LPIPS for SPD: ``alex``/``vgg`` are the standard model (the torchvision trunk file is
+    required, see :func:`gantk.metrics.lpips_metric.load_lpips`); ``random-alex``/``random-vgg``
+    keep LPIPS' learned linear heads (shipped in the lpips wheel) on a trunk with seeded random
+    weights and read no file; ``auto`` takes ``alex`` when its file is there."""
+    from gantk.io.weights import locate
+
+    if choice not in LPIPS_NETS:
+        raise GantkError(f"--lpips-net {choice!r} is not one of {', '.join(LPIPS_NETS)}")
+    if choice == "auto":
+        choice = "alex" if (weights is not None or locate("alexnet") is not None) else "random-alex"
+    if not choice.startswith("random-"):
+        return load_lpips(choice, weights, device)
+    if weights is not None:
+        raise GantkError(
+            f"--lpips-net {choice} reads no weight file; drop --lpips-weights or use "
+            f"--lpips-net {choice.removeprefix('random-')}"
+        )
+    import lpips
+
+    base = choice.removeprefix("random-")
+    # fork_rng: seeding for a reproducible trunk must not change the caller's random stream.
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        torch.manual_seed(RANDOM_SEED)
+        warnings.simplefilter("ignore")  # lpips' use of torchvision's deprecated arguments
+        model = lpips.LPIPS(net=base, pretrained=True, pnet_rand=True, verbose=False)
+    model.gantk_name = f"random-lpips-{base}"
+    return model.to(device).eval().requires_grad_(False)
+
+
+def metric_names(gram_name: str, lpips_name: str) -> dict[str, str]:
+    """Plain metric -> reported name: 'cgd' with ImageNet VGG-19, 'cgd[random-vgg19]' with any
+    other Gram network; 'spd' with standard LPIPS-alex, e.g. 'spd[random-lpips-alex]'."""
+
+    def named(metric: str, network: str, standard: str) -> str:
+        return metric if network == standard else f"{metric}[{network}]"
+
+    return {
+        "spd": named("spd", lpips_name, STANDARD_LPIPS),
+        "cgd": named("cgd", gram_name, STANDARD_GRAM),
+        "ccd": named("ccd", gram_name, STANDARD_GRAM),
+        "cswd": "cswd",
+        "seconds": "seconds",
+    }
+
+
+# -- one strip ---------------------------------------------------------------------------------
+
+
+def center_crop(strip: Tensor, size: int) -> Tensor:
+    """The central ``size`` x ``size`` crop (columns 3.5R..4.5R of an 8R strip)."""
+    height, width = strip.shape[-2:]
+    y, x = (height - size) // 2, (width - size) // 2
+    return strip[..., y : y + size, x : x + size]
+
+
+def gram_scores(
+    grams_left: list[Tensor], grams_right: list[Tensor], grams_center: list[Tensor]
+) -> tuple[Tensor, Tensor]:
+    """(CGD, CCD) per sample from the three images' Gram matrices (lists over layers of
+    (B, C, C)); computed in float64 because the Gram differences of similar textures are small
+    next to the matrices themselves."""
+    left = [g.double() for g in grams_left]
+    right = [g.double() for g in grams_right]
+    center = [g.double() for g in grams_center]
+    v_left, v_right, v_center = gram_vector(left), gram_vector(right), gram_vector(center)
+    # Distances are Frobenius norms (not squared) over all five layers' Gram matrices: a metric,
+    # so CGD >= 1 with equality on the straight path, matching Table 3.1's values (1.1-1.5).
+    cgd = ((v_center - v_left).norm(dim=1) + (v_right - v_center).norm(dim=1)) / (
+        v_right - v_left
+    ).norm(dim=1)
+    ccd = 1.0 - F.cosine_similarity(v_center - v_left, v_right - v_center, dim=1, eps=1e-30)
+    return cgd, ccd
+
+
+@torch.no_grad()
+def score_strip(
+    strip: Tensor,
+    left: Tensor,
+    right: Tensor,
+    gram_net: GramNet,
+    lpips_model: nn.Module,
+    seconds: float = 0.0,
+) -> StripScores:
+    """SPD, CGD and CCD of one strip (1x3xHxW in [-1, 1]) made from ``left`` and ``right``
+    (1x3xRxR); ``seconds`` is passed through (the time it took to make the strip)."""
+    size = left.shape[-1]
+    if strip.shape[-2] < size or strip.shape[-1] < 2 * size:
+        raise GantkError(
+            f"a {strip.shape[-2]}x{strip.shape[-1]} strip cannot hold two {size} px textures"
+        )
+    device = next(gram_net.parameters()).device
+    # One memory layout for all: crops from the sampler come channels-last, and the convolutions
+    # then take another code path, so identical pixels would not give exactly identical features.
+    strip, left, right = (t.to(device).float().contiguous() for t in (strip, left, right))
+    ends = torch.cat([strip[..., :size, :size], strip[..., :size, -size:]])
+    # One LPIPS call for both ends: the two distances are then averaged.
+    spd = lpips_distance(lpips_model, ends, torch.cat([left, right])).mean()
+    # One Gram-net pass for the three R x R images: rows 0, 1, 2 = left, right, centre.
+    grams = gram_matrices(gram_net, torch.cat([left, right, center_crop(strip, size)]))
+    cgd, ccd = gram_scores(
+        [g[0:1] for g in grams], [g[1:2] for g in grams], [g[2:3] for g in grams]
+    )
+    return StripScores(float(spd), float(cgd[0]), float(ccd[0]), float(seconds))
+
+
+# -- the baseline ------------------------------------------------------------------------------
+
+
+def _tiled(texture: Tensor, length: int, anchor: int) -> Tensor:
+    """``texture`` repeated along the width, one copy starting exactly at column ``anchor``."""
+    size = texture.shape[-1]
+    columns = (torch.arange(length, device=texture.device) - anchor) % size
+    return texture[..., columns]
+
+
+def alpha_blend_strip(left: Tensor, right: Tensor, length: int) -> Tensor:
+    """Naive pixel-space interpolation: each side texture tiled over the canvas (aligned with
+    its copy at its end) and cross-faded with the horizontal ramp the Mixer uses in latent
+    space (:func:`gantk.texture.latent.strip_weights` at pixel resolution): ``left`` alone over
+    the first R columns, ``right`` alone over the last R, linear in between."""
+    size = left.shape[-1]
+    if length < 2 * size:
+        raise GantkError(f"a strip of {length} px cannot hold two {size} px textures")
+    weights = strip_weights(1, length, size).to(left.device, left.dtype)  # (2, 1, length)
+    return weights[0] * _tiled(left, length, 0) + weights[1] * _tiled(right, length, length - size)
+
+
+# -- the task ----------------------------------------------------------------------------------
+
+
+def check_sources(sources: list[TextureSource], size: int, split: str) -> None:
+    """Every test texture must hold an R x R crop; the message says which one does not."""
+    for source in sources:
+        height, width = source.image.shape[:2]
+        if height < size or width < size:
+            part = "" if split == "all" else f" (its {split} split)"
+            hint = "" if split == "all" else ", or --split all"
+            raise GantkError(
+                f"test texture {source.name} is {width}x{height} px{part}, smaller than the "
+                f"model's {size} px textures; give test textures of at least {size} px{hint}"
+            )
+
+
+def sample_pairs(
+    sources: list[TextureSource], size: int, count: int, seed: int = 0, split: str = "all"
+) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+    """``count`` (left, right) pairs of plain ``size`` crops, each pair from two different
+    textures when there are several (interpolating a texture with itself says little), and
+    ``count`` further crops as the real set of CSWD. Deterministic given ``seed``; ``split``
+    (the part of the images the sources hold) only words the error for too small textures."""
+    check_sources(sources, size, split)
+    rng = np.random.default_rng(seed)
+    samplers = [TextureSampler([s], size, augment=False) for s in sources]
+    pairs = []
+    for _ in range(count):
+        if len(sources) > 1:
+            a, b = (int(i) for i in rng.choice(len(sources), size=2, replace=False))
+        else:
+            a = b = 0
+        pairs.append((samplers[a].sample(1, rng), samplers[b].sample(1, rng)))
+    real = TextureSampler(sources, size, augment=False).sample(count, rng)
+    return pairs, real
+
+
+def _to_uint8(images: Tensor) -> Tensor:
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def evaluate_interpolation(
+    method: Method,
+    pairs: list[tuple[Tensor, Tensor]],
+    real_crops: Tensor,
+    gram_net: GramNet,
+    lpips_model: nn.Module,
+    length_factor: int = LENGTH_FACTOR,
+    *,
+    on_strip: Callable[[int, Tensor], None] | None = None,
+    swd_seed: int = 0,
+    warmup: bool = True,
+) -> dict:
+    """Run ``method`` on every pair (strips R x ``length_factor``·R) and score it.
+
+    Returns ``{"metrics": {name: mean, name + "_std": std, ..., "cswd": value}, "pairs": N,
+    "length": pixels, "networks": {"gram": ..., "lpips": ...}}`` with names from
+    :func:`metric_names` (std over pairs, ddof=0). ``on_strip(i, strip)`` sees each strip
+    (for sample grids and progress). With ``warmup`` the first pair is run once untimed
+    before the timed runs.
+    """
+    if not pairs:
+        raise GantkError("no texture pairs to evaluate; ask for at least one pair")
+    size = pairs[0][0].shape[-1]
+    length = length_factor * size
+    if warmup:  # first-call costs (allocator, cuDNN autotuning) are not the method's
+        method(*pairs[0], length)
+    scores: list[StripScores] = []
+    centers = []
+    for index, (left, right) in enumerate(pairs):
+        start = time.perf_counter()
+        strip = method(left, right, length)
+        if strip.is_cuda:
+            torch.cuda.synchronize(strip.device)  # kernels run asynchronously
+        seconds = time.perf_counter() - start
+        if strip.shape[-1] != length or strip.shape[-2] < size:
+            raise GantkError(
+                f"the method made a {strip.shape[-2]}x{strip.shape[-1]} strip, "
+                f"expected {size}x{length}"
+            )
+        scores.append(score_strip(strip, left, right, gram_net, lpips_model, seconds))
+        centers.append(_to_uint8(center_crop(strip, size)))
+        if on_strip is not None:
+            on_strip(index, strip)
+    names = metric_names(gram_net.name, network_name(lpips_model))
+    metrics: dict[str, float] = {}
+    for key in ("spd", "cgd", "ccd", "seconds"):
+        values = np.array([getattr(s, key) for s in scores], dtype=np.float64)
+        metrics[names[key]] = float(values.mean())
+        metrics[names[key] + "_std"] = float(values.std())
+    cswd = swd_images(_to_uint8(real_crops), torch.cat(centers), seed=swd_seed)
+    metrics[names["cswd"]] = float(cswd["mean"])
+    return {
+        "metrics": metrics,
+        "pairs": len(pairs),
+        "length": length,
+        "networks": {"gram": gram_net.name, "lpips": network_name(lpips_model)},
+    }

@@ -1,0 +1,1 @@
+"""Texture Mixer: controllable texture interpolation (thesis ch. 3)."""

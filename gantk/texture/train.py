@@ -1,0 +1,392 @@
+"""Training the Texture Mixer: the reconstruction task and the interpolation task at once
+(thesis §3.3.1-3.3.2).
+
+Per step, for pairs of real crops (S1, S2):
+- reconstruction: S_i -> (E^l, E^g) -> G -> Ŝ_i with L1 (λ1), Gram (λ2) and adversarial (λ3,
+  critic D_rec) losses;
+- interpolation: z^l_i tiled 3x3, shuffled with the corner tiles kept, blended with α ~ U(0, 1)
+  (as are the global codes), decoded at 3x size, a random crop judged by Gram (λ4) and
+  adversarial (λ5, critic D_itp) losses, each α-weighted between S1 and S2.
+Ablations of Table 3.1: ``no_shuffle``, ``no_blend`` (S2 = S1), ``global_dim=0`` (no z^g).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gantk.errors import GantkError
+from gantk.gan.losses import gradient_penalty
+from gantk.io.bundled import resolve_model_path
+from gantk.io.checkpoint import (
+    load_checkpoint,
+    load_training_state,
+    read_metadata,
+    rng_state,
+    save_checkpoint,
+    save_training_state,
+    set_rng_state,
+)
+from gantk.texture.gram import GramNet, gram_distance, gram_matrices, load_gram_net
+from gantk.texture.latent import training_tiles
+from gantk.texture.networks import KIND, TextureCritic, TextureMixer, TextureMixerConfig, spread
+
+MODEL_FILE = "latest.safetensors"
+STATE_FILE = "state.safetensors"
+LOG_FILE = "log.jsonl"
+STATE_KIND = "texture-training-state"
+
+
+@dataclass
+class TextureTrainConfig:
+    data: str
+    resolution: int = 128
+    latent_channels: int = 128
+    global_dim: int = 128
+    channels: int = 256
+    res_blocks: int = 5
+    d_channels: int = 64
+    batch_size: int = 8  # pairs per step
+    steps: int = 100_000
+    lr: float = 0.0015
+    ema: float = 0.999
+    l1_weight: float = 100.0  # λ1 (the authors' code: 200)
+    gram_weight: float = 0.001  # λ2 = λ4 (the authors' code: 0.002)
+    adv_weight: float = 1.0  # λ3 = λ5
+    gp_weight: float = 10.0
+    # Gram terms every N steps at N times the weight (the lazy-regularisation trick): the VGG
+    # passes dominate a CPU step, and the style statistics change slowly.
+    gram_every: int = 1
+    drift_weight: float = 0.001  # keeps critic outputs near zero (Karras et al. 2018)
+    shuffle: bool = True
+    blend: bool = True
+    gram_net: str = "auto"
+    gram_weights: str | None = None
+    augment: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    snapshot_every: int = 500
+    log_every: int = 50
+
+    def model_config(self) -> TextureMixerConfig:
+        return TextureMixerConfig(
+            self.resolution,
+            self.latent_channels,
+            self.global_dim,
+            self.channels,
+            self.res_blocks,
+            self.d_channels,
+        ).validate()
+
+    def validate(self) -> TextureTrainConfig:
+        self.model_config()
+        for name in ("batch_size", "steps", "snapshot_every", "log_every", "gram_every"):
+            if getattr(self, name) < 1:
+                raise GantkError(f"--{name.replace('_', '-')} must be positive")
+        if self.lr <= 0 or not 0 <= self.ema < 1:
+            raise GantkError("--lr must be positive and --ema in [0, 1)")
+        if min(self.l1_weight, self.gram_weight, self.adv_weight, self.gp_weight) < 0:
+            raise GantkError("loss weights must be non-negative")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TextureTrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def random_crops(images: Tensor, size: int, gen: torch.Generator) -> Tensor:
+    """One random ``size`` crop per image (independent positions)."""
+    h, w = images.shape[2:]
+    ys = torch.randint(0, h - size + 1, (images.shape[0],), generator=gen).tolist()
+    xs = torch.randint(0, w - size + 1, (images.shape[0],), generator=gen).tolist()
+    return torch.stack(
+        [img[:, y : y + size, x : x + size] for img, y, x in zip(images, ys, xs, strict=True)]
+    )
+
+
+class TextureTrainer:
+    def __init__(self, config: TextureTrainConfig, out: Path) -> None:
+        from gantk.texture.data import TextureSampler, load_texture_sources
+
+        self.config = config.validate()
+        self.out = Path(out)
+        self.device = torch.device(config.device)
+        torch.manual_seed(config.seed)
+        model_cfg = config.model_config()
+        self.model = TextureMixer(model_cfg).to(self.device)
+        self.model_ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.d_rec = TextureCritic(model_cfg).to(self.device)
+        self.d_itp = TextureCritic(model_cfg).to(self.device)
+        self.gram: GramNet = load_gram_net(config.gram_net, config.gram_weights, self.device)
+        betas = (0.0, 0.99)
+        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=betas)
+        d_params = list(self.d_rec.parameters()) + list(self.d_itp.parameters())
+        self.opt_d = torch.optim.Adam(d_params, lr=config.lr, betas=betas)
+        sources = load_texture_sources(config.data, split="train")
+        self.sampler = TextureSampler(sources, config.resolution, augment=config.augment)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+
+    # -- data --------------------------------------------------------------------------------
+
+    def _pairs(self) -> tuple[Tensor, Tensor]:
+        """Batch of (S1, S2); the sampler's RNG is derived from (seed, step) so a resumed run
+        draws exactly the crops it would have drawn."""
+        rng = np.random.default_rng([self.config.seed, self.step])
+        crops = self.sampler.sample(2 * self.config.batch_size, rng).to(self.device)
+        s1, s2 = crops.chunk(2)
+        return s1, (s1 if not self.config.blend else s2)
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def _interpolate(self, s1: Tensor, s2: Tensor) -> tuple[Tensor, Tensor, tuple]:
+        """Decoded 3x3 interpolation of the pair, its random crop and the blend weights."""
+        cfg, gen = self.config, self.generator
+        zl, zg = self.model.encode(torch.cat([s1, s2]))
+        zl1, zl2 = zl.chunk(2)
+        alpha = torch.rand(s1.shape[0], generator=gen).to(self.device)
+        a = alpha[:, None, None, None]
+        big = a * training_tiles(zl1, gen, cfg.shuffle) + (1 - a) * training_tiles(
+            zl2, gen, cfg.shuffle
+        )
+        glob = None
+        if zg is not None:
+            g1, g2 = zg.chunk(2)
+            glob = spread(alpha[:, None] * g1 + (1 - alpha[:, None]) * g2, big)
+        image = self.model.decode(big, glob)
+        return image, random_crops(image, cfg.resolution, gen), (alpha, zl, zg)
+
+    def _gram_losses(
+        self, real: Tensor, recon: Tensor, crop: Tensor, alpha: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Eq. 3.5 and the α-weighted eq. 3.8 (batch means)."""
+        with torch.no_grad():
+            gram_real = gram_matrices(self.gram, real)
+        gram_rec = gram_distance(gram_matrices(self.gram, recon), gram_real).mean()
+        half = crop.shape[0]
+        grams_crop = gram_matrices(self.gram, crop)
+        g1 = [g[:half] for g in gram_real]
+        g2 = [g[half:] for g in gram_real]
+        gram_itp = (
+            alpha * gram_distance(grams_crop, g1) + (1 - alpha) * gram_distance(grams_crop, g2)
+        ).mean()
+        return gram_rec, gram_itp
+
+    def train_step(self, s1: Tensor, s2: Tensor) -> dict[str, float]:
+        cfg = self.config
+        real = torch.cat([s1, s2])
+        pair = [s1, s2]
+
+        # Generator side: encoders + generator.
+        self.model.requires_grad_(True)
+        self.d_rec.requires_grad_(False)
+        self.d_itp.requires_grad_(False)
+        recon = self.model(real)
+        l1 = (recon - real).abs().mean()
+        adv_rec = -self.d_rec(recon).mean()
+        _, crop, (alpha, _, _) = self._interpolate(s1, s2)
+        adv_itp = -self.d_itp(crop).mean()
+        loss_g = cfg.l1_weight * l1 + cfg.adv_weight * (adv_rec + adv_itp)
+        gram_rec = gram_itp = None
+        if self.step % cfg.gram_every == 0:
+            gram_rec, gram_itp = self._gram_losses(real, recon, crop, alpha)
+            loss_g = loss_g + cfg.gram_weight * cfg.gram_every * (gram_rec + gram_itp)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self._update_ema()
+
+        # Critics: WGAN-GP on reconstructions and on interpolation crops. D_itp's real side is
+        # the α-weighted pair, as in eq. 3.9.
+        self.model.requires_grad_(False)
+        self.d_rec.requires_grad_(True)
+        self.d_itp.requires_grad_(True)
+        with torch.no_grad():
+            recon = self.model(real)
+            _, crop, (alpha, _, _) = self._interpolate(s1, s2)
+        d_real = self.d_rec(real)
+        loss_rec = (
+            self.d_rec(recon).mean()
+            - d_real.mean()
+            + cfg.gp_weight * gradient_penalty(self.d_rec, real, recon).mean()
+            + cfg.drift_weight * (d_real**2).mean()
+        )
+        d_itp_fake = self.d_itp(crop)
+        loss_itp = d_itp_fake.mean()
+        for weight, source in zip((alpha, 1 - alpha), pair, strict=True):
+            d_src = self.d_itp(source)
+            gp = gradient_penalty(self.d_itp, source, crop, per_sample=True)
+            loss_itp = (
+                loss_itp
+                + (weight * (-d_src + cfg.gp_weight * gp + cfg.drift_weight * d_src**2)).mean()
+            )
+        self.opt_d.zero_grad(set_to_none=True)
+        (loss_rec + loss_itp).backward()
+        self.opt_d.step()
+        self.step += 1
+        grams = (
+            {} if gram_rec is None else {"gram_rec": gram_rec.item(), "gram_itp": gram_itp.item()}
+        )
+        return {
+            "l1": l1.item(),
+            **grams,
+            "adv_rec": adv_rec.item(),
+            "adv_itp": adv_itp.item(),
+            "d_rec": loss_rec.item(),
+            "d_itp": loss_itp.item(),
+        }
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        for p_ema, p in zip(self.model_ema.parameters(), self.model.parameters(), strict=True):
+            p_ema.lerp_(p, 1 - self.config.ema)
+
+    # -- files -------------------------------------------------------------------------------
+
+    def save_model(self, path: Path | None = None, dtype: torch.dtype | None = None) -> Path:
+        meta = {"gantk.steps": str(self.step), "gantk.data": self.config.data}
+        return save_texture_mixer(
+            path or self.out / MODEL_FILE, self.model_ema, self.gram.name, meta, dtype
+        )
+
+    def save_state(self) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "model_ema": self.model_ema.state_dict(),
+            "d_rec": self.d_rec.state_dict(),
+            "d_itp": self.d_itp.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step": self.step,
+            "generator": self.generator.get_state(),
+            "rng": rng_state(),
+        }
+        save_training_state(self.out / STATE_FILE, state, STATE_KIND, asdict(self.config))
+
+    def load_state(self) -> None:
+        state, _ = load_training_state(self.out / STATE_FILE, STATE_KIND)
+        for name in ("model", "model_ema", "d_rec", "d_itp", "opt_g", "opt_d"):
+            getattr(self, name).load_state_dict(state[name])
+        self.step = int(state["step"])
+        self.generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+
+    def save_samples(self) -> Path:
+        """A strip interpolating two fixed training crops, for watching progress."""
+        from gantk.io.images import save_image
+        from gantk.texture.mixing import Mixer, to_uint8
+
+        rng = np.random.default_rng([self.config.seed, 2**31])
+        pair = self.sampler.sample(2, rng).to(self.device)
+        mixer = Mixer(self.model_ema)
+        strip = mixer.strip(list(pair[:, None]), 4 * self.config.resolution, seed=0)
+        path = self.out / "samples" / f"strip-{self.step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(to_uint8(strip), path)
+        return path
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, on_log: Callable[[dict], None] | None = None) -> dict:
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(
+            json.dumps({**asdict(cfg), "gram_net_used": self.gram.name}, indent=2)
+        )
+        window: list[dict[str, float]] = []
+        entry: dict = {}
+        while self.step < cfg.steps:
+            window.append(self.train_step(*self._pairs()))
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                # Gram terms are only present on the steps that computed them (--gram-every).
+                keys = dict.fromkeys(k for w in window for k in w)
+                entry = {"step": self.step}
+                for k in keys:
+                    values = [w[k] for w in window if k in w]
+                    entry[k] = sum(values) / len(values)
+                window.clear()
+                with (self.out / LOG_FILE).open("a") as f:
+                    f.write(json.dumps(entry) + "\n")
+                if on_log:
+                    on_log(entry)
+                if not all(math.isfinite(v) for v in entry.values()):
+                    raise GantkError(f"training diverged at step {self.step} (loss is not finite)")
+            if self.step % cfg.snapshot_every == 0 or self.step == cfg.steps:
+                self.save_model()
+                self.save_state()
+                self.save_samples()
+        return entry
+
+
+def start_or_resume(config: TextureTrainConfig, out: Path, resume: bool) -> TextureTrainer:
+    """A trainer for a new run in ``out`` or, with ``resume``, for the run already there (only
+    the number of steps and the device may change)."""
+    state = Path(out) / STATE_FILE
+    if resume:
+        if not state.is_file():
+            raise GantkError(f"{out} has no {STATE_FILE} to resume; start a new run instead")
+        _, saved = load_training_state(state, STATE_KIND)
+        config = replace(
+            TextureTrainConfig.from_dict(saved), steps=config.steps, device=config.device
+        )
+        trainer = TextureTrainer(config, out)
+        trainer.load_state()
+        return trainer
+    if state.exists():
+        raise GantkError(f"{out} already holds a texture run; use --resume or another --out")
+    return TextureTrainer(config, out)
+
+
+def save_texture_mixer(
+    path: Path,
+    model: TextureMixer,
+    gram_net: str,
+    metadata: dict[str, str] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Encoders + generator in one file; the config records the Gram network the model was
+    trained with. ``dtype`` e.g. float16 for shipping (loading converts back to float32)."""
+    tensors = dict(model.state_dict())
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    config = {**model.config.to_dict(), "gram_net": gram_net}
+    return save_checkpoint(path, tensors, KIND, config, metadata)
+
+
+def load_texture_mixer(path: str | Path, device: str | torch.device = "cpu") -> TextureMixer:
+    """A Texture Mixer from its file, in eval mode; ``builtin:texture-mixer`` is the bundled
+    default model."""
+    path = resolve_model_path(
+        str(path), "Texture Mixer model", "gantk train texture (latest.safetensors)"
+    )
+    found = read_metadata(path).get("gantk.kind")
+    if found is not None and found != KIND:
+        raise GantkError(
+            f"{path} holds a {found}, not a Texture Mixer model; pass the latest.safetensors "
+            "of a `gantk train texture` run or builtin:texture-mixer"
+        )
+    ckpt = load_checkpoint(path, KIND, device)
+    try:
+        config = TextureMixerConfig.from_dict(ckpt.config)
+    except (TypeError, ValueError):
+        raise GantkError(
+            f"{path} has no usable Texture Mixer config; re-create it with gantk train texture"
+        ) from None
+    model = TextureMixer(config)
+    try:
+        model.load_state_dict({k: v.float() for k, v in ckpt.tensors.items()})
+    except RuntimeError:
+        raise GantkError(
+            f"{path}'s tensors do not fit its Texture Mixer config; the file is damaged"
+        ) from None
+    model.gram_net = str(ckpt.config.get("gram_net", "unknown"))  # type: ignore[assignment]
+    return model.to(device).eval().requires_grad_(False)

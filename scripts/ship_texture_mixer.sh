@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Converts a trained Texture Mixer to fp16 as gantk/models/texture-mixer.safetensors and scores
+# it on builtin:textures' held-out rows (the figures docs/results.md reports), with sample
+# strips in docs/img/.
+#
+#   scripts/ship_texture_mixer.sh runs/texture-mixer/latest.safetensors
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRC=$1
+PY=${PY:-.venv/bin/python}
+GANTK=${GANTK:-.venv/bin/gantk}
+PAIRS=${PAIRS:-50}
+"$PY" - "$SRC" <<'PYEOF'
+import sys
+import torch
+from gantk.io.checkpoint import read_metadata
+from gantk.texture.train import load_texture_mixer, save_texture_mixer
+src = sys.argv[1]
+model = load_texture_mixer(src)
+meta = {k: v for k, v in read_metadata(src).items() if k in ("gantk.steps", "gantk.data")}
+dst = "gantk/models/texture-mixer.safetensors"
+save_texture_mixer(dst, model, model.gram_net, meta, dtype=torch.float16)
+print("wrote", dst, "from", src, meta)
+PYEOF
+mkdir -p docs/img
+"$GANTK" evaluate texture builtin:texture-mixer builtin:textures --pairs "$PAIRS" \
+  --samples docs/img/texture-mixer-strips.png --json > docs/img/texture-mixer-scores.json
+"$GANTK" texture-mix builtin:brick builtin:gravel --out docs/img/texture-mixer-strip.png \
+  --length 512 --force --quiet
+"$GANTK" texture-mix builtin:brick builtin:grass builtin:moon builtin:ihc --palette --size 512 \
+  --out docs/img/texture-mixer-palette.png --force --quiet
+cat docs/img/texture-mixer-scores.json

@@ -1,0 +1,194 @@
+"""Texture interpolation metrics (SPD, CGD, CCD, CSWD) and `gantk evaluate texture`.
+
+No pretrained weights exist on the test machine: the Gram network is the seeded random VGG-19
+and LPIPS keeps its learned heads on a random trunk. The expected values below are computed
+independently (numpy on the network's raw features, or constructed Gram matrices), so they
+test the metric definitions, not the networks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import error_line
+from PIL import Image
+
+from gantk.metrics.texture import (
+    alpha_blend_strip,
+    gram_scores,
+    load_texture_lpips,
+    score_strip,
+)
+from gantk.texture.gram import load_gram_net
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+R = 16  # side texture size of every test here
+
+
+@pytest.fixture(scope="module")
+def gram_net():
+    return load_gram_net("random-vgg19")
+
+
+@pytest.fixture(scope="module")
+def lpips_model():
+    return load_texture_lpips("random-alex")
+
+
+def _images(seed: int, *shape: int) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+# --- the metric definitions -------------------------------------------------------------------
+
+
+def test_cgd_and_ccd_match_numpy_from_raw_features(gram_net, lpips_model) -> None:
+    left, right = _images(0, 1, 3, R, R), _images(1, 1, 3, R, R)
+    strip = _images(2, 1, 3, R, 8 * R)
+    scores = score_strip(strip, left, right, gram_net, lpips_model)
+
+    center = strip[:, :, :, 56:72]  # columns 3.5R .. 4.5R
+    with torch.no_grad():
+        features = gram_net(torch.cat([left, right, center]))
+    grams = []  # per layer: (3, C, C) for left, right, centre
+    for f in features:
+        arr = f.numpy().astype(np.float64)
+        n, c, h, w = arr.shape
+        flat = arr.reshape(n, c, h * w)
+        grams.append(np.einsum("nci,ndi->ncd", flat, flat) / (c * h * w))
+
+    def dist(a: int, b: int) -> float:  # Frobenius norm over all five layers together
+        return float(np.sqrt(sum(((g[a] - g[b]) ** 2).sum() for g in grams)))
+
+    expected_cgd = (dist(2, 0) + dist(2, 1)) / dist(0, 1)
+    vec = [np.concatenate([g[i].ravel() for g in grams]) for i in range(3)]
+    u, v = vec[2] - vec[0], vec[1] - vec[2]
+    expected_ccd = 1 - u @ v / (np.linalg.norm(u) * np.linalg.norm(v))
+    assert scores.cgd == pytest.approx(expected_cgd, rel=1e-4)
+    assert scores.ccd == pytest.approx(expected_ccd, rel=1e-4, abs=1e-6)
+    assert scores.cgd > 0 and 0 <= scores.ccd <= 2
+
+
+def test_gram_scores_on_and_off_the_segment() -> None:
+    gen = torch.Generator().manual_seed(0)
+    left = [torch.randn(1, c, c, generator=gen, dtype=torch.float64) for c in (4, 8)]
+    right = [torch.randn(1, c, c, generator=gen, dtype=torch.float64) for c in (4, 8)]
+
+    on = [0.3 * a + 0.7 * b for a, b in zip(left, right, strict=True)]
+    cgd, ccd = gram_scores(left, right, on)
+    # |c-l| + |c-r| = (0.7 + 0.3) |l-r| on the segment (the triangle equality); same direction.
+    assert float(cgd) == pytest.approx(1.0, rel=1e-9)
+    assert float(ccd) == pytest.approx(0.0, abs=1e-9)
+
+    beyond = [2.0 * b - a for a, b in zip(left, right, strict=True)]  # past the right texture
+    assert float(gram_scores(left, right, beyond)[1]) == pytest.approx(2.0, abs=1e-9)
+
+    off = [c + 3.0 * torch.randn(c.shape, generator=gen, dtype=c.dtype) for c in on]
+    cgd_off, ccd_off = gram_scores(left, right, off)
+    assert float(ccd_off) > 0.1 and float(cgd_off) > float(cgd)
+
+
+def test_spd_is_zero_for_alpha_blending_and_positive_for_a_wrong_end(gram_net, lpips_model) -> None:
+    left, right = _images(3, 1, 3, R, R), _images(4, 1, 3, R, R)
+    strip = alpha_blend_strip(left, right, 8 * R)
+    assert score_strip(strip, left, right, gram_net, lpips_model).spd == 0.0
+    wrong = strip.clone()
+    wrong[..., -R:] = _images(5, 1, 3, R, R)
+    assert score_strip(wrong, left, right, gram_net, lpips_model).spd > 1e-3
+
+
+def test_alpha_blend_strip_ends_and_middle() -> None:
+    left, right = _images(6, 1, 3, R, R), _images(7, 1, 3, R, R)
+    length = 3 * R + 1  # odd: one middle column, where the ramp is exactly one half
+    strip = alpha_blend_strip(left, right, length)
+    assert strip.shape == (1, 3, R, length)
+    assert torch.equal(strip[..., :R], left)
+    assert torch.equal(strip[..., -R:], right)
+    middle = length // 2  # 24: left's column 24 % 16, right's copy starts at column 33
+    expected = (left[..., middle % R] + right[..., (middle - (length - R)) % R]) / 2
+    torch.testing.assert_close(strip[..., middle], expected)
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from gantk.texture.networks import TextureMixer, TextureMixerConfig
+    from gantk.texture.train import save_texture_mixer
+
+    config = TextureMixerConfig(
+        resolution=R, latent_channels=4, global_dim=4, channels=8, res_blocks=1, d_channels=4
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "mixer.safetensors"
+    return save_texture_mixer(path, TextureMixer(config), "random-vgg19")
+
+
+def _texture_folder(path: Path, size: int, count: int = 3) -> Path:
+    path.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(path / f"t{i}.png")
+    return path
+
+
+def test_cli_evaluates_both_methods(cli, tiny_model: Path, tmp_path: Path) -> None:
+    textures = _texture_folder(tmp_path / "textures", 48)
+    grid = tmp_path / "strips.png"
+    result = cli(
+        "evaluate", "texture", tiny_model, textures, "--pairs", "2", "--json",
+        "--device", "cpu", "--samples", grid,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    # No weight files here: auto falls back to the random networks, and says so.
+    assert "random-vgg19" in result.stderr and "random-lpips-alex" in result.stderr
+    summary = json.loads(result.stdout)
+    assert set(summary["methods"]) == {"ours", "alpha"}
+    assert summary["networks"]["gram"]["network"] == "random-vgg19"
+    assert summary["networks"]["lpips"]["network"] == "random-lpips-alex"
+    names = ["spd[random-lpips-alex]", "cgd[random-vgg19]", "ccd[random-vgg19]", "cswd", "seconds"]
+    assert summary["metrics"] == names
+    for values in summary["methods"].values():
+        assert set(values) == {*names, *(n + "_std" for n in names if n != "cswd")}
+        assert all(np.isfinite(v) for v in values.values())
+    assert summary["methods"]["alpha"]["spd[random-lpips-alex]"] == 0.0
+    assert summary["strip"] == [R, 8 * R] and summary["split"] == "all"
+    with Image.open(grid) as img:  # 2 pairs x 2 methods, one strip per row, 2 px padding
+        assert img.size == (8 * R + 4, 4 * (R + 2) + 2)
+
+
+def test_cli_refuses_a_model_of_another_kind(cli, tmp_path: Path) -> None:
+    from gantk.fingerprint.stego import KIND
+    from gantk.io.checkpoint import save_checkpoint
+
+    other = save_checkpoint(tmp_path / "stego.safetensors", {"w": torch.zeros(1)}, KIND, {})
+    textures = _texture_folder(tmp_path / "textures", 48)
+    line = error_line(cli("evaluate", "texture", other, textures, "--device", "cpu"))
+    assert "holds a stego" in line
+    assert "gantk train texture" in line and "builtin:texture-mixer" in line
+
+
+def test_cli_refuses_textures_smaller_than_the_model(cli, tiny_model: Path, tmp_path) -> None:
+    textures = _texture_folder(tmp_path / "small", 12)
+    line = error_line(cli("evaluate", "texture", tiny_model, textures, "--device", "cpu"))
+    assert "12x12 px" in line and f"model's {R} px" in line
+
+
+def test_cli_refuses_an_unknown_method(cli, tiny_model: Path, tmp_path: Path) -> None:
+    textures = _texture_folder(tmp_path / "textures", 48)
+    args = ("evaluate", "texture", tiny_model, textures, "--methods", "ours,bogus")
+    line = error_line(cli(*args))
+    assert "'bogus'" in line and "ours, alpha" in line
+
+
+def test_cli_standard_lpips_without_weights_names_the_file(cli, tiny_model, tmp_path) -> None:
+    textures = _texture_folder(tmp_path / "textures", 48)
+    args = ("evaluate", "texture", tiny_model, textures, "--lpips-net", "alex", "--device", "cpu")
+    assert "alexnet-owt-7be5be79.pth" in error_line(cli(*args, "--gram-net", "random-vgg19"))
