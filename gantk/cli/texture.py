@@ -20,8 +20,6 @@ from gantk.cli.common import (
     set_threads,
 )
 
-MODES = ("strip", "palette", "dissolve", "brush", "fill")
-
 
 def _mode(palette: bool, dissolve: bool, brush: Path | None, fill: Path | None) -> str:
     from gantk.errors import GantkError

@@ -310,10 +310,3 @@ def composite(
     out = base.copy()
     out[mask] = synth[mask]
     return out
-
-
-def decode_memory_bytes(model: TextureMixer, tile: int = DEFAULT_DECODE_TILE) -> int:
-    """Rough float32 activation memory of one decoded tile (the widest layer dominates)."""
-    side = tile + 2 * model.config.receptive_radius
-    widest = max(model.config.channels * side**2, model.config.channels // 4 * (4 * side) ** 2)
-    return int(4 * widest * 3)
