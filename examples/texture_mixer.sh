@@ -57,15 +57,15 @@ python3 - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-print("| method | " + " | ".join(["SPD", "CGD", "CCD", "CSWD", "s/strip"]) + " |")
+names = ("spd", "cgd", "ccd", "cswd", "seconds")
+print("| method | SPD | CGD | CCD | CSWD | s/strip |")
 print("|---|---|---|---|---|---|")
 for run in ("full", "no-shuffle", "no-blend", "no-global"):
     doc = json.loads((out / f"{run}.json").read_text())
     for method, scores in doc["methods"].items():
-        name = "naive alpha-blending" if method == "alpha" else f"ours ({run})"
-        keys = sorted(scores)
-        pick = lambda prefix: next((scores[k] for k in keys if k.split("[")[0] == prefix), None)
-        cells = [pick(m) for m in ("spd", "cgd", "ccd", "cswd", "seconds")]
-        text = ["-" if c is None else f"{c['mean'] if isinstance(c, dict) else c:.4g}" for c in cells]
-        print(f"| {name} | " + " | ".join(text) + " |")
+        label = "naive alpha-blending" if method == "alpha" else f"ours ({run})"
+        # Metric names carry their feature network, e.g. cgd[random-vgg19]; std keys are skipped.
+        means = {k.split("[")[0]: v for k, v in scores.items() if not k.endswith("_std")}
+        print(f"| {label} | " + " | ".join(f"{means[n]:.4g}" for n in names) + " |")
+print("metrics:", ", ".join(doc["metrics"]))
 PY
