@@ -147,6 +147,15 @@ def texture_mix(
         bool,
         typer.Option("--no-shuffle", help="Tile latents without random shuffling (repeats)."),
     ] = False,
+    scale: Annotated[
+        float,
+        typer.Option(
+            "--scale",
+            help="Read each texture as a centre square of SCALE x the model's size, resized to "
+            "the model's size (its training crops were downscaled 1-4x); 0 takes the whole "
+            "image's centre square.",
+        ),
+    ] = 2.0,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
@@ -158,8 +167,8 @@ def texture_mix(
 
     Textures are encoded to a latent space where tiling, shuffling and weighted blending make
     seamless transitions of any size; placed textures are then restored exactly (--blend).
-    Each texture is read as its centre square resized to the model's size (upscaled, and said,
-    when smaller). Examples:
+    Each texture is read as a centre square of --scale x the model's size resized to the
+    model's size (upscaled, and said, when smaller). Examples:
 
       gantk texture-mix builtin:brick builtin:gravel --out strip.png --length 1024
 
@@ -192,6 +201,8 @@ def texture_mix(
 
     output = Output(quiet, as_json)
     mode = _mode(palette, dissolve, brush, fill)
+    if scale < 0:
+        raise GantkError(f"--scale must be 0 (whole image) or positive, got {scale}")
     parse_blend(blend)
     needed = {"strip": 2, "dissolve": 2, "fill": 2, "brush": 2, "palette": 4}[mode]
     if mode == "palette" and len(textures) != 4:
@@ -227,7 +238,7 @@ def texture_mix(
     first = 1 if mode == "brush" else 0  # the brush background is read whole, not as a texture
     loaded = []
     for spec in textures[first:]:
-        tensor, note = load_texture(spec, resolution)
+        tensor, note = load_texture(spec, resolution, scale)
         if note:
             output.warn(note)
         loaded.append(tensor)

@@ -133,10 +133,11 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-def load_texture(spec: str, size: int) -> tuple[torch.Tensor, str | None]:
+def load_texture(spec: str, size: int, scale: float = 0.0) -> tuple[torch.Tensor, str | None]:
     """One texture (file path or ``builtin:NAME``) as a 1 x 3 x size x size tensor in [-1, 1].
 
-    The centre square is cut and resized (Lanczos). The note is None, or one line telling the
+    The centre square is cut (the whole shorter side, or with ``scale`` > 0 at most
+    ``scale * size`` pixels) and resized (Lanczos). The note is None, or one line telling the
     user that the texture was smaller than ``size`` and had to be upscaled.
     """
     if size < 1:
@@ -154,6 +155,10 @@ def load_texture(spec: str, size: int) -> tuple[torch.Tensor, str | None]:
         image, label = _read(path), path.name
     height, width = image.shape[:2]
     side = min(height, width)
+    if scale > 0:
+        # A window of `scale` x the model's size: the scale at which the model saw textures in
+        # training (crops downscaled 1-4x), instead of squeezing a whole photo into 64 px.
+        side = min(side, max(round(scale * size), 1))
     top, left = (height - side) // 2, (width - side) // 2
     square = image[top : top + side, left : left + side]
     note = None
