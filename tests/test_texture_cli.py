@@ -255,6 +255,7 @@ def test_user_errors_write_nothing(cli: Callable, files: dict[str, Path], tmp_pa
         ),
         ([t0, t1, "--length", 20, "--out", out], "is shorter than two textures"),
         ([t0, tmp_path / "nope.png", "--out", out], "does not exist"),
+        ([t0, t1, "--scale", -1, "--out", out], "--scale must be 0 (whole image) or positive"),
     ]
     for args, message in cases:
         line = _error(_mix(cli, files, *args))

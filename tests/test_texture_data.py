@@ -153,6 +153,21 @@ def test_texture_is_the_centre_square(tmp_path: Path) -> None:
     assert torch.allclose(right, torch.full_like(right, 1.0), atol=0.02)
 
 
+def test_scale_takes_a_window_of_scale_times_the_size(tmp_path: Path) -> None:
+    # A 100 px image whose centre 40 px are white on black: with scale 2 at size 20 the window
+    # is the centre 40 px (all white); scale 0 takes the whole image (mostly black).
+    image = np.zeros((100, 100, 3), dtype=np.uint8)
+    image[30:70, 30:70] = 255
+    path = _save(image, tmp_path / "centre.png")
+    window, note = load_texture(str(path), 20, scale=2.0)
+    assert note is None
+    assert torch.allclose(window, torch.ones_like(window), atol=0.02)
+    whole, _ = load_texture(str(path), 20)
+    assert float((whole > 0).float().mean()) == pytest.approx(0.16, abs=0.03)
+    small, note = load_texture(str(path), 64, scale=2.0)  # window capped by the 100 px image
+    assert small.shape == (1, 3, 64, 64) and note is None
+
+
 def test_load_texture_errors(tmp_path: Path) -> None:
     with pytest.raises(GantkError, match="does not exist"):
         load_texture(str(tmp_path / "nope.png"), 32)
