@@ -23,7 +23,7 @@ import torch
 
 from gantk.texture.data import load_texture
 from gantk.texture.latent import palette_weights
-from gantk.texture.mixing import Mixer, latent_cells, palette_placements, restore_placed
+from gantk.texture.mixing import Mixer, palette_placements, restore_placed
 from gantk.texture.train import load_texture_mixer
 
 CORNERS = ("builtin:brick", "builtin:grass", "builtin:gravel", "builtin:moon")
@@ -72,7 +72,7 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         net_s, canvas = timed(lambda s=size: mixer.palette(textures, s), args.device, args.repeat)
-        placed = palette_placements(latent_cells(size), latent_cells(res))
+        placed = palette_placements(size, res)
         post_s, _ = timed(
             lambda c=canvas, p=placed: restore_placed(c, textures, p, "graphcut+poisson"),
             args.device,

@@ -12,6 +12,7 @@ import torch
 from click.testing import Result
 from PIL import Image
 
+from gantk.errors import GantkError
 from gantk.texture import train as train_module
 from gantk.texture.data import load_texture
 from gantk.texture.gram import GramNet, load_gram_net
@@ -256,6 +257,12 @@ def test_user_errors_write_nothing(cli: Callable, files: dict[str, Path], tmp_pa
         ([t0, t1, "--length", 20, "--out", out], "is shorter than two textures"),
         ([t0, tmp_path / "nope.png", "--out", out], "does not exist"),
         ([t0, t1, "--scale", -1, "--out", out], "--scale must be 0 (whole image) or positive"),
+        ([t0, t1, "--dissolve", "--fps", 0, "--out", tmp_path / "d.gif"], "--fps must be positive"),
+        ([t0, t1, "--height", 8, "--out", out], "--height must be at least 16 px"),
+        (
+            [t0, t1, "--fill", files["hole"], "--image", files["hole"].parent, "--out", out],
+            "names several images",
+        ),
     ]
     for args, message in cases:
         line = _error(_mix(cli, files, *args))
@@ -392,3 +399,28 @@ def test_train_user_errors(cli: Callable, train_dir: Path, tmp_path: Path) -> No
         line = _error(cli("train", "texture", *args, "--device", "cpu"))
         assert message in line, (args, line)
     assert not run.exists()
+
+
+def test_bad_masks_and_small_backgrounds(
+    cli: Callable, files: dict[str, Path], tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "inputs" / "mask.png"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"not a png at all")
+    tiny_background = _png(tmp_path / "inputs" / "tiny.png", _structured(12, 12, 0))
+    out = tmp_path / "out" / "x.png"
+    out.parent.mkdir()
+    line = _error(
+        _mix(cli, files, files["background"], files["t1"], "--brush", corrupt, "--out", out)
+    )
+    assert "cannot be decoded" in line or "is not an image" in line
+    line = _error(
+        _mix(cli, files, tiny_background, files["t1"], "--brush", files["hole"], "--out", out)
+    )
+    assert "smaller than the model's" in line
+    assert list(out.parent.iterdir()) == []
+
+
+def test_gram_weights_need_the_real_vgg(tmp_path: Path) -> None:
+    with pytest.raises(GantkError, match="random-vgg19 uses none"):
+        load_gram_net("random-vgg19", tmp_path / "vgg19.pth")

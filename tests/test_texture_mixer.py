@@ -34,7 +34,9 @@ from gantk.texture.mixing import (
     Mixer,
     Placement,
     pad_to_latent_grid,
+    palette_placements,
     restore_placed,
+    strip_placements,
     to_float,
 )
 from gantk.texture.networks import (
@@ -660,20 +662,21 @@ def test_restore_placed_modes(placed_scene: tuple[np.ndarray, np.ndarray]) -> No
         restore_placed(canvas, [texture], placement, "seamless")
 
 
-def test_restore_placed_pulls_far_placements_back_inside(
+def test_far_placements_stay_inside_sizes_not_multiple_of_four(
     placed_scene: tuple[np.ndarray, np.ndarray],
 ) -> None:
-    # Latent placements are on a 4 px grid; one that would overhang the (cropped) canvas is
-    # pulled back so the whole texture ends at the border instead of being cut.
+    # The right/bottom texture starts at the last whole latent cell that keeps it inside, and
+    # the restoration puts it back exactly there (where the network drew it).
+    assert strip_placements(30, 16) == [Placement(0, 0, 0), Placement(1, 0, 3)]  # 12 + 16 <= 30
+    assert palette_placements(35, 16)[3] == Placement(3, 4, 4)  # 16 + 16 <= 35
     tex, canvas_arr = placed_scene
     canvas, texture = _as_tensor(canvas_arr), _as_tensor(tex)
-    out = restore_placed(canvas, [texture], [Placement(0, 9, 9)], "graphcut")
-    assert out.shape == (28, 28, 3)
+    out = restore_placed(canvas, [texture], [Placement(0, 3, 3)], "graphcut")
     source = to_float(texture)
     # The graph cut always keeps the footprint's core (a quarter of the side in from each edge).
     np.testing.assert_array_equal(out[16:24, 16:24], source[4:12, 4:12])
     base = to_float(canvas)
-    assert np.array_equal(out[:12, :], base[:12, :])  # the pulled-back footprint starts at 12
+    assert np.array_equal(out[:12, :], base[:12, :])  # the footprint starts at 3 * 4 = 12
 
 
 def test_fill_changes_the_hole_only(model: TextureMixer, textures: list[torch.Tensor]) -> None:

@@ -39,27 +39,36 @@ def _mode(palette: bool, dissolve: bool, brush: Path | None, fill: Path | None) 
     return chosen[0].removeprefix("--") if chosen else "strip"
 
 
-def _read_mask(path: Path) -> tuple:
+def _read_mask(path: Path):
     """A mask image as (H, W) float in [0, 1] (white = 1); any mode is converted to grey."""
     import numpy as np
 
     from gantk.errors import GantkError
-    from gantk.io.images import load_rgb
+    from gantk.io.images import UnreadableImage, is_image_file, load_rgb
 
-    if not path.is_file():
-        raise GantkError(f"mask {path} does not exist; give a black-and-white image")
-    arr = load_rgb(path).astype(np.float32).mean(axis=2) / 255.0
-    return arr
+    if not path.is_file() or not is_image_file(path):
+        what = "does not exist" if not path.exists() else "is not an image file"
+        raise GantkError(f"mask {path} {what}; give a black-and-white image (white = 1)")
+    try:
+        return load_rgb(path).astype(np.float32).mean(axis=2) / 255.0
+    except UnreadableImage:
+        raise GantkError(f"mask {path} cannot be decoded; re-save it as PNG") from None
 
 
-def _read_image(spec: str):
-    """A whole image (file or builtin:NAME) as a 1 x 3 x H x W tensor in [-1, 1]."""
+def _read_image(spec: str, role: str):
+    """One whole image (file or builtin:NAME) as a 1 x 3 x H x W tensor in [-1, 1]."""
     import torch
 
+    from gantk.errors import GantkError
     from gantk.texture.data import load_texture_sources
 
+    if Path(spec).is_dir() or spec.split("?")[0] in ("builtin:textures", "builtin:photos"):
+        raise GantkError(f"{role} {spec} names several images; give one file or builtin:NAME")
     image = load_texture_sources(spec)[0].image
     return torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+MIN_SIDE = 16  # four latent cells: the generator's reflect padding needs at least two
 
 
 @handle_errors
@@ -139,8 +148,10 @@ def texture_mix(
         str,
         typer.Option(
             "--blend",
-            help="How placed textures and fills meet the synthesis: none, graphcut, poisson or "
-            "graphcut+poisson.",
+            help="How placed textures (strip, palette) and fills are put back: graphcut (a "
+            "least-visible seam), poisson (gradient-domain blending; shifts colours smoothly to "
+            "match), graphcut+poisson, or none (strip/palette: the network's own "
+            "reconstruction; fill: a hard paste).",
         ),
     ] = "graphcut+poisson",
     no_shuffle: Annotated[
@@ -166,7 +177,7 @@ def texture_mix(
     """Mix textures with a Texture Mixer: strips, palettes, dissolves, brushes, fills.
 
     Textures are encoded to a latent space where tiling, shuffling and weighted blending make
-    seamless transitions of any size; placed textures are then restored exactly (--blend).
+    seamless transitions of any size; placed textures are then put back (--blend).
     Each texture is read as a centre square of --scale x the model's size resized to the
     model's size (upscaled, and said, when smaller). Examples:
 
@@ -190,7 +201,6 @@ def texture_mix(
     from gantk.texture.data import load_texture
     from gantk.texture.mixing import (
         Mixer,
-        latent_cells,
         palette_placements,
         restore_placed,
         strip_placements,
@@ -203,6 +213,11 @@ def texture_mix(
     mode = _mode(palette, dissolve, brush, fill)
     if scale < 0:
         raise GantkError(f"--scale must be 0 (whole image) or positive, got {scale}")
+    if fps <= 0:
+        raise GantkError(f"--fps must be positive, got {fps}")
+    for name, value in (("--height", height), ("--size", size)):
+        if value is not None and value < MIN_SIDE:
+            raise GantkError(f"{name} must be at least {MIN_SIDE} px, got {value}")
     parse_blend(blend)
     needed = {"strip": 2, "dissolve": 2, "fill": 2, "brush": 2, "palette": 4}[mode]
     if mode == "palette" and len(textures) != 4:
@@ -244,23 +259,28 @@ def texture_mix(
         loaded.append(tensor)
 
     started = time.perf_counter()
-    t = latent_cells(resolution)
     result: np.ndarray | list[np.ndarray]
     if mode == "strip":
         height = height or resolution
         canvas = mixer.strip(loaded, length, seed, height)
-        placed = strip_placements(latent_cells(length), t)
+        placed = strip_placements(length, resolution)
         result = restore_placed(canvas, loaded, placed, blend)
     elif mode == "palette":
         size = size or 1024
         canvas = mixer.palette(loaded, size, seed)
-        result = restore_placed(canvas, loaded, palette_placements(latent_cells(size), t), blend)
+        result = restore_placed(canvas, loaded, palette_placements(size, resolution), blend)
     elif mode == "dissolve":
         side = size or 2 * resolution
         result = [to_uint8(f) for f in mixer.dissolve(loaded, frames, (side, side), seed)]
     elif mode == "brush":
         assert brush is not None
-        background = _read_image(textures[0])
+        background = _read_image(textures[0], "the brush background")
+        if min(background.shape[2:]) < resolution:
+            raise GantkError(
+                f"the brush background {textures[0]} is {background.shape[3]}x"
+                f"{background.shape[2]} px, smaller than the model's {resolution} px; give a "
+                "larger image"
+            )
         mask = _read_mask(brush)
         import torch
 
@@ -268,7 +288,7 @@ def texture_mix(
         result = to_uint8(painted).astype(np.float32) / 255.0
     else:
         assert fill is not None and image is not None
-        photo = _read_image(image)
+        photo = _read_image(image, "--image")
         hole = _read_mask(fill) > 0.5
         base = to_uint8(photo).astype(np.float32) / 255.0
         result = mixer.fill(loaded, base, hole, blend, seed)
@@ -447,6 +467,8 @@ def train_texture(
             done["step"] = entry["step"]
 
         final = trainer.run(on_log)
-    l1 = final.get("l1", float("nan"))
-    output.say(f"step {trainer.step}: L1 {l1:.4f}; saved {out}/latest.safetensors")
+    if not final:
+        output.say(f"{out} is already at step {trainer.step}; raise --steps to train further")
+    else:
+        output.say(f"step {trainer.step}: L1 {final['l1']:.4f}; saved {out}/latest.safetensors")
     output.result({"out": str(out), "gram_net": trainer.gram.name, **final})

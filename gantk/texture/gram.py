@@ -66,6 +66,8 @@ def load_gram_net(
 
     if choice not in GRAM_NETS:
         raise GantkError(f"--gram-net {choice!r} is not one of {', '.join(GRAM_NETS)}")
+    if choice == RANDOM and weights is not None:
+        raise GantkError("--gram-weights is a VGG-19 file, but --gram-net random-vgg19 uses none")
     if choice == "auto":
         choice = STANDARD if (weights is not None or locate("vgg19") is not None) else RANDOM
     # Only the convolutional part: the 102M-parameter classifier would cost seconds to build.

@@ -45,15 +45,18 @@ class Placement:
     x: int
 
 
-def strip_placements(width: int, t: int) -> list[Placement]:
-    """Texture 0 at the left end, texture 1 at the right end of a ``width``-cell strip."""
-    return [Placement(0, 0, 0), Placement(1, 0, width - t)]
+def strip_placements(length: int, resolution: int) -> list[Placement]:
+    """Texture 0 at the left end, texture 1 at the right end of a ``length`` px strip. Positions
+    are latent cells (4 px); the right texture starts at the last whole cell that keeps it
+    inside the strip, so network and restoration agree on where it is."""
+    return [Placement(0, 0, 0), Placement(1, 0, (length - resolution) // LATENT_FACTOR)]
 
 
-def palette_placements(n: int, t: int) -> list[Placement]:
-    """The four corners of an ``n``-cell square: TL, TR, BL, BR."""
-    return [Placement(0, 0, 0), Placement(1, 0, n - t), Placement(2, n - t, 0),
-            Placement(3, n - t, n - t)]  # fmt: skip
+def palette_placements(size: int, resolution: int) -> list[Placement]:
+    """The four corners of a ``size`` px square palette: TL, TR, BL, BR."""
+    far = (size - resolution) // LATENT_FACTOR
+    return [Placement(0, 0, 0), Placement(1, 0, far), Placement(2, far, 0),
+            Placement(3, far, far)]  # fmt: skip
 
 
 def latent_cells(pixels: int) -> int:
@@ -151,7 +154,8 @@ class Mixer:
                 "ask for a longer strip"
             )
         weights = strip_weights(h, w, t)
-        return self.render(textures, weights, strip_placements(w, t), (height, length), seed)
+        placed = strip_placements(length, self.resolution)
+        return self.render(textures, weights, placed, (height, length), seed)
 
     def palette(self, textures: list[Tensor], size: int, seed: int = 0) -> Tensor:
         """Four corner textures (top-left, top-right, bottom-left, bottom-right), bilinear in
@@ -168,7 +172,9 @@ class Mixer:
                 "ask for a larger palette"
             )
         weights = palette_weights(n, n, t)
-        return self.render(textures, weights, palette_placements(n, t), (size, size), seed)
+        return self.render(
+            textures, weights, palette_placements(size, self.resolution), (size, size), seed
+        )
 
     def dissolve(
         self, textures: list[Tensor], frames: int, size: tuple[int, int], seed: int = 0
@@ -203,7 +209,9 @@ class Mixer:
         h, w = latent_cells(height), latent_cells(width)
         padded = pad_to_latent_grid(background)
         encoded = self.encode([padded, brush])
-        grid = to_latent_grid(mask, h, w)
+        # Pad the mask exactly like the background so each latent cell averages its own 4x4.
+        padded_mask = pad_to_latent_grid(mask.float()[None, None].expand(1, 3, -1, -1))[0, 0]
+        grid = to_latent_grid(padded_mask, h, w)
         weights = brush_weights(grid, sigma / LATENT_FACTOR)
         return self.render(
             [padded, brush], weights, [Placement(0, 0, 0)], (height, width), seed, encoded
@@ -270,10 +278,7 @@ def restore_placed(
     constraints = []
     for p in placements:
         tex = to_float(textures[p.index])
-        # Placements sit on the latent grid (4 px); a canvas whose size is not a multiple of 4
-        # is cropped, so a texture placed at the far end is pulled back to end at the border.
-        y = max(min(p.y * LATENT_FACTOR, height - tex.shape[0]), 0)
-        x = max(min(p.x * LATENT_FACTOR, width - tex.shape[1]), 0)
+        y, x = p.y * LATENT_FACTOR, p.x * LATENT_FACTOR  # placements are latent cells
         y1, x1 = min(y + tex.shape[0], height), min(x + tex.shape[1], width)
         if y1 <= y or x1 <= x:
             continue

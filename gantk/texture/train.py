@@ -42,6 +42,7 @@ from gantk.texture.networks import KIND, TextureCritic, TextureMixer, TextureMix
 MODEL_FILE = "latest.safetensors"
 STATE_FILE = "state.safetensors"
 LOG_FILE = "log.jsonl"
+REC_TERMS = 2  # reconstruction losses are sums over the pair's two textures (eqs. 3.4-3.6)
 STATE_KIND = "texture-training-state"
 
 
@@ -127,6 +128,9 @@ class TextureTrainer:
         self.d_rec = TextureCritic(model_cfg).to(self.device)
         self.d_itp = TextureCritic(model_cfg).to(self.device)
         self.gram: GramNet = load_gram_net(config.gram_net, config.gram_weights, self.device)
+        # Record the network 'auto' chose, so a resumed run keeps it even if the VGG-19 weight
+        # file appears or disappears in between.
+        self.config = replace(self.config, gram_net=self.gram.name)
         betas = (0.0, 0.99)
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=betas)
         d_params = list(self.d_rec.parameters()) + list(self.d_itp.parameters())
@@ -168,7 +172,7 @@ class TextureTrainer:
     def _gram_losses(
         self, real: Tensor, recon: Tensor, crop: Tensor, alpha: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Eq. 3.5 and the α-weighted eq. 3.8 (batch means)."""
+        """Eq. 3.5 and the α-weighted eq. 3.8 (means over the batch's samples)."""
         with torch.no_grad():
             gram_real = gram_matrices(self.gram, real)
         gram_rec = gram_distance(gram_matrices(self.gram, recon), gram_real).mean()
@@ -195,11 +199,15 @@ class TextureTrainer:
         adv_rec = -self.d_rec(recon).mean()
         _, crop, (alpha, _, _) = self._interpolate(s1, s2)
         adv_itp = -self.d_itp(crop).mean()
-        loss_g = cfg.l1_weight * l1 + cfg.adv_weight * (adv_rec + adv_itp)
+        # Eqs. 3.4-3.6 sum the reconstruction terms of S1 and S2, while eqs. 3.8-3.9 give one
+        # interpolation term per pair: the per-sample means of the reconstruction terms count
+        # twice (REC_TERMS) to keep the paper's balance between the two tasks.
+        loss_g = cfg.l1_weight * REC_TERMS * l1 + cfg.adv_weight * (REC_TERMS * adv_rec + adv_itp)
         gram_rec = gram_itp = None
         if self.step % cfg.gram_every == 0:
             gram_rec, gram_itp = self._gram_losses(real, recon, crop, alpha)
-            loss_g = loss_g + cfg.gram_weight * cfg.gram_every * (gram_rec + gram_itp)
+            gram = REC_TERMS * gram_rec + gram_itp
+            loss_g = loss_g + cfg.gram_weight * cfg.gram_every * gram
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -214,7 +222,7 @@ class TextureTrainer:
             recon = self.model(real)
             _, crop, (alpha, _, _) = self._interpolate(s1, s2)
         d_real = self.d_rec(real)
-        loss_rec = (
+        loss_rec = REC_TERMS * (
             self.d_rec(recon).mean()
             - d_real.mean()
             + cfg.gp_weight * gradient_penalty(self.d_rec, real, recon).mean()
@@ -298,6 +306,21 @@ class TextureTrainer:
         save_image(to_uint8(strip), path)
         return path
 
+    def _trim_log(self) -> None:
+        """Drop log lines past the step the run (re)starts from: a resume after a crash between
+        snapshots would otherwise log those steps twice, and a new run starts a new log."""
+        path = self.out / LOG_FILE
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if self.step and json.loads(line).get("step", 0) <= self.step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue
+        path.write_text("".join(f"{line}\n" for line in kept))
+
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self, on_log: Callable[[dict], None] | None = None) -> dict:
@@ -306,10 +329,12 @@ class TextureTrainer:
         (self.out / "config.json").write_text(
             json.dumps({**asdict(cfg), "gram_net_used": self.gram.name}, indent=2)
         )
+        self._trim_log()
         window: list[dict[str, float]] = []
         entry: dict = {}
         while self.step < cfg.steps:
-            window.append(self.train_step(*self._pairs()))
+            last = self.train_step(*self._pairs())
+            window.append(last)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 # Gram terms are only present on the steps that computed them (--gram-every).
                 keys = dict.fromkeys(k for w in window for k in w)
@@ -325,6 +350,8 @@ class TextureTrainer:
                 if not all(math.isfinite(v) for v in entry.values()):
                     raise GantkError(f"training diverged at step {self.step} (loss is not finite)")
             if self.step % cfg.snapshot_every == 0 or self.step == cfg.steps:
+                if not all(math.isfinite(v) for v in last.values()):  # never save NaN weights
+                    raise GantkError(f"training diverged at step {self.step} (loss is not finite)")
                 self.save_model()
                 self.save_state()
                 self.save_samples()
