@@ -65,3 +65,24 @@ def image_folder(tmp_path: Path) -> Path:
             arr = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
             Image.fromarray(arr).save(root / cls / f"img{i}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def random_gram():
+    """One random VGG-19 for all texture tests (building one takes seconds; it is frozen)."""
+    from gantk.texture.gram import load_gram_net
+
+    return load_gram_net("random-vgg19")
+
+
+@pytest.fixture
+def fast_gram(monkeypatch: pytest.MonkeyPatch, random_gram) -> None:
+    """Texture trainers get the shared random VGG-19 instead of building their own."""
+    from gantk.texture import train as train_module
+
+    real = train_module.load_gram_net
+
+    def load(choice: str = "auto", weights: str | None = None, device: str = "cpu"):
+        return random_gram if choice == "random-vgg19" else real(choice, weights, device)
+
+    monkeypatch.setattr(train_module, "load_gram_net", load)

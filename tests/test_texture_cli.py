@@ -13,9 +13,8 @@ from click.testing import Result
 from PIL import Image
 
 from gantk.errors import GantkError
-from gantk.texture import train as train_module
 from gantk.texture.data import load_texture
-from gantk.texture.gram import GramNet, load_gram_net
+from gantk.texture.gram import load_gram_net
 from gantk.texture.mixing import to_uint8
 from gantk.texture.networks import TextureMixer, TextureMixerConfig
 from gantk.texture.train import load_texture_mixer, save_texture_mixer
@@ -304,23 +303,6 @@ def test_wrong_or_missing_model(
 
 
 # --- train texture --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def random_gram() -> GramNet:
-    return load_gram_net("random-vgg19")
-
-
-@pytest.fixture
-def fast_gram(monkeypatch: pytest.MonkeyPatch, random_gram: GramNet) -> None:
-    """Trainers share one random VGG-19 (building one takes seconds; it is frozen and the
-    same for every load)."""
-    real = train_module.load_gram_net
-
-    def load(choice: str = "auto", weights: str | None = None, device: str = "cpu") -> GramNet:
-        return random_gram if choice == "random-vgg19" else real(choice, weights, device)
-
-    monkeypatch.setattr(train_module, "load_gram_net", load)
 
 
 @pytest.fixture(scope="module")

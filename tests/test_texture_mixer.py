@@ -15,7 +15,6 @@ from PIL import Image
 
 from gantk.errors import GantkError
 from gantk.nn.layers import EqualConv2d
-from gantk.texture import train as train_module
 from gantk.texture.gram import GramNet, gram_distance, gram_matrix, load_gram_net
 from gantk.texture.latent import (
     blend,
@@ -437,11 +436,6 @@ def test_tiled_decode_without_global_code() -> None:
 # --- gram ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def random_gram() -> GramNet:
-    return load_gram_net("random-vgg19")
-
-
 def test_gram_matrix_matches_einsum() -> None:
     feats = torch.randn(2, 5, 3, 4, generator=_gen(0), dtype=torch.float64)
     arr = feats.numpy()
@@ -716,18 +710,6 @@ def texture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         arr = wave[..., None] * np.array([1.0, 0.4 + 0.2 * i, 0.3]) + rng.normal(0, 15, (64, 64, 3))
         Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(root / f"tex{i}.png")
     return root
-
-
-@pytest.fixture
-def fast_gram(monkeypatch: pytest.MonkeyPatch, random_gram: GramNet) -> None:
-    """Trainers share one random VGG-19 (building one takes seconds; it is frozen and the
-    same for every load)."""
-    real = train_module.load_gram_net
-
-    def load(choice: str = "auto", weights: str | None = None, device: str = "cpu") -> GramNet:
-        return random_gram if choice == "random-vgg19" else real(choice, weights, device)
-
-    monkeypatch.setattr(train_module, "load_gram_net", load)
 
 
 def _config(data: Path, **overrides: object) -> TextureTrainConfig:

@@ -15,6 +15,7 @@ from gantk.cli.common import (
     SeedOpt,
     handle_errors,
 )
+from gantk.cli.texture import GramNetOpt, GramWeightsOpt
 
 app = typer.Typer(
     help="Metrics for generated images: FID, KID, precision/recall, LPIPS, IvOM, SWD, "
@@ -957,17 +958,8 @@ def texture_command(
             "trains the bundled model; all for files), train, test or all.",
         ),
     ] = "auto",
-    gram_net: Annotated[
-        str,
-        typer.Option(
-            "--gram-net",
-            help="Network of CGD/CCD: vgg19 (ImageNet weights), random-vgg19, or auto "
-            "(vgg19 when its weight file is found).",
-        ),
-    ] = "auto",
-    gram_weights: Annotated[
-        Path | None, typer.Option("--gram-weights", help="Path of vgg19-dcbb9e9d.pth.")
-    ] = None,
+    gram_net: GramNetOpt = "auto",
+    gram_weights: GramWeightsOpt = None,
     lpips_net: Annotated[
         str,
         typer.Option(

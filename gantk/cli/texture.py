@@ -68,6 +68,19 @@ def _read_image(spec: str, role: str):
     return torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
+# Shared by `train texture` and `evaluate texture`.
+GramNetOpt = Annotated[
+    str,
+    typer.Option(
+        "--gram-net",
+        help="Gram-matrix features: vgg19 (ImageNet weights, vgg19-dcbb9e9d.pth), random-vgg19 "
+        "(fixed random weights), or auto (vgg19 when its weight file is found).",
+    ),
+]
+GramWeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--gram-weights", help="The VGG-19 weight file, instead of the search path."),
+]
 MIN_SIDE = 16  # four latent cells: the generator's reflect padding needs at least two
 
 
@@ -197,7 +210,7 @@ def texture_mix(
 
     from gantk.errors import GantkError
     from gantk.io.atomic import atomic_file, check_output
-    from gantk.io.images import save_image
+    from gantk.io.images import save_gif, save_image
     from gantk.texture.data import load_texture
     from gantk.texture.mixing import (
         Mixer,
@@ -296,17 +309,7 @@ def texture_mix(
 
     with atomic_file(out, force) as tmp:
         if isinstance(result, list):
-            from PIL import Image
-
-            frames_pil = [Image.fromarray(f) for f in result]
-            frames_pil[0].save(
-                tmp,
-                format="GIF",
-                save_all=True,
-                append_images=frames_pil[1:],
-                duration=round(1000 / fps),
-                loop=0,
-            )
+            save_gif(result, tmp, fps)
             shape = result[0].shape
         else:
             pixels = np.clip(np.round(result * 255), 0, 255).astype(np.uint8)
@@ -386,17 +389,8 @@ def train_texture(
             "passes on a CPU).",
         ),
     ] = 1,
-    gram_net: Annotated[
-        str,
-        typer.Option(
-            "--gram-net",
-            help="vgg19 (ImageNet weights, vgg19-dcbb9e9d.pth), random-vgg19 (fixed random "
-            "weights), or auto (vgg19 when its weight file is found).",
-        ),
-    ] = "auto",
-    gram_weights: Annotated[
-        Path | None, typer.Option("--gram-weights", help="Explicit VGG-19 weight file.")
-    ] = None,
+    gram_net: GramNetOpt = "auto",
+    gram_weights: GramWeightsOpt = None,
     snapshot_every: Annotated[
         int, typer.Option("--snapshot-every", help="Save model, state and a sample every N.")
     ] = 500,

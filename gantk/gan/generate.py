@@ -17,7 +17,7 @@ from gantk.gan.networks import Generator, NetworkConfig
 from gantk.gan.train import GENERATOR_KIND, to_uint8
 from gantk.io.atomic import atomic_dir, atomic_file
 from gantk.io.checkpoint import load_checkpoint
-from gantk.io.images import make_grid, save_image
+from gantk.io.images import make_grid, save_gif, save_image
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
@@ -156,18 +156,8 @@ def write_interpolation(
         raise GantkError("--steps must be at least 1")
     frames = list(render(G, walk_latents(latents_for(seeds, G.config.z_dim), steps), psi))
     if str(out).lower().endswith(".gif"):
-        from PIL import Image
-
         with atomic_file(out, force) as tmp:
-            pil = [Image.fromarray(f) for f in frames]
-            pil[0].save(
-                tmp,
-                format="GIF",
-                save_all=True,
-                append_images=pil[1:],
-                duration=round(1000 / fps),
-                loop=0,
-            )
+            save_gif(frames, tmp, fps)
     else:
         with atomic_dir(out, force) as tmp:
             for i, frame in enumerate(frames):

@@ -182,6 +182,19 @@ def save_image(arr: np.ndarray, path: str | Path, named_as: str | Path | None = 
     Image.fromarray(np.ascontiguousarray(arr)).save(path, format=fmt, **options)
 
 
+def save_gif(frames: list[np.ndarray], path: str | Path, fps: float) -> None:
+    """RGB uint8 frames as an endlessly looping animated GIF."""
+    pil = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
+    pil[0].save(
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=pil[1:],
+        duration=round(1000 / fps),
+        loop=0,
+    )
+
+
 def make_grid(images: Iterable[np.ndarray], cols: int, padding: int = 2) -> np.ndarray:
     """Tile equally sized RGB arrays into one image, row by row, on a white background."""
     images = list(images)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gantk.errors import GantkError
+from gantk.gan.train import to_uint8 as images_to_uint8
 from gantk.texture.latent import (
     blend,
     brush_weights,
@@ -65,8 +66,7 @@ def latent_cells(pixels: int) -> int:
 
 def to_uint8(image: Tensor) -> np.ndarray:
     """(1, 3, H, W) in [-1, 1] -> H x W x 3 uint8."""
-    arr = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().byte()
-    return arr.permute(1, 2, 0).cpu().numpy()
+    return images_to_uint8(image[:1])[0].cpu().numpy()
 
 
 class Mixer:
