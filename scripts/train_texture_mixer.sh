@@ -9,14 +9,14 @@
 # 75% of every image's rows; the bottom quarter is held out for evaluation. CPU-sized network:
 # 64 px crops (16x16x32 local latent, 32-d global code), generator width 64 with 5 residual
 # blocks, critics of width 16; batch 4 pairs, Adam lr 0.001 (0, 0.99), Gram terms every 4th
-# step at 4x weight; 4000 steps (the shipped file may come from an earlier snapshot of the same
-# run; its step count is in the file's gantk.steps metadata). Gram features: VGG-19 ImageNet
+# step at 4x weight; 2500 steps (STEPS=N continues further; the shipped file may come from a
+# snapshot of the run; its step count is in the gantk.steps metadata). Gram features: VGG-19 ImageNet
 # weights when installed, else the fixed random VGG-19 (recorded in the model's config).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/texture-mixer}
 GANTK=${GANTK:-.venv/bin/gantk}
-STEPS=${STEPS:-4000}
+STEPS=${STEPS:-2500}
 
 if [ -f "$RUN/state.safetensors" ]; then
   "$GANTK" train texture --resume --out "$RUN" --steps "$STEPS" --threads 1 --device cpu
