@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import Result
 from PIL import Image
+from typer.testing import Result
 
 from gantk.errors import GantkError
 from gantk.texture.data import load_texture
