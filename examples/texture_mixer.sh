@@ -9,7 +9,7 @@
 #   DEVICE=cuda RES=128 CHANNELS=256 LATENT=128 DCH=64 BATCH=8 GRAM_EVERY=1 \
 #     examples/texture_mixer.sh out/tm 100000          # the paper's sizes on a GPU
 #
-# Small networks at RES (32) px so four runs fit a CPU (about 5 minutes each on one core); runs are resumable (run it again with
+# Small networks at RES (32) px so four runs fit a CPU (about 3 minutes each on one core); runs are resumable (run it again with
 # more STEPS to continue). Gram statistics use the ImageNet VGG-19 when its weight file is
 # installed, else the fixed random VGG-19 (metric names then say [random-vgg19]); SPD needs
 # LPIPS weights or falls back like `gantk evaluate texture` does. Compare numbers within a table.

@@ -10,3 +10,14 @@ def error_line(result) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr
     return lines[0]
+
+
+# A Texture Mixer small enough for unit tests (16 px, a few thousand weights).
+TINY_TEXTURE_MIXER = {
+    "resolution": 16,
+    "latent_channels": 4,
+    "global_dim": 4,
+    "channels": 8,
+    "res_blocks": 1,
+    "d_channels": 4,
+}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_TEXTURE_MIXER, error_line
 from PIL import Image
 from typer.testing import Result
 
@@ -21,14 +22,7 @@ from gantk.texture.train import load_texture_mixer, save_texture_mixer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {
-    "resolution": 16,
-    "latent_channels": 4,
-    "global_dim": 4,
-    "channels": 8,
-    "res_blocks": 1,
-    "d_channels": 4,
-}
+TINY = TINY_TEXTURE_MIXER
 TRAIN_ARGS = [
     "--resolution", "16", "--channels", "8", "--latent-channels", "4", "--global-dim", "4",
     "--res-blocks", "1", "--d-channels", "4", "--batch-size", "2", "--snapshot-every", "2",
@@ -78,15 +72,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["photo"] = _png(root / "photo.png", _structured(40, 48, 3))
     out["hole"] = _mask(root / "hole.png", 40, 48, (14, 26, 18, 30))
     return out
-
-
-def _error(result: Result) -> str:
-    """The one error line of a failed command (exit status 2)."""
-    assert result.exit_code == 2, (result.exit_code, result.stderr)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def _mix(cli: Callable, files: dict[str, Path], *args: object) -> Result:
@@ -264,7 +249,7 @@ def test_user_errors_write_nothing(cli: Callable, files: dict[str, Path], tmp_pa
         ),
     ]
     for args, message in cases:
-        line = _error(_mix(cli, files, *args))
+        line = error_line(_mix(cli, files, *args))
         assert message in line, (args, line)
     assert list(tmp_path.iterdir()) == []
 
@@ -275,7 +260,7 @@ def test_existing_output_is_kept_without_force(
     out = tmp_path / "taken.png"
     out.write_bytes(b"keep me")
     args = [files["t0"], files["t1"], "--out", out, "--length", 40]
-    assert "already exists; pass --force" in _error(_mix(cli, files, *args))
+    assert "already exists; pass --force" in error_line(_mix(cli, files, *args))
     assert out.read_bytes() == b"keep me"
     assert _mix(cli, files, *args, "--force").exit_code == 0
     assert _read(out).shape == (16, 40, 3)
@@ -290,14 +275,14 @@ def test_wrong_or_missing_model(
     stego = save_checkpoint(tmp_path / "stego.safetensors", {"w": torch.zeros(2)}, "stego", {})
     out = tmp_path / "out.png"
     base = ["texture-mix", files["t0"], files["t1"], "--out", out, "--device", "cpu"]
-    line = _error(cli(*base, "--model", stego))
+    line = error_line(cli(*base, "--model", stego))
     assert "holds a stego, not a" in line
     empty = tmp_path / "models"
     empty.mkdir()
     monkeypatch.setattr(bundled, "MODELS_DIR", empty)
-    line = _error(cli(*base))  # the default builtin:texture-mixer
+    line = error_line(cli(*base))  # the default builtin:texture-mixer
     assert "builtin:texture-mixer is missing" in line and "make models" in line
-    line = _error(cli(*base, "--model", tmp_path / "none.safetensors"))
+    line = error_line(cli(*base, "--model", tmp_path / "none.safetensors"))
     assert "does not exist; train one with gantk train texture" in line
     assert not out.exists()
 
@@ -378,7 +363,7 @@ def test_train_user_errors(cli: Callable, train_dir: Path, tmp_path: Path) -> No
         ([tmp_path / "missing", "--out", run, *TRAIN_ARGS], "does not exist"),
     ]
     for args, message in cases:
-        line = _error(cli("train", "texture", *args, "--device", "cpu"))
+        line = error_line(cli("train", "texture", *args, "--device", "cpu"))
         assert message in line, (args, line)
     assert not run.exists()
 
@@ -392,11 +377,11 @@ def test_bad_masks_and_small_backgrounds(
     tiny_background = _png(tmp_path / "inputs" / "tiny.png", _structured(12, 12, 0))
     out = tmp_path / "out" / "x.png"
     out.parent.mkdir()
-    line = _error(
+    line = error_line(
         _mix(cli, files, files["background"], files["t1"], "--brush", corrupt, "--out", out)
     )
     assert "cannot be decoded" in line or "is not an image" in line
-    line = _error(
+    line = error_line(
         _mix(cli, files, tiny_background, files["t1"], "--brush", files["hole"], "--out", out)
     )
     assert "smaller than the model's" in line

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TINY_TEXTURE_MIXER
 from PIL import Image
 
 from gantk.errors import GantkError
@@ -54,14 +55,7 @@ from gantk.texture.train import (
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = {
-    "resolution": 16,
-    "latent_channels": 4,
-    "global_dim": 4,
-    "channels": 8,
-    "res_blocks": 1,
-    "d_channels": 4,
-}
+TINY = TINY_TEXTURE_MIXER
 
 
 def _gen(seed: int) -> torch.Generator:

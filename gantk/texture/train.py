@@ -152,8 +152,8 @@ class TextureTrainer:
 
     # -- one step ----------------------------------------------------------------------------
 
-    def _interpolate(self, s1: Tensor, s2: Tensor) -> tuple[Tensor, Tensor, tuple]:
-        """Decoded 3x3 interpolation of the pair, its random crop and the blend weights."""
+    def _interpolate(self, s1: Tensor, s2: Tensor) -> tuple[Tensor, Tensor]:
+        """A random crop of the pair's decoded 3x3 interpolation, and the blend weights α."""
         cfg, gen = self.config, self.generator
         zl, zg = self.model.encode(torch.cat([s1, s2]))
         zl1, zl2 = zl.chunk(2)
@@ -167,7 +167,7 @@ class TextureTrainer:
             g1, g2 = zg.chunk(2)
             glob = spread(alpha[:, None] * g1 + (1 - alpha[:, None]) * g2, big)
         image = self.model.decode(big, glob)
-        return image, random_crops(image, cfg.resolution, gen), (alpha, zl, zg)
+        return random_crops(image, cfg.resolution, gen), alpha
 
     def _gram_losses(
         self, real: Tensor, recon: Tensor, crop: Tensor, alpha: Tensor
@@ -197,7 +197,7 @@ class TextureTrainer:
         recon = self.model(real)
         l1 = (recon - real).abs().mean()
         adv_rec = -self.d_rec(recon).mean()
-        _, crop, (alpha, _, _) = self._interpolate(s1, s2)
+        crop, alpha = self._interpolate(s1, s2)
         adv_itp = -self.d_itp(crop).mean()
         # Eqs. 3.4-3.6 sum the reconstruction terms of S1 and S2, while eqs. 3.8-3.9 give one
         # interpolation term per pair: the per-sample means of the reconstruction terms count
@@ -220,7 +220,7 @@ class TextureTrainer:
         self.d_itp.requires_grad_(True)
         with torch.no_grad():
             recon = self.model(real)
-            _, crop, (alpha, _, _) = self._interpolate(s1, s2)
+            crop, alpha = self._interpolate(s1, s2)
         d_real = self.d_rec(real)
         loss_rec = REC_TERMS * (
             self.d_rec(recon).mean()
