@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,12 @@ from PIL import Image
 
 from gantk.errors import GantkError
 from gantk.fingerprint import bits as fpbits
-from gantk.fingerprint.stego import StegoConfig, StegoDecoder, StegoEncoder
+from gantk.fingerprint.stego import StegoConfig, StegoDecoder, StegoEncoder, grow_decoder_head
 from gantk.fingerprint.train_stego import (
+    WEIGHT_RATE,
     StegoTrainConfig,
     StegoTrainer,
+    chroma_energy,
     l2_weight_at,
     load_stego,
     save_stego,
@@ -338,29 +341,83 @@ def test_l2_schedule() -> None:
     assert l2_weight_at(900, 50, config) == 10.0
 
 
-def _train_config(steps: int) -> StegoTrainConfig:
+def _train_config(steps: int, **extra) -> StegoTrainConfig:
     return StegoTrainConfig("builtin:photos?n=16", bits=BITS, resolution=32, batch_size=4,
                             steps=steps, robust=["jpeg", "crop"], snapshot_every=2,
-                            log_every=1)  # fmt: skip
+                            log_every=1, **extra)  # fmt: skip
 
 
-def test_training_writes_files_and_resumes_exactly(tmp_path: Path) -> None:
-    straight = StegoTrainer(_train_config(6), tmp_path / "a")
+@pytest.mark.parametrize("extra", [{}, {"target_acc": 0.6, "chroma_weight": 2.0, "l2_delay": 0,
+                                        "l2_ramp": 1}])  # fmt: skip
+def test_training_writes_files_and_resumes_exactly(tmp_path: Path, extra: dict) -> None:
+    straight = StegoTrainer(_train_config(6, **extra), tmp_path / "a")
     straight.accurate_since = 0  # switch the robustness stage and the L2 ramp on at once
     straight.run()
     assert (tmp_path / "a" / "stego.safetensors").is_file()
     assert len((tmp_path / "a" / "log.jsonl").read_text().splitlines()) == 6
 
-    first = StegoTrainer(_train_config(4), tmp_path / "b")
+    first = StegoTrainer(_train_config(4, **extra), tmp_path / "b")
     first.accurate_since = 0
     first.run()
-    resumed = start_or_resume(_train_config(6), tmp_path / "b", resume=True)
+    resumed = start_or_resume(_train_config(6, **extra), tmp_path / "b", resume=True)
     assert resumed.step == 4 and resumed.accurate_since == 0
     resumed.run()
     for a, b in zip(straight.encoder.parameters(), resumed.encoder.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert resumed.weight_scale == straight.weight_scale
+    assert resumed.acc_ema == straight.acc_ema
+    if extra:  # the self-tuning weight moved, by whole steps of WEIGHT_RATE
+        moves = math.log(straight.weight_scale) / WEIGHT_RATE
+        assert straight.weight_scale != 1.0 and abs(moves - round(moves)) < 1e-6
     with pytest.raises(GantkError, match="already holds a stego run"):
         start_or_resume(_train_config(6), tmp_path / "b", resume=False)
+
+
+def test_self_tuning_image_weight_follows_the_accuracy(tmp_path: Path) -> None:
+    trainer = StegoTrainer(_train_config(1, target_acc=0.9, l2_delay=2, l2_ramp=3), tmp_path)
+    trainer.accurate_since, trainer.step = 10, 14  # ramp not finished: the weight stays put
+    trainer._tune_weight(1.0)
+    assert trainer.weight_scale == 1.0
+    trainer.step, trainer.acc_ema = 15, 0.95
+    trainer._tune_weight(0.95)  # running accuracy above the target: weight up
+    assert trainer.weight_scale == pytest.approx(math.exp(WEIGHT_RATE))
+    trainer.acc_ema = 0.5
+    trainer._tune_weight(0.5)  # below: back down
+    trainer._tune_weight(0.5)
+    assert trainer.weight_scale == pytest.approx(math.exp(-WEIGHT_RATE))
+    # The running mean is exponential with decay 0.98.
+    assert trainer.acc_ema == pytest.approx(0.5)
+    off = StegoTrainer(_train_config(1), tmp_path / "off")
+    off.accurate_since, off.step, off.acc_ema = 0, 10**6, 1.0
+    off._tune_weight(1.0)
+    assert off.weight_scale == 1.0
+
+
+def test_chroma_energy_against_hand_values() -> None:
+    grey = torch.full((1, 3, 4, 4), 0.3)  # equal R, G, B: luminance only, no chroma
+    assert chroma_energy(grey).item() == pytest.approx(0.0, abs=1e-12)
+    red = torch.zeros(1, 3, 2, 2)
+    red[:, 0] = 0.2  # +0.1 of red on the [0, 1] scale
+    cb, cr = -0.168736 * 0.1, 0.5 * 0.1  # BT.601
+    assert chroma_energy(red).item() == pytest.approx(cb**2 + cr**2, rel=1e-6)
+
+
+def test_grown_decoder_head_reads_block_means_as_before() -> None:
+    torch.manual_seed(1)
+    weight = torch.randn(5, 3 * 1 * 1)
+    grown = grow_decoder_head(weight, 1, 2)
+    assert grown.shape == (5, 3 * 2 * 2)
+    features = torch.randn(2, 3, 1, 1)
+    spread = features.repeat(1, 1, 2, 2)  # each old position copied over its 2x2 block
+    torch.testing.assert_close(spread.flatten(1) @ grown.T, features.flatten(1) @ weight.T)
+    weight = torch.randn(4, 2 * 2 * 2)
+    fine = torch.randn(3, 2, 4, 4)  # a 4x4 grid: the old layer saw its 2x2 block means
+    means = torch.nn.functional.avg_pool2d(fine, 2)
+    torch.testing.assert_close(
+        fine.flatten(1) @ grow_decoder_head(weight, 2, 4).T, means.flatten(1) @ weight.T
+    )
+    with pytest.raises(GantkError, match="cannot grow"):
+        grow_decoder_head(weight, 2, 3)
 
 
 def test_train_stego_cli_errors(cli, tmp_path: Path) -> None:
@@ -439,5 +496,22 @@ def test_init_from_a_trained_model(tmp_path: Path) -> None:
     with pytest.raises(GantkError, match="pick one"):
         start_or_resume(_train_config(2), tmp_path / "run", resume=True, init=model)
     other = save_stego(tmp_path / "o.safetensors", *_tiny_models(64))
-    with pytest.raises(GantkError, match="asks for 8 bits at 32px"):
+    with pytest.raises(GantkError, match="64px or larger, not 32px"):
         start_or_resume(_train_config(2), tmp_path / "run2", resume=False, init=other)
+    wrong_bits = StegoConfig(BITS + 1, 32)
+    other = save_stego(tmp_path / "b.safetensors", StegoEncoder(wrong_bits),
+                       StegoDecoder(wrong_bits))  # fmt: skip
+    with pytest.raises(GantkError, match="has 9 bits"):
+        start_or_resume(_train_config(2), tmp_path / "run3", resume=False, init=other)
+
+
+def test_init_at_a_larger_resolution_restarts_the_schedule(tmp_path: Path) -> None:
+    encoder, decoder = _tiny_models(32)
+    model = save_stego(tmp_path / "m.safetensors", encoder, decoder)
+    config = replace(_train_config(2), resolution=64)
+    trainer = start_or_resume(config, tmp_path / "run", resume=False, init=model)
+    assert trainer.decoder.config.resolution == 64 and trainer.accurate_since is None
+    torch.testing.assert_close(trainer.encoder.secret.weight, encoder.secret.weight)
+    torch.testing.assert_close(
+        trainer.decoder.head[1].weight, grow_decoder_head(decoder.head[1].weight, 1, 2)
+    )

@@ -773,6 +773,23 @@ def test_resume_equals_an_uninterrupted_run(texture_dir: Path, tmp_path: Path) -
 
 
 @pytest.mark.usefixtures("fast_gram")
+def test_init_starts_from_a_model_file(texture_dir: Path, tmp_path: Path) -> None:
+    donor = TextureTrainer(_config(texture_dir), tmp_path / "donor")
+    donor.run()
+    model_file = tmp_path / "donor" / "latest.safetensors"
+    run = start_or_resume(_config(texture_dir), tmp_path / "new", resume=False, init=model_file)
+    assert run.step == 0
+    for name in ("model", "model_ema"):  # both start at the file's (EMA) weights
+        for key, value in getattr(run, name).state_dict().items():
+            assert torch.equal(value, donor.model_ema.state_dict()[key]), (name, key)
+    with pytest.raises(GantkError, match="pick one"):
+        start_or_resume(_config(texture_dir), tmp_path / "donor", resume=True, init=model_file)
+    wider = _config(texture_dir, channels=TINY["channels"] * 2)
+    with pytest.raises(GantkError, match="another shape"):
+        start_or_resume(wider, tmp_path / "wide", resume=False, init=model_file)
+
+
+@pytest.mark.usefixtures("fast_gram")
 @pytest.mark.parametrize(
     "ablation", [{"blend": False}, {"shuffle": False}, {"global_dim": 0}], ids=str
 )

@@ -397,6 +397,14 @@ def train_texture(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")
     ] = False,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="Start from a trained model (a latest.safetensors or builtin:texture-mixer) "
+            "of the same shape; critics and optimizers start afresh.",
+        ),
+    ] = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -446,7 +454,7 @@ def train_texture(
         snapshot_every=snapshot_every,
     )
     output = Output(quiet, as_json)
-    trainer = start_or_resume(config, out, resume)
+    trainer = start_or_resume(config, out, resume, init)
     output.say(f"Gram losses on {trainer.gram.name} features")
     done = {"step": trainer.step}
     with output.progress(trainer.config.steps, "training") as advance:

@@ -424,6 +424,31 @@ def train_stego_command(
             "noise, blur, jpeg, crop, resize, brightness, combined; or all). Default: none.",
         ),
     ] = "",
+    l2_delay: Annotated[
+        int,
+        typer.Option(
+            "--l2-delay", help="Steps after bit accuracy first passes 0.9 before the ramp."
+        ),
+    ] = 1000,
+    l2_ramp: Annotated[
+        int, typer.Option("--l2-ramp", help="Steps over which the image loss ramps up.")
+    ] = 3000,
+    chroma_weight: Annotated[
+        float,
+        typer.Option(
+            "--chroma-weight",
+            help="Extra image-loss weight on the residual's chroma (Cb, Cr), against colour "
+            "casts. 0: the authors' plain MSE.",
+        ),
+    ] = 0.0,
+    target_acc: Annotated[
+        float,
+        typer.Option(
+            "--target-acc",
+            help="After the ramp, tune the image-loss weight so the running bit accuracy on "
+            "(perturbed) training batches stays at this value. 0: off (fixed --l2-weight).",
+        ),
+    ] = 0.0,
     snapshot_every: Annotated[
         int, typer.Option("--snapshot-every", help="Save model and state every N steps.")
     ] = 500,
@@ -435,7 +460,8 @@ def train_stego_command(
         typer.Option(
             "--init",
             help="Start from a trained stego model (e.g. builtin:stego-100's file) instead of "
-            "from scratch: full image loss and robustness from the first step.",
+            "from scratch: full image loss and robustness from the first step. Its resolution "
+            "may be smaller than --resolution (progressive training).",
         ),
     ] = None,
     threads: ThreadsOpt = None,
@@ -446,10 +472,11 @@ def train_stego_command(
 ) -> None:
     """Train a fingerprint encoder/decoder pair (artificial fingerprints, Yu et al. 2021).
 
-    The image loss is off until the bit accuracy first passes 0.9, then ramps up to --l2-weight
-    (the authors' schedule); --robust adds perturbations from then on, so the fingerprint
-    survives recompression and resizing. Writes OUT/stego.safetensors (for fingerprint-embed
-    and fingerprint-decode), OUT/state.safetensors (exact resume) and OUT/log.jsonl.
+    The image loss (MSE on the [0, 1] scale) is off until the bit accuracy first passes 0.9,
+    then ramps up to --l2-weight (the authors' schedule); --robust adds perturbations from then
+    on, so the fingerprint survives recompression and resizing. Writes OUT/stego.safetensors
+    (for fingerprint-embed and fingerprint-decode), OUT/state.safetensors (exact resume) and
+    OUT/log.jsonl.
     """
 
     from gantk.errors import GantkError
@@ -471,7 +498,11 @@ def train_stego_command(
         steps=steps,
         lr=lr,
         l2_weight=l2_weight,
+        l2_delay=l2_delay,
+        l2_ramp=l2_ramp,
         robust=parse_names(robust) if robust else [],
+        chroma_weight=chroma_weight,
+        target_acc=target_acc,
         seed=seed,
         device=_device(device),
         snapshot_every=snapshot_every,

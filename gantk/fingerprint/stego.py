@@ -122,13 +122,30 @@ def resize_to(images: Tensor, size: tuple[int, int]) -> Tensor:
     )
 
 
-def embed_any_size(encoder: StegoEncoder, images: Tensor, fingerprints: Tensor) -> Tensor:
+def embed_any_size(
+    encoder: StegoEncoder, images: Tensor, fingerprints: Tensor, strength: float = 1.0
+) -> Tensor:
     """Fingerprint images of any size: encode at the model's resolution, upsample the residual
-    (encoded minus input, both at that resolution) to the image size and add it."""
+    (encoded minus input, both at that resolution) to the image size and add it, scaled by
+    ``strength`` (below 1: less visible, less robust)."""
     r = encoder.config.resolution
     small = resize_to(images, (r, r))
-    residual = encoder(small, fingerprints) - small
+    residual = (encoder(small, fingerprints) - small) * strength
     return (images + resize_to(residual, tuple(images.shape[-2:]))).clamp(-1, 1)
+
+
+def grow_decoder_head(weight: Tensor, old_side: int, new_side: int) -> Tensor:
+    """The decoder's first linear layer, trained on a ``old_side``² feature grid, for a
+    ``new_side``² grid: each old position's weights spread over the block of new positions it
+    covers, divided by the block's size, so the layer sees the block's mean as it saw the old
+    position. Lets a model trained at one resolution start a run at a larger one (the encoder
+    is fully convolutional and carries over as it is)."""
+    if new_side % old_side:
+        raise GantkError(f"cannot grow a {old_side}x{old_side} decoder grid to {new_side}")
+    factor = new_side // old_side
+    grid = weight.view(weight.shape[0], -1, old_side, old_side)
+    grid = grid.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
+    return (grid / factor**2).reshape(weight.shape[0], -1)
 
 
 def decode_any_size(decoder: StegoDecoder, images: Tensor) -> Tensor:

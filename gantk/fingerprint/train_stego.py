@@ -1,8 +1,17 @@
 """Training the fingerprint encoder/decoder pair (``gantk train stego``).
 
-The authors' schedule: binary cross-entropy on the bits (weight 1) plus image MSE whose weight is
-0 until the training bit accuracy first exceeds 0.9, then, after ``l2_delay`` more steps, ramps
-linearly over ``l2_ramp`` steps to ``l2_weight``; Adam, lr 1e-4. Optional robustness stage
+The authors' schedule: binary cross-entropy on the bits (weight 1) plus image MSE on the [0, 1]
+scale (as the authors' code computes it) whose weight is 0 until the training bit accuracy first
+exceeds 0.9, then, after ``l2_delay`` more steps, ramps linearly over ``l2_ramp`` steps to
+``l2_weight``; Adam, lr 1e-4.
+
+Two additions of gantk's, off by default: ``chroma_weight`` adds the mean square of the
+residual's chroma (Cb, Cr) to the image loss, because a residual upsampled to a large image turns
+any chroma into a visible colour cast, while the eye forgives small luminance changes; and
+``target_acc`` makes the image-loss weight find itself: after the ramp it is multiplied up while
+the running bit accuracy on the (perturbed) training batches stays above the target and down
+while it is below, so a run ends at the best image quality that still decodes as required,
+instead of at whatever quality a hand-picked weight happens to give. Optional robustness stage
 (``robust``): between encoder and decoder, a random perturbation per batch (noise, blur,
 straight-through JPEG, crop/resize, brightness), switched on with the MSE ramp so the pair first
 learns to communicate at all.
@@ -25,7 +34,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gantk.errors import GantkError
-from gantk.fingerprint.stego import KIND, StegoConfig, StegoDecoder, StegoEncoder
+from gantk.fingerprint.stego import (
+    KIND,
+    StegoConfig,
+    StegoDecoder,
+    StegoEncoder,
+    grow_decoder_head,
+)
 from gantk.io.checkpoint import (
     load_checkpoint,
     load_training_state,
@@ -53,6 +68,8 @@ class StegoTrainConfig:
     l2_delay: int = 1000
     l2_ramp: int = 3000
     robust: list[str] = field(default_factory=list)
+    chroma_weight: float = 0.0
+    target_acc: float = 0.0
     seed: int = 0
     device: str = "cpu"
     snapshot_every: int = 500
@@ -65,6 +82,10 @@ class StegoTrainConfig:
                 raise GantkError(f"--{name.replace('_', '-')} must be positive")
         if self.lr <= 0 or self.l2_weight < 0 or self.l2_delay < 0 or self.l2_ramp < 1:
             raise GantkError("--lr must be positive, the L2 weight, delay and ramp non-negative")
+        if self.chroma_weight < 0:
+            raise GantkError(f"--chroma-weight must be non-negative, got {self.chroma_weight}")
+        if not 0 <= self.target_acc < 1:
+            raise GantkError(f"--target-acc must be in [0, 1) (0: off), got {self.target_acc}")
         return self
 
 
@@ -77,6 +98,22 @@ def psnr(a: Tensor, b: Tensor) -> Tensor:
     """PSNR in dB per image for [-1, 1] images (peak-to-peak 2)."""
     mse = (a.float() - b.float()).square().flatten(1).mean(dim=1).clamp_min(1e-12)
     return 10 * torch.log10(4.0 / mse)
+
+
+def chroma_energy(residual: Tensor) -> Tensor:
+    """Mean square of the chroma (ITU-R BT.601 Cb and Cr) of a residual given on the [-1, 1]
+    scale, in [0, 1] units."""
+    r, g, b = (residual / 2).unbind(dim=1)
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
+    return (cb.square() + cr.square()).mean()
+
+
+# How fast the self-tuning image weight moves: a factor e^0.002 a step, so e^2 (7.4x) per
+# 1000 steps, slow against the accuracy's running mean (time constant 50 steps).
+WEIGHT_RATE = 0.002
+ACC_DECAY = 0.98
+WEIGHT_SCALE_RANGE = (1e-2, 1e4)
 
 
 def random_bits(count: int, bits: int, generator: torch.Generator) -> Tensor:
@@ -115,6 +152,8 @@ class StegoTrainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.accurate_since: int | None = None
+        self.weight_scale = 1.0
+        self.acc_ema = 0.5
         self.epoch = 0
         self.batch_index = 0
 
@@ -145,9 +184,12 @@ class StegoTrainer:
         seen = self.augment(encoded, self.generator) if robust else encoded
         logits = self.decoder(seen)
         bce = F.binary_cross_entropy_with_logits(logits, bits)
-        mse = F.mse_loss(encoded, images)
-        weight = l2_weight_at(self.step, self.accurate_since, cfg)
-        loss = bce + weight * mse
+        mse = F.mse_loss(encoded, images) / 4  # on the [0, 1] scale, as the authors' code
+        image_loss = mse
+        if cfg.chroma_weight:
+            image_loss = image_loss + cfg.chroma_weight * chroma_energy(encoded - images)
+        weight = l2_weight_at(self.step, self.accurate_since, cfg) * self.weight_scale
+        loss = bce + weight * image_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -156,9 +198,24 @@ class StegoTrainer:
             quality = float(psnr(encoded, images).mean())
         if self.accurate_since is None and accuracy > 0.9:
             self.accurate_since = self.step
+        self._tune_weight(accuracy)
         self.step += 1
         return {"bce": bce.item(), "mse": mse.item(), "l2_weight": weight,
                 "bit_acc": accuracy, "psnr": quality}  # fmt: skip
+
+    def _tune_weight(self, accuracy: float) -> None:
+        """With ``target_acc``: once the ramp is done, move the image weight's scale up while
+        the running accuracy beats the target and down while it falls short."""
+        cfg = self.config
+        self.acc_ema = ACC_DECAY * self.acc_ema + (1 - ACC_DECAY) * accuracy
+        if not cfg.target_acc or self.accurate_since is None:
+            return
+        if self.step < self.accurate_since + cfg.l2_delay + cfg.l2_ramp:
+            return
+        direction = 1.0 if self.acc_ema > cfg.target_acc else -1.0
+        low, high = WEIGHT_SCALE_RANGE
+        scaled = self.weight_scale * math.exp(direction * WEIGHT_RATE)
+        self.weight_scale = min(high, max(low, scaled))
 
     # -- files -------------------------------------------------------------------------------
 
@@ -175,6 +232,8 @@ class StegoTrainer:
             "epoch": self.epoch,
             "batch_index": self.batch_index,
             "accurate_since": -1 if self.accurate_since is None else self.accurate_since,
+            "weight_scale": self.weight_scale,
+            "acc_ema": self.acc_ema,
             "generator": self.generator.get_state(),
             "rng": rng_state(),
         }
@@ -192,6 +251,9 @@ class StegoTrainer:
         self.batch_index = int(state["batch_index"])
         since = int(state["accurate_since"])
         self.accurate_since = None if since < 0 else since
+        # States saved before the self-tuning weight existed resume with its neutral values.
+        self.weight_scale = float(state.get("weight_scale", 1.0))
+        self.acc_ema = float(state.get("acc_ema", 0.5))
         self.generator.set_state(state["generator"])
         set_rng_state(state["rng"])
 
@@ -212,6 +274,7 @@ class StegoTrainer:
                     **{k: sum(w[k] for w in window) / len(window) for k in window[0]},
                 }
                 entry["accurate_since"] = self.accurate_since
+                entry["weight_scale"] = self.weight_scale
                 window.clear()
                 with (self.out / LOG_FILE).open("a") as f:
                     f.write(json.dumps(entry) + "\n")
@@ -231,8 +294,9 @@ def start_or_resume(
     """A trainer for a new run in ``out`` or, with ``resume``, for the run already there.
 
     ``init`` starts a new run from a trained pair (e.g. a shipped fp16 model, whose optimizer
-    state is gone): the pair already communicates, so the image loss starts at full weight and
-    the robustness stage is on from the first step.
+    state is gone): at the model's own resolution the pair already communicates, so the image
+    loss starts at full weight and the robustness stage is on from the first step; at a larger
+    resolution (progressive training) the schedule starts over.
     """
     state = Path(out) / STATE_FILE
     if init is not None and resume:
@@ -252,15 +316,33 @@ def start_or_resume(
     trainer = StegoTrainer(config, out)
     if init is not None:
         encoder, decoder = load_stego(init, trainer.device)
-        if encoder.config != trainer.encoder.config:
+        if encoder.config.bits != config.bits:
             raise GantkError(
-                f"--init {init} has {encoder.config.bits} bits at {encoder.config.resolution}px, "
-                f"but this run asks for {config.bits} bits at {config.resolution}px"
+                f"--init {init} has {encoder.config.bits} bits, but this run asks for "
+                f"{config.bits}; give --bits {encoder.config.bits} or another model"
             )
         trainer.encoder.load_state_dict(encoder.state_dict())
-        trainer.decoder.load_state_dict(decoder.state_dict())
-        trainer.accurate_since = -(config.l2_delay + config.l2_ramp)
+        trainer.decoder.load_state_dict(resized_decoder_state(decoder, config.resolution))
+        if encoder.config.resolution == config.resolution:
+            trainer.accurate_since = -(config.l2_delay + config.l2_ramp)
+        # At a new resolution the pair must first find each other again: the authors' schedule
+        # (no image loss, no perturbations until bits decode) runs from the start.
     return trainer
+
+
+def resized_decoder_state(decoder: StegoDecoder, resolution: int) -> dict[str, Tensor]:
+    """``decoder``'s weights for a decoder at ``resolution`` (a larger power of two, or the
+    same): progressive training, e.g. a 32 px model starting a 64 px run."""
+    state = decoder.state_dict()
+    old = decoder.config.resolution
+    if resolution < old:
+        raise GantkError(
+            f"--init model works at {old}px; it can start runs at {old}px or larger, "
+            f"not {resolution}px"
+        )
+    key = "head.1.weight"
+    state[key] = grow_decoder_head(state[key], old // 32, resolution // 32)
+    return state
 
 
 def save_stego(

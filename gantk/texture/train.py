@@ -358,10 +358,19 @@ class TextureTrainer:
         return entry
 
 
-def start_or_resume(config: TextureTrainConfig, out: Path, resume: bool) -> TextureTrainer:
+def start_or_resume(
+    config: TextureTrainConfig, out: Path, resume: bool, init: str | Path | None = None
+) -> TextureTrainer:
     """A trainer for a new run in ``out`` or, with ``resume``, for the run already there (only
-    the number of steps and the device may change)."""
+    the number of steps and the device may change).
+
+    ``init`` starts the new run from a trained model's encoders and generator (e.g.
+    builtin:texture-mixer, to train it further on other textures); the critics and the
+    optimizers start afresh, since a model file carries neither.
+    """
     state = Path(out) / STATE_FILE
+    if init is not None and resume:
+        raise GantkError("--init starts a new run from a model; --resume continues a run: pick one")
     if resume:
         if not state.is_file():
             raise GantkError(f"{out} has no {STATE_FILE} to resume; start a new run instead")
@@ -374,7 +383,18 @@ def start_or_resume(config: TextureTrainConfig, out: Path, resume: bool) -> Text
         return trainer
     if state.exists():
         raise GantkError(f"{out} already holds a texture run; use --resume or another --out")
-    return TextureTrainer(config, out)
+    trainer = TextureTrainer(config, out)
+    if init is not None:
+        start = load_texture_mixer(init, trainer.device)
+        if start.config != trainer.model.config:
+            raise GantkError(
+                f"--init {init} has another shape ({start.config.to_dict()}) than this run "
+                f"({trainer.model.config.to_dict()}); give the same --resolution, --channels, "
+                "--latent-channels, --global-dim and --res-blocks"
+            )
+        trainer.model.load_state_dict(start.state_dict())
+        trainer.model_ema.load_state_dict(start.state_dict())
+    return trainer
 
 
 def save_texture_mixer(
