@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Converts a trained Texture Mixer to fp16 as gantk/models/texture-mixer.safetensors and scores
-# it on builtin:textures' held-out rows (the figures docs/results.md reports), with sample
-# strips in docs/img/.
+# it on the held-out textures of scripts/training_data.sh (texture folders never trained on;
+# the figures docs/models.md reports, with the grid measure), with sample strips in docs/img/.
 #
 #   scripts/ship_texture_mixer.sh runs/texture-mixer/latest.safetensors
 set -euo pipefail
@@ -10,6 +10,7 @@ SRC=$1
 PY=${PY:-.venv/bin/python}
 GANTK=${GANTK:-.venv/bin/gantk}
 PAIRS=${PAIRS:-50}
+DATA=${DATA:-data/training}
 "$PY" - "$SRC" <<'PYEOF'
 import sys
 import torch
@@ -23,10 +24,16 @@ save_texture_mixer(dst, model, model.gram_net, meta, dtype=torch.float16)
 print("wrote", dst, "from", src, meta)
 PYEOF
 mkdir -p docs/img
-"$GANTK" evaluate texture builtin:texture-mixer builtin:textures --pairs "$PAIRS" \
+"$GANTK" evaluate texture builtin:texture-mixer "$DATA/texture-heldout" --pairs "$PAIRS" \
   --samples docs/img/texture-mixer-strips.png --json > docs/img/texture-mixer-scores.json
 "$GANTK" texture-mix builtin:brick builtin:gravel --out docs/img/texture-mixer-strip.png \
   --length 512 --force --quiet
 "$GANTK" texture-mix builtin:brick builtin:grass builtin:moon builtin:ihc --palette --size 512 \
   --out docs/img/texture-mixer-palette.png --force --quiet
+# A 1024 px palette of four held-out textures (grass, rock, sand, wood of texture folders the
+# model never saw).
+H=$DATA/texture-heldout/nexuiz-textures
+"$GANTK" texture-mix "$H-terraintex__grass2_e7c784.png" "$H-terraintex__rock02b_85e571.png" \
+  "$H-terraintex__sand01_5fd90b.png" "$H-evil1_woods__wood_98d5e2.png" --palette --size 1024 \
+  --out docs/img/texture-mixer-palette-heldout.png --force --quiet
 cat docs/img/texture-mixer-scores.json

@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
-# Trains builtin:texture-mixer, the default model of `gantk texture-mix`, shipped as
-# gantk/models/texture-mixer.safetensors (fp16), and scores it on the held-out rows of
-# builtin:textures (SPD, CGD, CCD, CSWD vs naive alpha-blending).
+# Trains builtin:texture-mixer (v2), the default model of `gantk texture-mix`, shipped as
+# gantk/models/texture-mixer.safetensors (fp16), and scores it on held-out textures.
 #
 #   scripts/train_texture_mixer.sh [RUN_FOLDER]     # resumable: run it again to continue
 #
-# Data: builtin:textures (brick, grass, gravel, moon, hubble, ihc from scikit-image), the top
-# 75% of every image's rows; the bottom quarter is held out for evaluation. CPU-sized network:
+# Data (scripts/training_data.sh, run here when missing): data/training/texture-train, about
+# 3100 photographed-material textures of three game texture packs (Debian packages); whole
+# texture folders are held out (data/training/texture-heldout). Starts from the v1 model
+# (2500 steps on builtin:textures, taken from git history) with the same CPU-sized network:
 # 64 px crops (16x16x32 local latent, 32-d global code), generator width 64 with 5 residual
-# blocks, critics of width 16; batch 4 pairs, Adam lr 0.001 (0, 0.99), Gram terms every 4th
-# step at 4x weight; 2500 steps (STEPS=N continues further; the shipped file may come from a
-# snapshot of the run; its step count is in the gantk.steps metadata). Gram features: VGG-19 ImageNet
-# weights when installed, else the fixed random VGG-19 (recorded in the model's config).
+# blocks, critics of width 16 (fresh); batch 4 pairs, Adam lr 0.001 (0, 0.99), Gram terms every
+# 4th step at 4x weight. STEPS (default 20000) and THREADS (default 1) may be set; the shipped
+# file may come from a snapshot of the run, its step count is in the gantk.steps metadata.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=${1:-runs/texture-mixer}
+RUN=${1:-runs/texture-mixer-v2}
 GANTK=${GANTK:-.venv/bin/gantk}
-STEPS=${STEPS:-2500}
+DATA=${DATA:-data/training}
+STEPS=${STEPS:-20000}
+THREADS=${THREADS:-1}
 
 if [ -f "$RUN/state.safetensors" ]; then
-  "$GANTK" train texture --resume --out "$RUN" --steps "$STEPS" --threads 1 --device cpu
+  "$GANTK" train texture --resume --out "$RUN" --steps "$STEPS" --threads "$THREADS" --device cpu
 else
-  "$GANTK" train texture builtin:textures --out "$RUN" --resolution 64 --channels 64 \
-    --latent-channels 32 --global-dim 32 --d-channels 16 --batch-size 4 --lr 0.001 \
-    --gram-every 4 --steps "$STEPS" --snapshot-every 250 --threads 1 --device cpu
+  [ -d "$DATA/texture-train" ] || scripts/training_data.sh "$DATA"
+  if [ -z "${V1:-}" ]; then  # the last commit that shipped v1
+    V1=$(mktemp --suffix=.safetensors)
+    git show 5af5d6b:gantk/models/texture-mixer.safetensors > "$V1"
+  fi
+  "$GANTK" train texture "$DATA/texture-train" --init "$V1" --out "$RUN" --resolution 64 \
+    --channels 64 --latent-channels 32 --global-dim 32 --d-channels 16 --batch-size 4 \
+    --lr 0.001 --gram-every 4 --steps "$STEPS" --snapshot-every 250 --threads "$THREADS" \
+    --device cpu
 fi
 exec scripts/ship_texture_mixer.sh "$RUN/latest.safetensors"

@@ -183,10 +183,12 @@ def write_mixed_heldout(out: Path, rows: list[dict]) -> None:
     # All held-out photos and as many textures, at least 20, so neither kind dominates.
     count = max(len(photos), 20)
     picked = photos + list(rng.permutation(np.array(textures, dtype=object))[:count])
-    for i, row in enumerate(picked):
+    # Photos are large, so they take the sizes from the top down; textures cycle through all.
+    sides = [MIXED_SIDES[-1 - i % len(MIXED_SIDES)] for i in range(len(photos))]
+    sides += [MIXED_SIDES[i % len(MIXED_SIDES)] for i in range(len(picked) - len(photos))]
+    for i, (row, side) in enumerate(zip(picked, sides, strict=True)):
         arr = np.asarray(Image.open(out / row["file"]).convert("RGB"))
         h, w = arr.shape[:2]
-        side = MIXED_SIDES[i % len(MIXED_SIDES)]
         scale = min(1.0, side / max(h, w))
         size = (max(64, round(w * scale)), max(64, round(h * scale)))
         small = Image.fromarray(arr).resize(size, Image.Resampling.LANCZOS)

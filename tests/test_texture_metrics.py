@@ -17,10 +17,12 @@ import torch
 from helpers import error_line
 from PIL import Image
 
+from gantk.errors import GantkError
 from gantk.metrics.texture import (
     alpha_blend_strip,
     gram_scores,
     load_texture_lpips,
+    periodic_peak,
     score_strip,
 )
 from gantk.texture.gram import load_gram_net
@@ -192,3 +194,28 @@ def test_cli_standard_lpips_without_weights_names_the_file(cli, tiny_model, tmp_
     textures = _texture_folder(tmp_path / "textures", 48)
     args = ("evaluate", "texture", tiny_model, textures, "--lpips-net", "alex", "--device", "cpu")
     assert "alexnet-owt-7be5be79.pth" in error_line(cli(*args, "--gram-net", "random-vgg19"))
+
+
+def test_periodic_peak_finds_grid_lines_at_the_cell_period() -> None:
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.rand(1, 3, 64, 256, generator=gen) * 2 - 1
+    plain = periodic_peak(noise, 4)
+    lined = noise.clone()
+    lined[..., ::4, :] += 0.5  # a horizontal line every 4 rows
+    with_lines = periodic_peak(lined, 4)
+    assert plain < 10 < 100 < with_lines
+    assert periodic_peak(lined.transpose(-1, -2), 4) == pytest.approx(with_lines)  # columns
+    # Lines at another period do not count as this period's grid.
+    other = noise.clone()
+    other[..., ::7, :] += 0.5
+    assert periodic_peak(other, 4) < 10
+    # Against an independent computation: a pure cosine at the period over white noise.
+    y = torch.arange(64, dtype=torch.float64)
+    wave = noise + 0.3 * torch.cos(2 * torch.pi * y / 4)[:, None]
+    profile = wave.double().mean(dim=(0, 1)).mean(dim=1).numpy()
+    windowed = (profile - profile.mean()) * np.hanning(64)
+    power = np.abs(np.fft.rfft(windowed)) ** 2
+    around = np.concatenate([power[8:15], power[18:25]])
+    assert periodic_peak(wave, 4) >= power[16] / np.median(around) * (1 - 1e-9)
+    with pytest.raises(GantkError, match="too small"):
+        periodic_peak(noise[..., :6, :6], 4)

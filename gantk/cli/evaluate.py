@@ -1037,6 +1037,8 @@ def texture_command(
             )
 
     mixer = Mixer(mixer_model, shuffle=True)
+    # One latent cell covers this many pixels: the period at which grid lines would show.
+    cell_period = size // mixer_model.config.latent_size
     seeds = itertools.count(seed)  # every strip its own shuffle, the same on every run
 
     def ours(left: torch.Tensor, right: torch.Tensor, length: int) -> torch.Tensor:
@@ -1055,8 +1057,9 @@ def texture_command(
                 advance(1)
 
             result = tm.evaluate_interpolation(
-                runners[name], pair_list, real, gram, lpips_model, on_strip=seen, swd_seed=seed
-            )
+                runners[name], pair_list, real, gram, lpips_model, on_strip=seen, swd_seed=seed,
+                grid_period=cell_period,
+            )  # fmt: skip
             results[name] = result["metrics"]
     length = tm.LENGTH_FACTOR * size
     names = tm.metric_names(gram.name, lpips_name)
@@ -1071,7 +1074,9 @@ def texture_command(
         f"texture interpolation: {pairs} pairs, {size}x{length} strips, {len(sources)} "
         f"textures ({split} split)",
         ["metric", *chosen],
-        [[names[key], *[cell(results[m], key) for m in chosen]] for key in tm.METRICS],
+        [[names[key], *[cell(results[m], key) for m in chosen]] for key in tm.METRICS]
+        + [[f"grid@{cell_period}px", *[f"{results[m]['grid']:.3g}" for m in chosen]]]
+        + [["grid of real crops", *[f"{results[m]['grid_real']:.3g}" for m in chosen]]],
     )
     if samples is not None:
         strips = [shown[name][i] for i in range(keep) for name in chosen]
@@ -1097,7 +1102,8 @@ def texture_command(
             "gram": {"network": gram.name, "weights": gram.path},
             "lpips": {"network": lpips_name, "weights": lpips_file},
         },
-        "metrics": [names[key] for key in tm.METRICS],
+        "metrics": [names[key] for key in tm.METRICS] + ["grid", "grid_real"],
+        "grid_period_px": cell_period,
         "methods": results,
     }
     if samples is not None:

@@ -21,6 +21,11 @@ Per strip:
   multiplied by 1e3 and averaged over the pyramid levels. With tens of crops (the paper's
   setting is larger) the value is noisy and biased upwards: compare methods at equal counts.
 - seconds: wall-clock time to make one strip.
+- grid (gantk's, not the paper's): how much the strip's middle half repeats at the model's
+  latent-cell period (e.g. 4 px), which is where an undertrained decoder draws grid lines: the
+  power of the row- and column-mean profiles at that period over the median power of the
+  nearby frequencies (the larger of the two axes; about 1 for no periodicity). ``grid_real``
+  is the same measure on real crops of the test textures, what the textures themselves have.
 
 Feature networks: the standard numbers use ImageNet VGG-19 for the Gram metrics and LPIPS v0.1
 with an AlexNet trunk for SPD. Without those weight files the same architectures with fixed
@@ -54,6 +59,7 @@ STANDARD_LPIPS = "lpips-alex"
 LPIPS_NETS = ("auto", "alex", "vgg", "random-alex", "random-vgg")
 RANDOM_SEED = 0  # random-lpips-* trunks are the same on every machine
 METRICS = ("spd", "cgd", "ccd", "cswd", "seconds")
+GRID_NEIGHBOURS = 8  # frequency bins on each side that make the reference of the grid peak
 
 # A method makes an R x length strip from (left, right, length); tensors 1x3xRxR in [-1, 1].
 Method = Callable[[Tensor, Tensor, int], Tensor]
@@ -237,6 +243,31 @@ def sample_pairs(
     return pairs, real
 
 
+def periodic_peak(image: Tensor, period: int) -> float:
+    """Power at ``period`` pixels of the row-mean and column-mean luminance profiles of
+    ``image`` (1x3xHxW or 3xHxW, [-1, 1]) over the median power of the ``GRID_NEIGHBOURS`` bins
+    on each side; the larger of the two axes. Profiles are mean-removed and Hann-windowed."""
+    grey = image.reshape(-1, *image.shape[-2:]).double().mean(dim=0)
+    peaks = []
+    for profile in (grey.mean(dim=1), grey.mean(dim=0)):  # rows (horizontal lines), columns
+        n = profile.numel()
+        k0 = round(n / period)
+        if period < 2 or k0 + 1 >= n // 2:
+            continue
+        centred = (profile - profile.mean()) * torch.hann_window(
+            n, periodic=False, dtype=grey.dtype
+        )
+        power = torch.fft.rfft(centred).abs().square()
+        lo, hi = max(1, k0 - GRID_NEIGHBOURS), min(power.numel(), k0 + GRID_NEIGHBOURS + 1)
+        around = torch.cat([power[lo : k0 - 1], power[k0 + 2 : hi]])  # the peak may leak a bin
+        peaks.append(float(power[k0] / around.median().clamp_min(1e-12)))
+    if not peaks:
+        raise GantkError(
+            f"an image of {tuple(image.shape[-2:])} px is too small for period {period}"
+        )
+    return max(peaks)
+
+
 def _to_uint8(images: Tensor) -> Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
@@ -252,6 +283,7 @@ def evaluate_interpolation(
     on_strip: Callable[[int, Tensor], None] | None = None,
     swd_seed: int = 0,
     warmup: bool = True,
+    grid_period: int | None = None,
 ) -> dict:
     """Run ``method`` on every pair (strips R x ``length_factor``·R) and score it.
 
@@ -259,7 +291,8 @@ def evaluate_interpolation(
     "length": pixels, "networks": {"gram": ..., "lpips": ...}}`` with names from
     :func:`metric_names` (std over pairs, ddof=0). ``on_strip(i, strip)`` sees each strip
     (for sample grids and progress). With ``warmup`` the first pair is run once untimed
-    before the timed runs.
+    before the timed runs. With ``grid_period`` (the model's latent-cell size in pixels) the
+    result also has ``grid`` and ``grid_real`` (see the module's docstring).
     """
     if not pairs:
         raise GantkError("no texture pairs to evaluate; ask for at least one pair")
@@ -268,7 +301,7 @@ def evaluate_interpolation(
     if warmup:  # first-call costs (allocator, cuDNN autotuning) are not the method's
         method(*pairs[0], length)
     scores: list[StripScores] = []
-    centers = []
+    centers, grids = [], []
     for index, (left, right) in enumerate(pairs):
         start = time.perf_counter()
         strip = method(left, right, length)
@@ -281,6 +314,8 @@ def evaluate_interpolation(
                 f"expected {size}x{length}"
             )
         scores.append(score_strip(strip, left, right, gram_net, lpips_model, seconds))
+        if grid_period:
+            grids.append(periodic_peak(strip[..., length // 4 : 3 * length // 4], grid_period))
         centers.append(_to_uint8(center_crop(strip, size)))
         if on_strip is not None:
             on_strip(index, strip)
@@ -292,6 +327,9 @@ def evaluate_interpolation(
         metrics[names[key] + "_std"] = float(values.std())
     cswd = swd_images(_to_uint8(real_crops), torch.cat(centers), seed=swd_seed)
     metrics[names["cswd"]] = float(cswd["mean"])
+    if grid_period:
+        metrics["grid"] = float(np.mean(grids))
+        metrics["grid_real"] = float(np.mean([periodic_peak(c, grid_period) for c in real_crops]))
     return {
         "metrics": metrics,
         "pairs": len(pairs),
