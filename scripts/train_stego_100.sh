@@ -14,6 +14,8 @@
 # robustness perturbations (noise, blur, JPEG, crop, resize, brightness) at 0.97.
 # STEPS (default 40000) and THREADS (default 1) may be set; the shipped file may come from a
 # snapshot of the run, its step count is in the file's gantk.steps metadata (docs/models.md).
+# Between sessions the run lives on as models-wip/stego-100-v2.safetensors (fp16, written by
+# scripts/save_wip.py): with no run folder, this script continues from it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/stego-100-v2}
@@ -22,20 +24,36 @@ DATA=${DATA:-data/training}
 STEPS=${STEPS:-40000}
 THREADS=${THREADS:-1}
 
+PY=${PY:-.venv/bin/python}
+WIP=models-wip/stego-100-v2.safetensors
+ARGS=(--resolution 64 --bits 100 --batch-size 16 --l2-delay 200 --l2-ramp 1000
+  --robust noise,blur,jpeg,crop,resize,brightness --chroma-weight 1 --target-acc 0.97
+  --snapshot-every 250 --threads "$THREADS" --device cpu --out "$RUN")
+
 if [ -f "$RUN/state.safetensors" ]; then
   "$GANTK" train stego --resume --out "$RUN" --steps "$STEPS" --threads "$THREADS" --device cpu
 else
   [ -f "$DATA/stego-train-64.h5" ] || scripts/training_data.sh "$DATA"
-  # The 32 px v1 model to start from: V1=FILE, or taken from git history (commit 5af5d6b, the
-  # last one that shipped v1).
-  if [ -z "${V1:-}" ]; then
-    mkdir -p "$RUN"
-    V1="$RUN/start-v1.safetensors"
-    git show 5af5d6b:gantk/models/stego-100.safetensors > "$V1"
+  mkdir -p "$RUN"
+  if [ -f "$WIP" ]; then
+    # Continue the run of an earlier session from its committed fp16 weights (optimizer state
+    # starts afresh): full image loss at the weight the self-tuning had reached.
+    L2=$(tail -n 1 "${WIP%.safetensors}.log.jsonl" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["l2_weight"])')
+    "$PY" -c 'import json,sys; from gantk.io.checkpoint import read_metadata as r
+print(json.dumps({"from": sys.argv[1], "total_steps_before": int(r(sys.argv[1])["gantk.total_steps"])}))' \
+      "$WIP" > "$RUN/start.json"
+    "$GANTK" train stego "$DATA/stego-train-64.h5" --init "$WIP" --l2-weight "$L2" \
+      --steps "$STEPS" "${ARGS[@]}"
+  else
+    # The 32 px v1 model to start from: V1=FILE, or taken from git history (commit 5af5d6b,
+    # the last one that shipped v1).
+    if [ -z "${V1:-}" ]; then
+      V1="$RUN/start-v1.safetensors"
+      git show 5af5d6b:gantk/models/stego-100.safetensors > "$V1"
+    fi
+    "$GANTK" train stego "$DATA/stego-train-64.h5" --init "$V1" --l2-weight 40 \
+      --steps "$STEPS" "${ARGS[@]}"
   fi
-  "$GANTK" train stego "$DATA/stego-train-64.h5" --init "$V1" --resolution 64 --bits 100 \
-    --batch-size 16 --l2-weight 40 --l2-delay 200 --l2-ramp 1000 \
-    --robust noise,blur,jpeg,crop,resize,brightness --chroma-weight 1 --target-acc 0.97 \
-    --steps "$STEPS" --snapshot-every 250 --threads "$THREADS" --device cpu --out "$RUN"
 fi
+"$PY" scripts/save_wip.py stego "$RUN"
 exec scripts/ship_stego.sh "$RUN/stego.safetensors"

@@ -12,6 +12,8 @@
 # blocks, critics of width 16 (fresh); batch 4 pairs, Adam lr 0.001 (0, 0.99), Gram terms every
 # 4th step at 4x weight. STEPS (default 20000) and THREADS (default 1) may be set; the shipped
 # file may come from a snapshot of the run, its step count is in the gantk.steps metadata.
+# Between sessions the run lives on as models-wip/texture-mixer-v2.safetensors (fp16, written by
+# scripts/save_wip.py): with no run folder, this script continues from it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/texture-mixer-v2}
@@ -20,17 +22,30 @@ DATA=${DATA:-data/training}
 STEPS=${STEPS:-20000}
 THREADS=${THREADS:-1}
 
+PY=${PY:-.venv/bin/python}
+WIP=models-wip/texture-mixer-v2.safetensors
+
 if [ -f "$RUN/state.safetensors" ]; then
   "$GANTK" train texture --resume --out "$RUN" --steps "$STEPS" --threads "$THREADS" --device cpu
 else
   [ -d "$DATA/texture-train" ] || scripts/training_data.sh "$DATA"
-  if [ -z "${V1:-}" ]; then  # the last commit that shipped v1
-    V1=$(mktemp --suffix=.safetensors)
-    git show 5af5d6b:gantk/models/texture-mixer.safetensors > "$V1"
+  mkdir -p "$RUN"
+  if [ -f "$WIP" ]; then
+    # Continue the run of an earlier session from its committed fp16 (EMA) weights.
+    START=$WIP
+    "$PY" -c 'import json,sys; from gantk.io.checkpoint import read_metadata as r
+print(json.dumps({"from": sys.argv[1], "total_steps_before": int(r(sys.argv[1])["gantk.total_steps"])}))' \
+      "$WIP" > "$RUN/start.json"
+  elif [ -n "${V1:-}" ]; then
+    START=$V1
+  else  # v1, from the last commit that shipped it
+    START="$RUN/start-v1.safetensors"
+    git show 5af5d6b:gantk/models/texture-mixer.safetensors > "$START"
   fi
-  "$GANTK" train texture "$DATA/texture-train" --init "$V1" --out "$RUN" --resolution 64 \
+  "$GANTK" train texture "$DATA/texture-train" --init "$START" --out "$RUN" --resolution 64 \
     --channels 64 --latent-channels 32 --global-dim 32 --d-channels 16 --batch-size 4 \
     --lr 0.001 --gram-every 4 --steps "$STEPS" --snapshot-every 250 --threads "$THREADS" \
     --device cpu
 fi
+"$PY" scripts/save_wip.py texture "$RUN"
 exec scripts/ship_texture_mixer.sh "$RUN/latest.safetensors"
