@@ -156,10 +156,14 @@ def test_cli_evaluates_both_methods(cli, tiny_model: Path, tmp_path: Path) -> No
     assert summary["networks"]["gram"]["network"] == "random-vgg19"
     assert summary["networks"]["lpips"]["network"] == "random-lpips-alex"
     names = ["spd[random-lpips-alex]", "cgd[random-vgg19]", "ccd[random-vgg19]", "cswd", "seconds"]
-    assert summary["metrics"] == names
+    assert summary["metrics"] == [*names, "grid", "grid_real"]
+    assert summary["grid_period_px"] == 4  # one latent cell is 4 px
     for values in summary["methods"].values():
-        assert set(values) == {*names, *(n + "_std" for n in names if n != "cswd")}
+        stds = {n + "_std" for n in names if n != "cswd"}
+        assert set(values) == {*names, *stds, "grid", "grid_real"}
         assert all(np.isfinite(v) for v in values.values())
+    # The real crops' grid is the same reference for every method.
+    assert summary["methods"]["ours"]["grid_real"] == summary["methods"]["alpha"]["grid_real"]
     assert summary["methods"]["alpha"]["spd[random-lpips-alex]"] == 0.0
     assert summary["strip"] == [R, 8 * R] and summary["split"] == "all"
     with Image.open(grid) as img:  # 2 pairs x 2 methods, one strip per row, 2 px padding
