@@ -10,7 +10,7 @@
 #
 # DEMO_FULL=1 (`make demo-full`) runs the same steps at the sizes of earlier versions of this
 # demo: a GAN of 1 kimg, metrics on 200 images, 300 attributor steps, minority precision/recall
-# with VGG-16 features, 20 Texture Mixer steps scored on 4 pairs (about 8.5 minutes).
+# with VGG-16 features, 20 Texture Mixer steps scored on 4 pairs (499 s measured on the 2-core VM).
 set -euo pipefail
 out=${1:-out/demo}
 if [ "${DEMO_FULL:-0}" = 1 ]; then
@@ -40,10 +40,12 @@ step() {
 }
 report() {
   finish_step
-  python3 - "$timings" "$budget_file" <<'PYEOF' >&2
+  python3 - "$timings" "$budget_file" "${DEMO_FULL:-0}" <<'PYEOF' >&2
 import csv, sys
 spent = {r["step"]: float(r["seconds"]) for r in csv.DictReader(open(sys.argv[1]), delimiter="\t")}
 budget = {r["step"]: float(r["seconds"]) for r in csv.DictReader(open(sys.argv[2]), delimiter="\t")}
+if sys.argv[3] == "1":  # the budget is the short demo's: nothing to compare the full one with
+    budget = {key: float("inf") for key in spent}
 print(f"\n{'step':<14}{'seconds':>9}{'budget':>9}")
 for key, seconds in spent.items():
     flag = "  over budget" if seconds > budget.get(key, 0) else ""
