@@ -1,13 +1,15 @@
 """The held-out figures of a stego model against the targets of the bundled model (docs/models.md).
 
-    python scripts/stego_heldout.py MODEL FOLDER [--figure PNG] [--json OUT.json]
+    python scripts/stego_heldout.py MODEL FOLDER [--figure PNG] [--json OUT.json] [--curve LOG]
 
 Every image of FOLDER is fingerprinted at its own size with its own random 100-bit code (as
 `gantk fingerprint-embed` does: encode at the model's resolution, upsample the residual), rounded
 to 8 bits as a saved PNG would be, then scored: PSNR and SSIM against the original; bit accuracy
 of the untouched image, after a real JPEG round trip at quality 75 and after downscaling to half
 size; the fraction of images detected at a false-positive rate of 1e-6. ``--figure`` writes
-original / fingerprinted / 10x difference (around grey) of three images side by side.
+original / fingerprinted / 10x difference (around grey) of three images side by side;
+``--curve`` appends the summary, with the model's step count, as one line to a JSON-lines file
+(the held-out curve of a run: figures against training steps).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gantk.fingerprint import bits as fpbits
 from gantk.fingerprint.stego import decode_bits, embed_any_size
 from gantk.fingerprint.train_stego import load_stego
 from gantk.io.bundled import resolve_model_path
+from gantk.io.checkpoint import read_metadata
 from gantk.io.images import list_images, load_rgb
 from gantk.perturb import jpeg, resize
 
@@ -77,8 +80,10 @@ def evaluate(model: str, folder: Path, seed: int = 0) -> tuple[dict, list[tuple]
             row[f"acc_{name}"] = float(m) / n
         accuracy[name] = (float(matches.mean()) / n, float((matches >= need).mean()))
     psnrs = np.array([r["psnr"] for r in rows])
+    metadata = read_metadata(resolve_model_path(model, "stego model", "gantk train stego"))
     summary = {
         "model": model,
+        "steps": int(metadata.get("gantk.total_steps", metadata.get("gantk.steps", "0"))),
         "images": len(rows),
         "sizes_px": [
             min(min(r["width"], r["height"]) for r in rows),
@@ -125,6 +130,7 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--figure", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--curve", type=Path)
     args = parser.parse_args()
     report, examples = evaluate(args.model, args.folder)
     s = report["summary"]
@@ -136,6 +142,9 @@ def main() -> None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.figure:
         figure(examples, args.figure)
+    if args.curve:
+        with args.curve.open("a") as f:
+            f.write(json.dumps(s) + "\n")
 
 
 if __name__ == "__main__":
