@@ -9,11 +9,12 @@
 # texture folders are held out. Progressive start from the v1 model (32 px, builtin:photos):
 # its encoder carries over as it is, its decoder's first linear layer is spread over the 2x2
 # larger feature grid, and the authors' schedule starts over (no image loss until bits decode
-# at 0.9). 100 bits, 64 px, batch 16, Adam 1e-4; image loss = MSE on [0, 1] + 8 x the chroma
-# MSE of the residual, weight ramped to 40 and then tuned to keep the training bit accuracy
-# under the robustness perturbations (noise, blur, JPEG, crop, resize, brightness) at 0.97.
-# (The run behind the shipped file spent its first 2000 steps at chroma weight 1, then went on
-# from that snapshot at 8: docs/models.md.)
+# at 0.9). 100 bits, 64 px, batch 16, Adam 1e-4; the encoder changes luminance only (--luma);
+# image loss = MSE on [0, 1] (+ 8 x the residual's chroma MSE, nil with --luma), weight ramped to
+# 40 and then tuned to keep the training bit accuracy under the robustness perturbations (noise,
+# blur, JPEG, crop, resize, brightness) at 0.97. (The run behind the v2 files went in three
+# phases, each from the previous one's snapshot: steps 0-2000 at chroma weight 1 without --luma,
+# 2000-2750 at chroma weight 8, then --luma: docs/models.md.)
 # STEPS (default 40000) and THREADS (default 1) may be set; the shipped file may come from a
 # snapshot of the run, its step count is in the file's gantk.steps metadata (docs/models.md).
 # Between sessions the run lives on as models-wip/stego-100-v2.safetensors (fp16, written by
@@ -29,7 +30,7 @@ THREADS=${THREADS:-1}
 PY=${PY:-.venv/bin/python}
 WIP=models-wip/stego-100-v2.safetensors
 ARGS=(--resolution 64 --bits 100 --batch-size 16 --l2-delay 200 --l2-ramp 1000
-  --robust noise,blur,jpeg,crop,resize,brightness --chroma-weight 8 --target-acc 0.97
+  --robust noise,blur,jpeg,crop,resize,brightness --chroma-weight 8 --luma --target-acc 0.97
   --snapshot-every 250 --threads "$THREADS" --device cpu --out "$RUN")
 
 if [ -f "$RUN/state.safetensors" ]; then

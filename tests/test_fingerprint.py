@@ -515,3 +515,40 @@ def test_init_at_a_larger_resolution_restarts_the_schedule(tmp_path: Path) -> No
     torch.testing.assert_close(
         trainer.decoder.head[1].weight, grow_decoder_head(decoder.head[1].weight, 1, 2)
     )
+
+
+def test_luma_encoder_changes_luminance_only() -> None:
+    torch.manual_seed(0)
+    encoder = StegoEncoder(StegoConfig(BITS, 32, luma=True)).eval()
+    images = torch.rand(2, 3, 32, 32) * 1.6 - 0.8  # away from the clipping range
+    with torch.no_grad():
+        out = encoder(images, torch.randint(0, 2, (2, BITS)).float())
+    residual = out - images
+    assert residual.abs().max() > 1e-3  # it does change the image
+    inside = (out.abs() < 0.9999).all(dim=1)  # where no channel was clipped to the range
+    assert inside.float().mean() > 0.5
+    for a, b in ((0, 1), (1, 2)):
+        torch.testing.assert_close(
+            residual[:, a][inside], residual[:, b][inside], atol=1e-6, rtol=0
+        )
+    assert chroma_energy(residual * inside[:, None]).item() < 1e-12
+    # The same weights without the option: the residual has colour, and its luminance is what
+    # the luma encoder keeps (BT.601 weights).
+    plain = StegoEncoder(StegoConfig(BITS, 32))
+    plain.load_state_dict(encoder.state_dict())
+    with torch.no_grad():
+        full = plain.eval()(images, torch.zeros(2, BITS)) - images
+        kept = encoder(images, torch.zeros(2, BITS)) - images
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    luminance = (full * weights).sum(1, keepdim=True)
+    clipped = (kept[:, :1] - luminance).abs() > 1e-6
+    assert clipped.float().mean() < 0.5  # only where images + luminance left [-1, 1]
+    assert ((kept[:, :1] + images[:, :1]).abs()[clipped] > 0.9999).all()
+    assert chroma_energy(full).item() > 1e-8
+
+
+def test_luma_is_kept_in_the_model_file(tmp_path: Path) -> None:
+    config = StegoConfig(BITS, 32, luma=True)
+    path = save_stego(tmp_path / "m.safetensors", StegoEncoder(config), StegoDecoder(config))
+    encoder, _ = load_stego(path)
+    assert encoder.config.luma

@@ -433,6 +433,14 @@ def train_stego_command(
     l2_ramp: Annotated[
         int, typer.Option("--l2-ramp", help="Steps over which the image loss ramps up.")
     ] = 3000,
+    luma: Annotated[
+        bool,
+        typer.Option(
+            "--luma",
+            help="The encoder changes luminance only (R, G and B alike): no colour casts, and "
+            "JPEG's chroma subsampling leaves the fingerprint alone.",
+        ),
+    ] = False,
     chroma_weight: Annotated[
         float,
         typer.Option(
@@ -502,6 +510,7 @@ def train_stego_command(
         l2_ramp=l2_ramp,
         robust=parse_names(robust) if robust else [],
         chroma_weight=chroma_weight,
+        luma=luma,
         target_acc=target_acc,
         seed=seed,
         device=_device(device),

@@ -6,6 +6,9 @@ downsampling, skip connections) outputs the whole fingerprinted image through a 
 Decoder: seven 3x3 convolutions (32, 32, 64, 64, 64, 128, 128 channels; five with stride 2), then
 linear layers to 512 and to n logits; bit = logit > 0.
 
+With ``luma`` (gantk's, for the v2 bundled model) the encoder's residual is reduced to its
+luminance, the same change in R, G and B, so the fingerprint can never show as a colour cast.
+
 Both work at one resolution R (a power of two, at least 32). :func:`embed_any_size` and
 :func:`decode_any_size` lift that restriction the way modern watermarkers do: embed at R and
 upsample the residual to the image's own size; resize any image to R before decoding.
@@ -25,12 +28,14 @@ from torch import Tensor, nn
 from gantk.errors import GantkError
 
 KIND = "stego"
+LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
 @dataclass(frozen=True)
 class StegoConfig:
     bits: int = 100
     resolution: int = 64
+    luma: bool = False
 
     def validate(self) -> StegoConfig:
         if not 1 <= self.bits <= 4096:
@@ -89,7 +94,14 @@ class StegoEncoder(nn.Module):
             skip = skips.pop()
             extra = [inputs] if not skips else []
             h = merge(torch.cat([skip, h, *extra], dim=1))
-        return torch.sigmoid(self.to_image(h)) * 2 - 1
+        out = torch.sigmoid(self.to_image(h)) * 2 - 1
+        if self.config.luma:
+            # Keep only the residual's luminance (BT.601 weights), added to R, G and B alike:
+            # no chroma at all, so no colour cast, and JPEG's chroma subsampling cannot touch it.
+            weights = LUMA.to(out.dtype).to(out.device).view(1, 3, 1, 1)
+            luminance = ((out - images) * weights).sum(dim=1, keepdim=True)
+            out = (images + luminance).clamp(-1, 1)
+        return out
 
 
 class StegoDecoder(nn.Module):

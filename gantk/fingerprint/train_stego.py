@@ -70,13 +70,14 @@ class StegoTrainConfig:
     robust: list[str] = field(default_factory=list)
     chroma_weight: float = 0.0
     target_acc: float = 0.0
+    luma: bool = False
     seed: int = 0
     device: str = "cpu"
     snapshot_every: int = 500
     log_every: int = 50
 
     def validate(self) -> StegoTrainConfig:
-        StegoConfig(self.bits, self.resolution).validate()
+        StegoConfig(self.bits, self.resolution, self.luma).validate()
         for name in ("batch_size", "steps", "snapshot_every", "log_every"):
             if getattr(self, name) < 1:
                 raise GantkError(f"--{name.replace('_', '-')} must be positive")
@@ -137,7 +138,7 @@ class StegoTrainer:
         self.out = Path(out)
         self.device = torch.device(config.device)
         torch.manual_seed(config.seed)
-        model_config = StegoConfig(config.bits, config.resolution)
+        model_config = StegoConfig(config.bits, config.resolution, config.luma)
         self.encoder = StegoEncoder(model_config).to(self.device)
         self.decoder = StegoDecoder(model_config).to(self.device)
         params = list(self.encoder.parameters()) + list(self.decoder.parameters())
@@ -367,7 +368,11 @@ def load_stego(
     """Encoder and decoder from a ``stego.safetensors`` file, in eval mode."""
     ckpt = load_checkpoint(path, KIND, device)
     try:
-        config = StegoConfig(int(ckpt.config["bits"]), int(ckpt.config["resolution"]))
+        config = StegoConfig(
+            int(ckpt.config["bits"]),
+            int(ckpt.config["resolution"]),
+            bool(ckpt.config.get("luma", False)),  # files from before the option: False
+        )
     except (KeyError, TypeError, ValueError):
         raise GantkError(
             f"{path} has no usable stego config; re-create it with gantk train stego"
