@@ -5,6 +5,7 @@ gone.
 
     python scripts/save_wip.py stego runs/stego-100-v2
     python scripts/save_wip.py texture runs/texture-mixer-v2
+    python scripts/save_wip.py start models-wip/NAME.safetensors RUN   # before continuing one
 
 Writes models-wip/NAME.safetensors (fp16, with gantk.total_steps: the steps of every session so
 far) and appends the run's new log lines to models-wip/NAME.log.jsonl with cumulative step
@@ -26,7 +27,18 @@ NAMES = {"stego": ("stego-100-v2", "stego.safetensors"),
          "texture": ("texture-mixer-v2", "latest.safetensors")}  # fmt: skip
 
 
+def record_start(wip: Path, run: Path) -> None:
+    """Note in RUN/start.json that the run starts from ``wip`` and how many steps came before,
+    so the next save counts on from there."""
+    before = int(read_metadata(wip).get("gantk.total_steps", "0"))
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "start.json").write_text(json.dumps({"from": str(wip), "total_steps_before": before}))
+
+
 def main() -> None:
+    if sys.argv[1] == "start":  # save_wip.py start WIP_FILE RUN: before a run continues a WIP
+        record_start(Path(sys.argv[2]), Path(sys.argv[3]))
+        return
     kind, run = sys.argv[1], Path(sys.argv[2])
     name, model_file = NAMES[kind]
     WIP.mkdir(exist_ok=True)

@@ -42,9 +42,7 @@ else
     # Continue the run of an earlier session from its committed fp16 weights (optimizer state
     # starts afresh): full image loss at the weight the self-tuning had reached.
     L2=$(tail -n 1 "${WIP%.safetensors}.log.jsonl" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["l2_weight"])')
-    "$PY" -c 'import json,sys; from gantk.io.checkpoint import read_metadata as r
-print(json.dumps({"from": sys.argv[1], "total_steps_before": int(r(sys.argv[1])["gantk.total_steps"])}))' \
-      "$WIP" > "$RUN/start.json"
+    "$PY" scripts/save_wip.py start "$WIP" "$RUN"
     "$GANTK" train stego "$DATA/stego-train-64.h5" --init "$WIP" --l2-weight "$L2" \
       --steps "$STEPS" "${ARGS[@]}"
   else

@@ -33,9 +33,7 @@ else
   if [ -f "$WIP" ]; then
     # Continue the run of an earlier session from its committed fp16 (EMA) weights.
     START=$WIP
-    "$PY" -c 'import json,sys; from gantk.io.checkpoint import read_metadata as r
-print(json.dumps({"from": sys.argv[1], "total_steps_before": int(r(sys.argv[1])["gantk.total_steps"])}))' \
-      "$WIP" > "$RUN/start.json"
+    "$PY" scripts/save_wip.py start "$WIP" "$RUN"
   elif [ -n "${V1:-}" ]; then
     START=$V1
   else  # v1, from the last commit that shipped it
