@@ -12,9 +12,9 @@
 # at 0.9). 100 bits, 64 px, batch 16, Adam 1e-4; the encoder changes luminance only (--luma);
 # image loss = MSE on [0, 1] (+ 8 x the residual's chroma MSE, nil with --luma), weight ramped to
 # 40 and then tuned to keep the training bit accuracy under the robustness perturbations (noise,
-# blur, JPEG, crop, resize, brightness) at 0.97. (The run behind the v2 files went in three
-# phases, each from the previous one's snapshot: steps 0-2000 at chroma weight 1 without --luma,
-# 2000-2750 at chroma weight 8, then --luma: docs/models.md.)
+# blur, JPEG, crop, resize, brightness) at 0.94. (The run behind the v2 files went in three
+# phases, each from the previous one's snapshot: steps 0-2000 at chroma weight 1 without --luma
+# and target 0.97, 2000-2750 at chroma weight 8, then --luma and 0.94: docs/models.md.)
 # STEPS (default 40000) and THREADS (default 1) may be set; the shipped file may come from a
 # snapshot of the run, its step count is in the file's gantk.steps metadata (docs/models.md).
 # Between sessions the run lives on as models-wip/stego-100-v2.safetensors (fp16, written by
@@ -30,7 +30,7 @@ THREADS=${THREADS:-1}
 PY=${PY:-.venv/bin/python}
 WIP=models-wip/stego-100-v2.safetensors
 ARGS=(--resolution 64 --bits 100 --batch-size 16 --l2-delay 200 --l2-ramp 1000
-  --robust noise,blur,jpeg,crop,resize,brightness --chroma-weight 8 --luma --target-acc 0.97
+  --robust noise,blur,jpeg,crop,resize,brightness --chroma-weight 8 --luma --target-acc 0.94
   --snapshot-every 250 --threads "$THREADS" --device cpu --out "$RUN")
 
 if [ -f "$RUN/state.safetensors" ]; then
