@@ -25,6 +25,7 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from gantk.fingerprint import bits as fpbits
+from gantk.fingerprint.artificial import psnr_db, to_rgb, to_tensor
 from gantk.fingerprint.stego import decode_bits, embed_any_size
 from gantk.fingerprint.train_stego import load_stego
 from gantk.io.bundled import resolve_model_path
@@ -34,19 +35,6 @@ from gantk.perturb import jpeg, resize
 
 TARGETS = {"psnr_mean": 33.0, "psnr_min": 30.0, "ssim_mean": 0.97, "acc_clean": 0.99,
            "acc_jpeg75": 0.95, "acc_half": 0.90, "detected_1e-6": 1.0}  # fmt: skip
-
-
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
-
-
-def to_rgb(t: torch.Tensor) -> np.ndarray:
-    return ((t[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def evaluate(model: str, folder: Path, seed: int = 0) -> tuple[dict, list[tuple]]:
@@ -67,7 +55,7 @@ def evaluate(model: str, folder: Path, seed: int = 0) -> tuple[dict, list[tuple]
             half_all.append(resize(t, 0.5))
             codes.append(code)
             rows.append({"image": path.name, "width": original.shape[1],
-                         "height": original.shape[0], "psnr": psnr(original, marked),
+                         "height": original.shape[0], "psnr": psnr_db(original, marked),
                          "ssim": structural_similarity(original, marked, channel_axis=2,
                                                        data_range=255)})  # fmt: skip
             examples.append((original, marked))

@@ -2,7 +2,7 @@
 # Installs the Debian packages the bundled models are trained on and builds the training and
 # held-out sets from them, with a manifest (file, package, origin, group, split, size, sha256).
 #
-#   scripts/training_data.sh [OUT]        # default data/training (about 2 GB; not in git)
+#   scripts/training_data.sh [OUT]        # default data/training (1.2 GB; not in git)
 #
 # Packages and licences (each allows training on the images and shipping derived weights;
 # docs/models.md has the details):

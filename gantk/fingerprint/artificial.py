@@ -170,7 +170,7 @@ def embed_folder(
                 saved = _write(marked[index], loaded[index], tmp / relative, image_format,
                                jpeg_quality)  # fmt: skip
                 original = loaded[index].rgb
-                psnrs.append(_psnr(original, saved))
+                psnrs.append(psnr_db(original, saved))
                 ssims.append(
                     structural_similarity(original, saved, channel_axis=2, data_range=255)
                     if min(saved.shape[:2]) >= 7
@@ -239,7 +239,8 @@ def _write(
     return np.asarray(image.convert("RGB"))
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 RGB arrays (peak 255)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 

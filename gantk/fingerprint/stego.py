@@ -98,7 +98,7 @@ class StegoEncoder(nn.Module):
         if self.config.luma:
             # Keep only the residual's luminance (BT.601 weights), added to R, G and B alike:
             # no chroma at all, so no colour cast, and JPEG's chroma subsampling cannot touch it.
-            weights = LUMA.to(out.dtype).to(out.device).view(1, 3, 1, 1)
+            weights = LUMA.to(device=out.device, dtype=out.dtype).view(1, 3, 1, 1)
             luminance = ((out - images) * weights).sum(dim=1, keepdim=True)
             out = (images + luminance).clamp(-1, 1)
         return out
