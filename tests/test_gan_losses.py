@@ -129,6 +129,24 @@ def test_contrastive_generator_loss_swaps_the_roles() -> None:
     assert abs(got - d_loss("contrastive", t(real), t(fake)).item()) > 1e-3
 
 
+def test_contrastive_generator_loss_is_the_role_swapped_eq_2_1_plus_2_2() -> None:
+    # Two reals (r1, r2) and two fakes (f1, f2), every term written out: each fake against the
+    # real batch, then each real against the fake batch, with the fake as the winning side.
+    r1, r2, f1, f2 = 0.4, -1.2, 0.9, -0.3
+    case_fake = (
+        math.log(1 + math.exp(r1 - f1) + math.exp(r2 - f1))
+        + math.log(1 + math.exp(r1 - f2) + math.exp(r2 - f2))
+    ) / 2
+    case_real = (
+        math.log(1 + math.exp(r1 - f1) + math.exp(r1 - f2))
+        + math.log(1 + math.exp(r2 - f1) + math.exp(r2 - f2))
+    ) / 2
+    got = g_loss("contrastive", t([f1, f2]), t([r1, r2])).item()
+    assert got == pytest.approx(case_fake + case_real, abs=1e-12)
+    # The literal min-max reading of Eq. 2.3 (G maximising D's loss) is a different value.
+    assert abs(got + d_loss("contrastive", t([r1, r2]), t([f1, f2])).item()) > 0.1
+
+
 def test_contrastive_generator_loss_needs_real_logits() -> None:
     with pytest.raises(ValueError, match="real"):
         g_loss("contrastive", t(FAKE))

@@ -96,7 +96,7 @@ def assert_same_tensors(a: Path, b: Path) -> None:
         ("saturating", {}),
         ("wgan-gp", {}),
         ("hinge", {}),
-        ("contrastive", {"contrastive_warmup": 2}),
+        ("contrastive", {"contrastive_warmup_epochs": 0.5}),  # 32 images, batch 8: 2 steps
     ],
 )
 def test_each_loss_trains_and_makes_a_usable_generator(
@@ -160,9 +160,72 @@ def test_contrastive_warmup_uses_ns_first(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(losses, "d_loss", spy_d)
     monkeypatch.setattr(losses, "g_loss", spy_g)
-    start_training(config(tmp_path / "run", 5, loss="contrastive", contrastive_warmup=3), log=quiet)
+    run = config(tmp_path / "run", 5, loss="contrastive", contrastive_warmup_epochs=0.75)
+    start_training(run, log=quiet)  # 0.75 x 32 images / batch 8 = 3 warm-up steps
     expected = ["ns"] * 3 + ["contrastive"] * 2
     assert kinds == {"d": expected, "g": expected}
+
+
+def test_contrastive_warmup_defaults_to_the_thesis_20_epochs() -> None:
+    assert TrainConfig(data=DATA, out="x").contrastive_warmup_epochs == 20.0
+    # A run saved before warm-up epochs existed keeps its own (step) warm-up on resume.
+    old = TrainConfig.from_dict({"data": DATA, "out": "x", "contrastive_warmup": 7})
+    assert (old.contrastive_warmup, old.contrastive_warmup_epochs) == (7, 0.0)
+    trainer = Trainer(config(Path("unused"), 1, loss="contrastive"), log=quiet)
+    assert trainer.warmup_steps == 20 * 32 // BATCH
+
+
+# --- presets and lazy regularization ---------------------------------------------------------
+
+
+def adam_settings(opt: torch.optim.Optimizer) -> tuple[float, float, float]:
+    group = opt.param_groups[0]
+    return group["lr"], *group["betas"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "d_ratio", "g_ratio"),
+    [
+        ({}, 16 / 17, 4 / 5),  # R1 every 16 D steps, path length every 4 G steps
+        ({"r1_interval": 4, "pl_interval": 2}, 4 / 5, 2 / 3),
+        ({"pl_weight": 0.0}, 16 / 17, 1.0),  # no path length: G is not lazily regularized
+        ({"r1_gamma": 0.0}, 1.0, 4 / 5),
+        ({"loss": "wgan-gp"}, 1.0, 4 / 5),  # its gradient penalty runs every step
+    ],
+)
+def test_adam_is_rescaled_for_lazy_regularization(kw: dict, d_ratio: float, g_ratio: float) -> None:
+    cfg = config(Path("unused"), 1, **{"r1_interval": 16, "pl_interval": 4, **kw})
+    trainer = Trainer(cfg, log=quiet)
+    # StyleGAN2 (training_loop.py): lr * k/(k+1), beta ** (k/(k+1)) for interval k.
+    for opt, ratio in ((trainer.opt_D, d_ratio), (trainer.opt_G, g_ratio)):
+        lr, beta1, beta2 = adam_settings(opt)
+        assert lr == pytest.approx(0.002 * ratio, rel=1e-12)
+        assert (beta1, beta2) == (0.0, pytest.approx(0.99**ratio, rel=1e-12))
+
+
+def test_resumed_run_keeps_the_rescaled_adam(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    start_training(config(out, 2, r1_interval=16, pl_interval=4), log=quiet)
+    state, _ = load_training_state(out / "latest-state.safetensors", STATE_KIND)
+    trainer = Trainer(TrainConfig.from_dict(json.loads((out / CONFIG_FILE).read_text())), log=quiet)
+    trainer.load_state(state)
+    assert adam_settings(trainer.opt_D)[0] == pytest.approx(0.002 * 16 / 17)
+    assert adam_settings(trainer.opt_G)[2] == pytest.approx(0.99 ** (4 / 5))
+
+
+def test_presets_name_the_r1_weight_and_ema_rampup(tmp_path: Path) -> None:
+    auto = config(tmp_path / "a", 1)
+    assert auto.preset == "auto"
+    assert auto.gamma == pytest.approx(0.0002 * 16**2 / BATCH)
+    assert auto.ema_rampup_now == 0.05
+    paper = config(tmp_path / "p", 1, preset="paper")
+    assert paper.gamma == 10.0 and paper.ema_rampup_now is None
+    # An explicit --r1-gamma wins over either preset.
+    assert config(tmp_path / "q", 1, preset="paper", r1_gamma=0.5).gamma == 0.5
+    start_training(paper, log=quiet)
+    assert json.loads((tmp_path / "p" / CONFIG_FILE).read_text())["preset"] == "paper"
+    with pytest.raises(GantkError, match="--config must be one of auto, paper"):
+        config(tmp_path / "x", 1, preset="ffhq").validate()
 
 
 # --- exact resume ---------------------------------------------------------------------------
@@ -353,7 +416,8 @@ def test_the_nan_advice_can_be_followed(tmp_path: Path, monkeypatch) -> None:
     assert result["steps"] == 3
     state, saved_config = load_training_state(out / "latest-state.safetensors", STATE_KIND)
     assert saved_config["lr"] == 0.0005
-    assert state["opt_G"]["param_groups"][0]["lr"] == 0.0005
+    # The lowered rate, with lazy regularization's rescaling (path length every 4 G steps).
+    assert state["opt_G"]["param_groups"][0]["lr"] == pytest.approx(0.0005 * 4 / 5)
 
 
 def test_nan_state_is_the_state_before_the_failed_step(tmp_path: Path, monkeypatch) -> None:

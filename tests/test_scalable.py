@@ -110,6 +110,36 @@ def test_training_writes_generator_and_decoder(run):
     assert ckpt.config["network"]["fingerprint_bits"] == 24 and ckpt.config["run_id"]
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert {"bit_acc", "bits_bce", "z_rec", "consistency", "loss_d"} <= set(log[-1])
+    # Path length regularization, as the authors' EG_logistic_ns_pathreg (step 0 is a pl step).
+    assert log[0]["pl_penalty"] >= 0
+
+
+def test_path_length_is_taken_on_the_fingerprint_styles(tmp_path, monkeypatch):
+    from gantk.gan import losses
+    from gantk.gan.networks import NetworkConfig
+    from gantk.gan.scalable import ScalableTrainer
+    from gantk.gan.train import TrainConfig
+
+    seen = []
+    real_path_lengths = losses.path_lengths
+
+    def spy(synthesis, ws):
+        # The styles come out of the fingerprint embedding E, so the penalty trains it too.
+        embed = list(trainer.G.embed.parameters())
+        grads = torch.autograd.grad(ws.sum(), embed, allow_unused=True, retain_graph=True)
+        seen.append((ws.shape, any(g is not None and g.abs().sum() > 0 for g in grads)))
+        return real_path_lengths(synthesis, ws)
+
+    monkeypatch.setattr(losses, "path_lengths", spy)
+    net = NetworkConfig(resolution=8, z_dim=8, w_dim=8, mapping_layers=2, channel_base=32,
+                        channel_max=8, fingerprint_bits=6)  # fmt: skip
+    cfg = TrainConfig(data="builtin:shapes?n=16", out=str(tmp_path), network=net, batch_size=4,
+                      pl_interval=2, device="cpu")  # fmt: skip
+    trainer = ScalableTrainer(cfg, log=lambda _: None)
+    real = torch.zeros(4, 3, 8, 8)
+    stats = [trainer.train_step(real) for _ in range(3)]
+    assert len(seen) == 2 and "pl_penalty" in stats[0] and "pl_penalty" not in stats[1]
+    assert seen[0] == ((2, trainer.G.num_ws, 8), True)  # a half batch of per-layer styles
 
 
 def test_resume_continues_exactly(run, tmp_path, cli):

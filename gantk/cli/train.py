@@ -85,14 +85,25 @@ def train_gan(
             "(dual contrastive, thesis Eq. 2.1-2.3).",
         ),
     ] = "ns",
-    contrastive_warmup: Annotated[
-        int,
+    contrastive_warmup_epochs: Annotated[
+        float,
         typer.Option(
             "--contrastive-warmup",
             min=0,
-            help="Steps of non-saturating loss before the contrastive loss takes over.",
+            help="Epochs (passes over DATA) of non-saturating loss before the contrastive loss "
+            "takes over; the thesis warms up for about 20. Short runs: keep it near 5% of "
+            "--kimg, as 20 epochs were of the thesis' runs.",
         ),
-    ] = 0,
+    ] = 20.0,
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--config",
+            help="Named settings: auto (R1 gamma 0.0002*res^2/batch, EMA ramp-up 0.05, suits "
+            "small images) or paper (StyleGAN2 config E as published: R1 gamma 10, no EMA "
+            "ramp-up). Explicit options override it; recorded in train-config.json.",
+        ),
+    ] = "auto",
     g_attn: Annotated[
         str | None,
         typer.Option(
@@ -109,7 +120,8 @@ def train_gan(
     attn_kernel: Annotated[int, typer.Option("--attn-kernel", help="SAN patch size (odd).")] = 7,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate of G and D.")] = 0.002,
     r1_gamma: Annotated[
-        float | None, typer.Option("--r1-gamma", help="R1 weight; default 0.0002*res^2/batch.")
+        float | None,
+        typer.Option("--r1-gamma", help="R1 weight; default: --config's (auto or 10)."),
     ] = None,
     pl_weight: Annotated[
         float, typer.Option("--pl-weight", help="Path length regularization weight (0: off).")
@@ -276,7 +288,8 @@ def train_gan(
             kimg=kimg,
             batch_size=batch_size,
             loss=loss,
-            contrastive_warmup=contrastive_warmup,
+            contrastive_warmup_epochs=contrastive_warmup_epochs,
+            preset=preset,
             lr=lr,
             r1_gamma=r1_gamma,
             pl_weight=pl_weight,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from gantk.gan.generate import NOISE_SEED_OFFSET, seeded_noise
 from gantk.gan.networks import Discriminator, Generator
 from gantk.gan.train import Dist, StepBatchSampler
 from gantk.io.datasets import ImageDataset
@@ -45,7 +46,9 @@ def fddf(
         real = _real_batch(dataset, sampler, step * 2, n, device)
         ref = _real_batch(dataset, sampler, step * 2 + 1, n, device) if D.needs_reference else None
         z = torch.randn(n, G.config.z_dim, generator=latent_gen).to(device)
-        fake = G(z, psi=psi, noise_mode="const")
+        # Random noise inputs, as StyleGAN2's metrics sample, seeded per batch.
+        with seeded_noise(NOISE_SEED_OFFSET + seed * 1_000_003 + step, device):
+            fake = G(z, psi=psi, noise_mode="random")
         real_stats.update(D(real, ref, return_features=True)[1])
         fake_stats.update(D(fake, ref, return_features=True)[1])
         done += n

@@ -7,6 +7,7 @@ image can be regenerated alone, whatever ``-n`` and the batch size were.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,33 @@ def latents_for(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
     return torch.stack(
         [torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
     )
+
+
+# Metric noise seeds sit far above latent seeds, so a batch's noise never replays a latent.
+NOISE_SEED_OFFSET = 1 << 40
+
+
+@contextmanager
+def seeded_noise(seed: int, device: torch.device | str) -> Iterator[None]:
+    """Draw the generator's random noise inputs from ``seed`` inside the block, leaving the
+    caller's random state as it was. Metrics sample with random noise, as StyleGAN2's do (a
+    constant noise map repeated over every sample narrows the distribution being measured);
+    seeding keeps a metric repeatable."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def sample_uint8(
+    G: torch.nn.Module, z: torch.Tensor, noise_seed: int, psi: float = 1.0
+) -> torch.Tensor:
+    """uint8 (B, 3, H, W) images of latents ``z`` for metrics: random noise inputs drawn from
+    ``noise_seed`` (so one batch is reproducible on its own)."""
+    device = next(G.parameters()).device
+    with torch.no_grad(), seeded_noise(noise_seed, device):
+        img = G(z.to(device), psi=psi, noise_mode="random")
+    return to_uint8(img).permute(0, 3, 1, 2).cpu()
 
 
 @torch.no_grad()

@@ -59,8 +59,19 @@ def g_loss(kind: str, fake: torch.Tensor, real: torch.Tensor | None = None) -> t
     if kind == "contrastive":
         if real is None:
             raise ValueError("the contrastive generator loss needs the logits of real images")
-        # The generator plays the dual game with the roles swapped: its fakes should beat the
-        # reals (the non-saturating counterpart of maximizing the discriminator's loss).
+        # Derivation (thesis Eq. 2.1-2.3). D maximises L_real + L_fake, i.e. minimises
+        #   dual_contrastive(real, fake) = E_x log(1 + sum_z e^(D(G(z)) - D(x)))      (Case I)
+        #                                + E_z log(1 + sum_x e^(D(G(z)) - D(x)))      (Case II).
+        # Eq. 2.3 read literally has G minimise L_real + L_fake, i.e. *maximise* that same sum:
+        # the saturating form, whose gradient vanishes once D separates the classes (every
+        # exponent very negative), exactly as log(1 - sigmoid) does for the logistic loss.
+        # As StyleGAN2 does for the logistic loss, G instead minimises the loss with the roles of
+        # real and fake exchanged: each fake should win its one-against-a-batch softmax against
+        # the reals, and each real should lose against the fakes:
+        #   dual_contrastive(fake, real) = E_z log(1 + sum_x e^(D(x) - D(G(z))))
+        #                                + E_x log(1 + sum_z e^(D(x) - D(G(z)))).
+        # Calling dual_contrastive(real, fake) here (D's own argument order) would make G help D;
+        # tests/test_gan_losses.py pins both the form and its gradient's sign.
         return dual_contrastive(fake, real)
     raise GantkError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
 

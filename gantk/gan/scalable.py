@@ -330,8 +330,10 @@ def save_instance(path: Path, instance: GeneratorInstance, meta: dict, force: bo
 class ScalableTrainer(Trainer):
     """The StyleGAN2 trainer with the fingerprint losses (see the module docstring).
 
-    Path-length regularization and style mixing are off: styles come from fingerprints, not from
-    z, so neither has its usual meaning. ``immunize`` perturbs generated images before F.
+    Path-length regularization follows the authors' code (``EG_logistic_ns_pathreg``): weight 2,
+    every ``pl_interval`` steps, on the styles the fingerprint drives. Style mixing stays off:
+    mixing two fingerprints' styles would write two fingerprints into one image with no label
+    for F to decode. ``immunize`` perturbs generated images before F.
     """
 
     def build_networks(self) -> None:
@@ -380,6 +382,15 @@ class ScalableTrainer(Trainer):
             consistency = F.mse_loss(fake.float(), self.G(z, c2).float())
         total = adv + Z_WEIGHT * z_loss + BITS_WEIGHT * bits_loss
         total = total + CONSISTENCY_WEIGHT * consistency
+        if self.path_length_due():
+            # As the authors' EG_logistic_ns_pathreg: path length of the image with respect to
+            # the fingerprint-driven styles (gradients reach the embedding network E through
+            # them), on a half batch of fresh latents and fingerprints.
+            m = max(1, n // 2)
+            z_pl, c_pl = self._latents(m), self._fingerprints(m)
+            total = total + self.path_length_term(
+                lambda ws: self.G.synthesis(z_pl, ws), self.G.styles(c_pl), stats
+            )
         self._check("the generator loss", total)
         self._backward_and_step(total, self.generator_side(), self.opt_G)
         with torch.no_grad():

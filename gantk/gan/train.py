@@ -69,6 +69,17 @@ RESUMABLE_CHANGES = (
 )
 
 
+# --config: what each named set means (TrainConfig.gamma / ema_rampup_now apply them).
+PRESETS = {
+    "auto": "R1 gamma = 0.0002 * resolution^2 / batch (the StyleGAN2-ADA heuristic, which keeps "
+    "small-resolution runs from being over-regularized), EMA ramp-up 0.05",
+    "paper": "StyleGAN2 config E as published (Karras et al. 2020, FFHQ): R1 gamma = 10, no "
+    "EMA ramp-up; with the other defaults (lr 0.002, batch 32, path length 2, style "
+    "mixing 0.9, 8 mapping layers, EMA half-life 10 kimg)",
+}
+PAPER_R1_GAMMA = 10.0
+
+
 @dataclass
 class TrainConfig:
     data: str
@@ -77,9 +88,15 @@ class TrainConfig:
     kimg: float = 50.0
     batch_size: int = 32
     loss: str = "ns"
+    # Non-saturating epochs (passes over the data) before the contrastive loss takes over: the
+    # thesis warms up for about 20 (§2.4 implementation details).
+    contrastive_warmup_epochs: float = 20.0
+    # Steps of warm-up on top of the epochs; runs from before the epochs existed stored this.
     contrastive_warmup: int = 0
+    # Named hyper-parameter sets (see PRESETS); explicit options override them.
+    preset: str = "auto"
     lr: float = 0.002
-    r1_gamma: float | None = None  # None: 0.0002 * resolution^2 / batch_size (StyleGAN2-ADA)
+    r1_gamma: float | None = None  # None: the preset's
     r1_interval: int = 16
     gp_weight: float = 10.0
     pl_weight: float = 2.0
@@ -117,7 +134,14 @@ class TrainConfig:
     def gamma(self) -> float:
         if self.r1_gamma is not None:
             return self.r1_gamma
+        if self.preset == "paper":
+            return PAPER_R1_GAMMA
         return 0.0002 * self.network.resolution**2 / self.batch_size
+
+    @property
+    def ema_rampup_now(self) -> float | None:
+        """The EMA ramp-up in effect: StyleGAN2 (the paper) has none."""
+        return None if self.preset == "paper" else self.ema_rampup
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,7 +160,11 @@ class TrainConfig:
                 min(self.snapshot_kimg, self.sample_kimg, self.tick_kimg) > 0,
                 "--snapshot-kimg, --sample-kimg and --tick-kimg must be above 0",
             ),
-            (self.contrastive_warmup >= 0, "--contrastive-warmup must be 0 or more"),
+            (
+                self.contrastive_warmup >= 0 and self.contrastive_warmup_epochs >= 0,
+                "--contrastive-warmup must be 0 or more",
+            ),
+            (self.preset in PRESETS, f"--config must be one of {', '.join(PRESETS)}"),
             (self.batch_size >= 2, "--batch-size must be at least 2"),
             (
                 min(net.z_dim, net.w_dim, net.mapping_layers, net.channel_base, net.channel_max)
@@ -165,6 +193,8 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         data = dict(data)
         data["network"] = NetworkConfig.from_dict(data.get("network", {}))
+        if "contrastive_warmup_epochs" not in data:  # a run from before warm-up epochs
+            data["contrastive_warmup_epochs"] = 0.0
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
@@ -321,12 +351,20 @@ class Trainer:
         if config.channels_last and self.device.type == "cuda":
             for net in (self.G, self.D, self.G_ema):
                 net.to(memory_format=torch.channels_last)
-        self.opt_G = torch.optim.Adam(
-            self.generator_side().parameters(), lr=config.lr, betas=(0.0, 0.99), eps=1e-8
+        # Lazy regularization (Karras et al. 2020, appendix B): a network regularized every k-th
+        # step takes k+1 optimizer steps per k minibatches' worth of updates, so its Adam learning
+        # rate and betas are rescaled by k / (k + 1) to keep the same effective schedule.
+        self.lazy_ratio_D = lazy_ratio(
+            config.r1_interval, config.loss != "wgan-gp" and config.gamma > 0
         )
-        self.opt_D = torch.optim.Adam(
-            self.D.parameters(), lr=config.lr, betas=(0.0, 0.99), eps=1e-8
-        )
+        self.lazy_ratio_G = lazy_ratio(config.pl_interval, config.pl_weight > 0)
+        self.opt_G = lazy_adam(self.generator_side().parameters(), config.lr, self.lazy_ratio_G)
+        self.opt_D = lazy_adam(self.D.parameters(), config.lr, self.lazy_ratio_D)
+        if config.loss == "contrastive":
+            epochs = config.contrastive_warmup_epochs * len(self.dataset) / config.batch_size
+            self.warmup_steps = config.contrastive_warmup + math.ceil(epochs)
+        else:
+            self.warmup_steps = 0
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
         self.latent_gen = torch.Generator().manual_seed(config.seed + 12345)
         self.step = 0
@@ -365,9 +403,12 @@ class Trainer:
         self.G_ema.load_state_dict(state["G_ema"])
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
-        for opt in (self.opt_G, self.opt_D):  # a resumed run may lower the learning rate
+        # A resumed run may lower the learning rate; runs saved before the lazy-regularization
+        # rescaling get it from here on.
+        for opt, ratio in ((self.opt_G, self.lazy_ratio_G), (self.opt_D, self.lazy_ratio_D)):
             for group in opt.param_groups:
-                group["lr"] = self.cfg.lr
+                group["lr"] = self.cfg.lr * ratio
+                group["betas"] = (0.0, 0.99**ratio)
         self.step = int(state["step"])
         self.pl_mean = state["pl_mean"].to(self.device)
         self.elapsed = float(state["elapsed"])
@@ -435,7 +476,7 @@ class Trainer:
         return ws
 
     def _loss_kind(self) -> str:
-        if self.cfg.loss == "contrastive" and self.step < self.cfg.contrastive_warmup:
+        if self.cfg.loss == "contrastive" and self.step < self.warmup_steps:
             return "ns"
         return self.cfg.loss
 
@@ -456,14 +497,9 @@ class Trainer:
         with self._autocast():
             loss_g = self.adversarial_loss(self.G.synthesis(self._mixed_ws(n)), real, kind)
         total_g = loss_g
-        if cfg.pl_weight > 0 and self.step % cfg.pl_interval == 0:
-            m = max(1, n // 2)
-            lengths = losses.path_lengths(self.G.synthesis, self._mixed_ws(m))
-            pl_mean = self.pl_mean.lerp(self.dist.mean(lengths.mean()), cfg.pl_decay)
-            self.pl_mean = pl_mean.detach()
-            penalty = (lengths - pl_mean).square().mean()
-            total_g = total_g + penalty * cfg.pl_weight * cfg.pl_interval
-            stats["pl_penalty"] = float(self.dist.mean(penalty))
+        if self.path_length_due():
+            m = max(1, n // 2)  # a half batch, as StyleGAN2 (pl_batch_shrink 2)
+            total_g = total_g + self.path_length_term(self.G.synthesis, self._mixed_ws(m), stats)
         extra = self.extra_generator_loss(n, stats)
         if extra is not None:
             total_g = total_g + extra
@@ -473,6 +509,22 @@ class Trainer:
         self._update_ema(n)
         self.step += 1
         return stats
+
+    def path_length_due(self) -> bool:
+        return self.cfg.pl_weight > 0 and self.step % self.cfg.pl_interval == 0
+
+    def path_length_term(
+        self, synthesis: Callable[[torch.Tensor], torch.Tensor], ws: torch.Tensor, stats: dict
+    ) -> torch.Tensor:
+        """StyleGAN2's path length penalty on ``synthesis`` at styles ``ws``, weighted for lazy
+        regularization; updates the running mean length and logs ``pl_penalty``."""
+        cfg = self.cfg
+        lengths = losses.path_lengths(synthesis, ws)
+        pl_mean = self.pl_mean.lerp(self.dist.mean(lengths.mean()), cfg.pl_decay)
+        self.pl_mean = pl_mean.detach()
+        penalty = (lengths - pl_mean).square().mean()
+        stats["pl_penalty"] = float(self.dist.mean(penalty))
+        return penalty * cfg.pl_weight * cfg.pl_interval
 
     def extra_generator_loss(self, n: int, stats: dict[str, float]) -> torch.Tensor | None:
         """Terms a subclass adds to the generator's loss (IMLE's reconstruction), logging
@@ -542,8 +594,8 @@ class Trainer:
     def _update_ema(self, n: int) -> None:
         cfg = self.cfg
         ema_nimg = cfg.ema_kimg * 1000
-        if cfg.ema_rampup is not None:
-            ema_nimg = min(ema_nimg, (self.nimg + cfg.batch_size) * cfg.ema_rampup)
+        if cfg.ema_rampup_now is not None:
+            ema_nimg = min(ema_nimg, (self.nimg + cfg.batch_size) * cfg.ema_rampup_now)
         beta = 0.5 ** (cfg.batch_size / max(ema_nimg, 1e-8))
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
             p_ema.copy_(p.detach().lerp(p_ema, beta))
@@ -678,6 +730,15 @@ class Trainer:
             entry["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
         with (self.out / "log.jsonl").open("a") as f:
             f.write(json.dumps(entry) + "\n")
+
+
+def lazy_ratio(interval: int, regularized: bool) -> float:
+    return interval / (interval + 1) if regularized else 1.0
+
+
+def lazy_adam(params, lr: float, ratio: float) -> torch.optim.Adam:
+    """StyleGAN2's Adam (betas 0, 0.99) with lazy regularization's rescaling by ``ratio``."""
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
 
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:

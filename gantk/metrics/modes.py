@@ -367,17 +367,14 @@ def mode_coverage(modes: np.ndarray, num_modes: int = NUM_MODES) -> dict[str, An
 def _generator_batches(
     G: nn.Module, count: int, batch_size: int, seed: int
 ) -> Iterator[torch.Tensor]:
-    """uint8 (B, 3, H, W) from seeds seed…seed+count-1, exactly as ``gantk generate`` draws."""
-    from gantk.gan.generate import latents_for
-    from gantk.gan.train import to_uint8
+    """uint8 (B, 3, H, W) from latent seeds seed…seed+count-1 (as ``gantk generate`` draws
+    latents), with seeded random noise inputs, as every gantk metric samples."""
+    from gantk.gan.generate import NOISE_SEED_OFFSET, latents_for, sample_uint8
 
-    device = next(G.parameters()).device
     G.eval()
     for start in range(seed, seed + count, batch_size):
         seeds = range(start, min(start + batch_size, seed + count))
-        with torch.no_grad():
-            img = G(latents_for(seeds, G.config.z_dim).to(device), psi=1.0, noise_mode="const")
-        yield to_uint8(img).permute(0, 3, 1, 2).cpu()
+        yield sample_uint8(G, latents_for(seeds, G.config.z_dim), NOISE_SEED_OFFSET + start)
 
 
 def _dataset_batches(dataset: Any, count: int, batch_size: int) -> Iterator[torch.Tensor]:

@@ -40,16 +40,17 @@ class ImageSource:
         if self.kind == "stats":
             raise GantkError(f"{self.spec} holds statistics only; this metric needs images")
         if self.kind == "generator":
-            from gantk.gan.generate import latents_for
-            from gantk.gan.train import to_uint8
+            from gantk.gan.generate import NOISE_SEED_OFFSET, latents_for, sample_uint8
 
             G = self._generator
-            device = next(G.parameters()).device
             seeds = range(self.seed, self.seed + self.count)
-            for chunk in latents_for(seeds, G.config.z_dim).split(batch_size):
-                with torch.no_grad():
-                    img = G(chunk.to(device), psi=self.truncation, noise_mode="const")
-                yield to_uint8(img).permute(0, 3, 1, 2).cpu()
+            for start, chunk in zip(
+                seeds[::batch_size], latents_for(seeds, G.config.z_dim).split(batch_size),
+                strict=True,
+            ):  # fmt: skip
+                # Noise inputs random (as StyleGAN2's metrics sample), seeded by the batch's
+                # first latent seed: the same images on every run.
+                yield sample_uint8(G, chunk, NOISE_SEED_OFFSET + start, self.truncation)
             return
         loader = torch.utils.data.DataLoader(
             self._dataset, batch_size=batch_size, num_workers=workers, shuffle=False
