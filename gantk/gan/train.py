@@ -487,7 +487,7 @@ class Trainer:
             )
 
     def train_step(self, real: torch.Tensor) -> dict[str, float]:
-        cfg, n = self.cfg, real.shape[0]
+        n = real.shape[0]
         kind = self._loss_kind()
         with torch.no_grad(), self._autocast():
             fake = self.G.synthesis(self._mixed_ws(n))
