@@ -63,7 +63,7 @@ evaluate ours --model "$OUT/attr/latest.safetensors" --confusion "$OUT/confusion
 evaluate ours-tta --model "$OUT/attr/latest.safetensors" --tta
 evaluate ours-immunized --model "$OUT/attr-immunized/latest.safetensors"
 evaluate visnet --model "$OUT/visnet/latest.safetensors" --visualize "$OUT/visnet-fingerprints.png"
-for baseline in knn eigenface prnu spectral; do
+for baseline in knn eigenface eigenface-lr prnu spectral; do
   evaluate "$baseline" --baseline "$baseline" --fit "$OUT/sources"
 done
 
@@ -80,7 +80,7 @@ done
 python3 - "$OUT" "$ATTACKS" <<'PY'
 import json, sys
 out, attacks = sys.argv[1], sys.argv[2].split(",")
-methods = ["knn", "eigenface", "prnu", "spectral", "ours", "ours-tta", "ours-immunized", "visnet"]
+methods = ["knn", "eigenface", "eigenface-lr", "prnu", "spectral", "ours", "ours-tta", "ours-immunized", "visnet"]
 first = json.load(open(f"{out}/eval-ours.json"))
 print(f"sources: {', '.join(first['classes'])}; {first['images']} test images")
 print(f"{'method':<16}" + "".join(f"{a:>8}" for a in attacks) + f"{'FD ratio':>10}{'AP r/f':>8}")

@@ -94,6 +94,18 @@ def center_crop(x: Tensor, fraction: float) -> Tensor:
     return x[..., top : top + new_h, left : left + new_w]
 
 
+def random_crop(x: Tensor, fraction: float, generator: torch.Generator) -> Tensor:
+    """Keep ``fraction`` of each side at a random position (the attack of thesis §4.4.4 crops
+    "with a random offset"), so the cut falls on any border, not always evenly on all four."""
+    if not 0 < fraction <= 1:
+        raise GantkError(f"crop fraction must be in (0, 1], got {fraction}")
+    height, width = x.shape[-2:]
+    new_h, new_w = max(1, round(height * fraction)), max(1, round(width * fraction))
+    top = int(torch.randint(height - new_h + 1, (), generator=generator))
+    left = int(torch.randint(width - new_w + 1, (), generator=generator))
+    return x[..., top : top + new_h, left : left + new_w]
+
+
 def resize(x: Tensor, factor: float) -> Tensor:
     """Rescale both sides by ``factor`` (bilinear, antialiased when shrinking)."""
     if factor <= 0:
@@ -221,9 +233,12 @@ def _back_to(out: Tensor, like: Tensor) -> Tensor:
 
 
 # Attacks on attribution (thesis Table 4.7): each image gets its own strength, drawn from these
-# ranges; "combo" applies each of the four with probability 0.5. Noise std is on the [0, 1]
-# scale (5-20 of 255), blur kernels are odd sizes 1-9, crop keeps 80-95 % of each side (5-20 %
-# cut) and resizes back, JPEG quality 10-75.
+# ranges; "combo" applies each of the four with probability 0.5. Noise: the thesis says
+# "variance from U[5, 20]", but the code it follows (GANDCTAnalysis' create_perturbed_imagedata.py,
+# also used by the authors' attack scripts) multiplies unit normal noise by that number, i.e. it
+# is the standard deviation on the 0-255 scale: std 5-20 of 255 here too. Blur kernels are odd
+# sizes 1-9; crop keeps 80-95 % of each side (5-20 % cut) at a random offset and resizes back;
+# JPEG quality 10-75.
 ATTACK_RANGES: dict[str, tuple[float, float]] = {
     "noise": (5 / 255, 20 / 255),
     "blur": (1, 9),
@@ -249,7 +264,7 @@ def _attack_one(name: str, x: Tensor, generator: torch.Generator) -> Tensor:
     if name == "jpeg":
         return jpeg(x, round(strength))
     if name == "crop":
-        return _back_to(center_crop(x, strength), x)
+        return _back_to(random_crop(x, strength, generator), x)
     return gaussian_noise(x, strength, generator)
 
 

@@ -181,7 +181,7 @@ def test_noise_residual_keeps_the_fingerprint_not_the_content():
 # ---- each baseline separates what it should -----------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["knn", "eigenface"])
+@pytest.mark.parametrize("name", ["knn", "eigenface", "eigenface-lr"])
 def test_pixel_baselines_separate_sources_that_look_different(name):
     images, labels = _look_sources(25)
     tr_x, tr_y, te_x, te_y = _split(images, labels, 45)
@@ -244,7 +244,7 @@ def test_scores_and_features_shapes(name):
 
 
 def test_needs_same_size_flags():
-    assert [make_baseline(n).needs_same_size for n in BASELINES] == [True, True, True, False]
+    assert [make_baseline(n).needs_same_size for n in BASELINES] == [True] * 4 + [False]
     assert [make_baseline(n).name for n in BASELINES] == list(BASELINES)
 
 
@@ -317,3 +317,23 @@ def test_bad_inputs():
         model.fit([im[..., 0] for im in images], labels, num_classes=3)
     with pytest.raises(GantkError, match="no images"):
         model.fit([], labels[:0], num_classes=3)
+
+
+def test_eigenface_is_the_nearest_neighbour_in_pca_space():
+    # Independent computation: PCA by SVD of the centred training pixels, then the nearest
+    # training image's source.
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (6, 6, 3), dtype=np.uint8) for _ in range(12)]
+    labels = np.array([0, 1, 2] * 4)
+    tests = [rng.integers(0, 256, (6, 6, 3), dtype=np.uint8) for _ in range(5)]
+    model = make_baseline("eigenface").fit(images, labels, num_classes=3)
+    x = np.stack([im.reshape(-1) for im in images]) / 255.0
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    basis = vt[:11]  # n_samples - 1 components
+    train = (x - mean) @ basis.T
+    queries = (np.stack([im.reshape(-1) for im in tests]) / 255.0 - mean) @ basis.T
+    nearest = np.argmin(((queries[:, None] - train[None]) ** 2).sum(-1), axis=1)
+    scores = model.scores(tests)
+    assert np.array_equal(scores.argmax(axis=1), labels[nearest])
+    assert np.array_equal(scores.max(axis=1), np.ones(5))  # one-hot: the neighbour's source

@@ -105,6 +105,8 @@ def test_ivom_cli_with_attributes(cli, alexnet_weights, tmp_path) -> None:
         csv,
         "--steps",
         "3",
+        "--net",
+        "alex",
         "--json",
         "--device",
         "cpu",
@@ -112,6 +114,10 @@ def test_ivom_cli_with_attributes(cli, alexnet_weights, tmp_path) -> None:
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["count"] == 4 and summary["steps"] == 3
+    assert summary["schedule"] == "authors" and summary["network"] == "lpips-alex"
+    # The default backbone is the authors' VGG-16, whose weights this cache lacks.
+    missing = cli("evaluate", "ivom", ckpt, queries, "--steps", "1", "--device", "cpu")
+    assert missing.exit_code == 2 and "vgg16" in missing.stderr
     assert summary["attributes"]["glasses"] is None  # no query has it
     assert summary["attributes"]["smiling"] is not None
 

@@ -465,10 +465,49 @@ def test_secrecy_attack_spots_its_own_encoder(cli, model_file: Path, tmp_path: P
                  "--json", "--quiet")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["test_images"] == 16 and report["attack_accuracy"] >= 0.9
+    # The thesis' protocol: 16 + 16 test images; trained on them as they are (32) and encoded
+    # twice (32). (Telling 1 from 2 marks on 32 tiny images is beyond it: no accuracy bar.)
+    assert report["protocol"] == "paper" and report["test_images"] == 32
+    assert report["train_images"] == 64 and 0 <= report["attack_accuracy"] <= 1
+    transfer = cli("evaluate", "secrecy", marked, clean, "--attack-encoder", model_file,
+                   "--protocol", "transfer", "--json", "--quiet")  # fmt: skip
+    report = json.loads(transfer.stdout)
+    assert report["protocol"] == "transfer" and report["test_images"] == 16
+    assert report["attack_accuracy"] >= 0.9
+    bad = cli("evaluate", "secrecy", marked, clean, "--attack-encoder", model_file,
+              "--protocol", "guess")  # fmt: skip
+    assert bad.exit_code == 2 and "use one of paper, transfer" in error_line(bad)
     assert "same folder" in error_line(
         cli("evaluate", "secrecy", clean, clean, "--attack-encoder", model_file)
     )
+
+
+def test_ats_paper_protocol_counts_marks_as_the_thesis(monkeypatch) -> None:
+    """Thesis §5.5.5 with a stand-in attacker whose every application adds one "mark" and a
+    feature that reads the mark count: train 0-1 marks (the test set) vs 2-3 (encoded twice),
+    test on the test set encoded once; a perfect feature must then be a perfect attack."""
+    from gantk.fingerprint import secrecy
+
+    def mark(attacker, images, generator):
+        return [image + 1.0 for image in images]
+
+    monkeypatch.setattr(secrecy, "_mark", mark)
+
+    def marks(images, resolution):
+        return np.array([[float(image[0, 0, 0, 0])] for image in images])
+
+    monkeypatch.setattr(secrecy, "residual_features", marks)
+
+    class Attacker:
+        class config:
+            resolution, bits = 8, 4
+
+    owner = [torch.ones(1, 3, 8, 8) for _ in range(6)]  # marked once by the owner
+    clean = [torch.zeros(1, 3, 8, 8) for _ in range(9)]
+    result = secrecy.ats_attack(owner, clean, Attacker(), protocol="paper")
+    assert result["test_images"] == 12 and result["train_images"] == 24  # balanced: 6 + 6
+    assert result["attack_accuracy"] == 1.0
+    assert result["flagged_owner_images"] == 1.0 and result["flagged_clean_images"] == 0.0
 
 
 def test_decode_one_image_against_a_registry(cli, photos: Path, model_file: Path, tmp_path):

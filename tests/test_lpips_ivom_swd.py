@@ -7,6 +7,7 @@ published ones.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -21,12 +22,24 @@ from scipy.stats import wasserstein_distance
 from gantk.errors import GantkError
 from gantk.gan.generate import latents_for
 from gantk.gan.networks import Generator, NetworkConfig
-from gantk.gan.train import to_uint8
 from gantk.io.builtin import load_builtin
 from gantk.io.datasets import open_dataset
+from gantk.io.images import to_uint8
 from gantk.metrics import swd as swd_module
-from gantk.metrics.ivom import ivom, summarize_ivom
-from gantk.metrics.lpips_metric import load_lpips, lpips_distance, paired_lpips
+from gantk.metrics.ivom import (
+    ivom,
+    learning_rate,
+    noise_strength,
+    slerp,
+    summarize_ivom,
+)
+from gantk.metrics.lpips_metric import (
+    load_lpips,
+    lpips_distance,
+    paired_lpips,
+    resize_to,
+    to_unit_range,
+)
 from gantk.metrics.swd import (
     laplacian_pyramid,
     pyr_down,
@@ -296,6 +309,48 @@ def test_ivom_seeded_restarts_and_resizing(tiny_G, model) -> None:
     assert np.all(ivom(tiny_G, queries, model, steps=3, seed=5, restarts=2) <= once)
     big = F.interpolate(queries.float(), size=(32, 32), mode="nearest").to(torch.uint8)
     assert ivom(tiny_G, big, model, steps=0).shape == (4,)
+
+
+def test_ivom_schedule_is_the_authors_projector() -> None:
+    # projector_lpips.py: lr 0.1, ramp-up over 5 % of the steps, cosine ramp-down over the last
+    # 25 %; latent noise 0.05 * (1 - t / 0.75)^2.
+    assert learning_rate(0, 400, 0.1, "authors") == 0.0
+    assert learning_rate(10, 400, 0.1, "authors") == pytest.approx(0.05)  # halfway up
+    assert learning_rate(200, 400, 0.1, "authors") == pytest.approx(0.1)
+    assert learning_rate(350, 400, 0.1, "authors") == pytest.approx(0.05)  # halfway down
+    assert learning_rate(350, 400, 0.1, "constant") == 0.1
+    assert noise_strength(0, 400, "authors") == pytest.approx(0.05)
+    assert noise_strength(150, 400, "authors") == pytest.approx(0.05 * 0.25)
+    assert noise_strength(300, 400, "authors") == 0.0
+    assert noise_strength(0, 400, "constant") == 0.0
+
+
+def test_slerp_moves_along_the_great_circle() -> None:
+    a, b = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 0.5]])
+    torch.testing.assert_close(slerp(a, b, 0.0), torch.tensor([[1.0, 0.0]]))
+    torch.testing.assert_close(slerp(a, b, 1.0), torch.tensor([[0.0, 1.0]]), atol=1e-6, rtol=0)
+    half = math.sqrt(0.5)
+    torch.testing.assert_close(slerp(a, b, 0.5), torch.tensor([[half, half]]))
+
+
+def test_ivom_constant_schedule_is_plain_adam(tiny_G, model) -> None:
+    queries = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    got = ivom(tiny_G, queries, model, steps=3, lr=0.05, seed=2, schedule="constant")
+    # By hand: the same initial latents, Adam at a fixed rate, no latent noise.
+    z = torch.randn((1, 2, tiny_G.config.z_dim), generator=torch.Generator().manual_seed(2))[0]
+    z = z.clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=0.05)
+    target = resize_to(to_unit_range(queries), (tiny_G.config.resolution,) * 2)
+    for _ in range(3):
+        (z.grad,) = torch.autograd.grad(
+            lpips_distance(model, tiny_G(z, noise_mode="const"), target).sum(), [z]
+        )
+        opt.step()
+    with torch.no_grad():
+        expected = lpips_distance(model, tiny_G(z, noise_mode="const"), target)
+    np.testing.assert_allclose(got, expected.double().numpy(), rtol=1e-5)
+    with pytest.raises(GantkError, match="schedule 'fast'"):
+        ivom(tiny_G, queries, model, steps=1, schedule="fast")
 
 
 def test_summarize_ivom_by_attribute() -> None:

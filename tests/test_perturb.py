@@ -82,3 +82,27 @@ def test_random_perturbation_keeps_size_and_gradients() -> None:
         assert out.shape == x.shape
         (grad,) = torch.autograd.grad(out.sum(), x)
         assert grad.abs().sum() > 0
+
+
+def test_random_crop_falls_anywhere_inside_the_image() -> None:
+    x = torch.arange(20 * 20, dtype=torch.float32).reshape(1, 1, 20, 20)
+    gen = torch.Generator().manual_seed(0)
+    corners = set()
+    for _ in range(200):
+        crop = perturb.random_crop(x, 0.8, gen)
+        assert crop.shape[-2:] == (16, 16)
+        top, left = divmod(int(crop[0, 0, 0, 0]), 20)
+        # The crop is the contiguous window at that corner.
+        assert torch.equal(crop, x[..., top : top + 16, left : left + 16])
+        corners.add((top, left))
+    # Every offset 0-4 on both axes is reachable (25 windows), not only the centred (2, 2).
+    assert corners == {(t, left) for t in range(5) for left in range(5)}
+
+
+def test_crop_attack_uses_random_offsets() -> None:
+    # A ramp image: a centred crop resized back would be symmetric about the centre column's
+    # value; random offsets move the mean of the result away from the image's mean.
+    x = torch.linspace(-1, 1, 64).expand(1, 3, 64, 64).contiguous()
+    out = perturb.random_attack("crop", x.expand(30, 3, 64, 64), torch.Generator().manual_seed(3))
+    means = out.mean(dim=(1, 2, 3))
+    assert means.abs().max() > 0.02 and out.shape == (30, 3, 64, 64)

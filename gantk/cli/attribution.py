@@ -156,7 +156,8 @@ def attribute(
     baseline: Annotated[
         str | None,
         typer.Option(
-            "--baseline", help="Use a classic method instead: knn, eigenface, prnu or spectral."
+            "--baseline",
+            help="Use a classic method instead: knn, eigenface, eigenface-lr, prnu or spectral.",
         ),
     ] = None,
     fit: Annotated[
@@ -220,8 +221,10 @@ def attribute(
     Without --eval it predicts a source per image (--out writes a CSV). With --eval, IMAGES has
     one subfolder per source (names as in training) and the accuracy is reported; --attack
     repeats it on attacked copies (Table 4.7 strengths: noise std 5-20/255, blur 1-9 px, crop
-    5-20 %, JPEG 10-75, combo). Baselines (--baseline with --fit): knn on pixels, eigenface
-    (PCA), prnu (noise residual correlation) and spectral (azimuthal power spectrum).
+    5-20 % at a random offset, JPEG 10-75, combo). Baselines (--baseline with --fit): knn on
+    pixels, eigenface (PCA, nearest neighbour in eigenspace: the paper's), eigenface-lr
+    (whitened PCA + logistic regression, stronger), prnu (noise residual correlation) and
+    spectral (azimuthal power spectrum).
     """
     from gantk.attribution import attribute as lib
     from gantk.errors import GantkError
@@ -263,10 +266,10 @@ def attribute(
             )
         method: lib.Method = lib.ModelMethod(net, dev, tta)
     else:
-        if baseline is not None and baseline not in ("knn", "eigenface", "prnu", "spectral"):
-            raise GantkError(
-                f"unknown baseline {baseline!r}; choose knn, eigenface, prnu or spectral"
-            )
+        from gantk.attribution.baselines import BASELINES
+
+        if baseline is not None and baseline not in BASELINES:
+            raise GantkError(f"unknown baseline {baseline!r}; choose {', '.join(BASELINES)}")
         assert baseline is not None and fit is not None
         if tta:
             raise GantkError("--tta is for trained attributors; leave it out with --baseline")

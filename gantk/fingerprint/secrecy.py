@@ -1,10 +1,20 @@
 """Is the fingerprint secret? The ATS attack of the artificial-fingerprints paper (§5.5.5).
 
-An attacker who knows the method but not the owner's encoder trains an encoder of their own,
-fingerprints clean images with it (an "artificial training set", ATS), and trains an SVM to tell
-fingerprinted from clean images. The SVM is then asked about the owner's fingerprinted images
-and other clean images; accuracy near 0.5 means it cannot tell, so the fingerprint is secret.
+An attacker who knows the method but not the owner's encoder trains an encoder of their own and
+uses it to build an "artificial training set" (ATS, Lorch et al.) with known labels for an SVM.
+Two protocols:
 
+- ``paper`` (thesis §5.5.5, the protocol of the reported 0.502): the test set T (owner-marked and
+  clean images, unlabelled) is the negative class as it is; T with the attacker's encoder applied
+  twice is the positive class (images fingerprinted 2 or 3 times against 0 or 1 times). The SVM
+  then classifies T with the attacker's encoder applied once: originally clean images become
+  1-time (negative), owner-marked ones 2-time (positive), and the prediction is carried back to
+  the original image.
+- ``transfer`` (gantk's earlier variant): train on half of the clean images, once as they are
+  and once marked by the attacker, then ask about the owner's marked images against the other
+  clean half: does a detector of the attacker's own fingerprint find the owner's?
+
+Accuracy near 0.5 means the attacker cannot tell: the fingerprint is secret.
 Features: the high-pass residual (image minus its 3x3 box blur) at the attacker encoder's
 resolution, grayscale, standardized; an RBF SVM.
 """
@@ -20,6 +30,8 @@ import torch.nn.functional as F
 from gantk.errors import GantkError
 from gantk.fingerprint.stego import StegoEncoder, embed_any_size, resize_to
 
+PROTOCOLS = ("paper", "transfer")
+
 
 def residual_features(images: Sequence[torch.Tensor], resolution: int) -> np.ndarray:
     """(count, resolution²) high-pass residuals of images of any size ((1, 3, H, W) each)."""
@@ -31,11 +43,77 @@ def residual_features(images: Sequence[torch.Tensor], resolution: int) -> np.nda
     return np.stack(rows)
 
 
+def _svm(seed: int):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    return make_pipeline(
+        StandardScaler(), SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed)
+    )
+
+
+def _mark(
+    attacker: StegoEncoder, images: Sequence[torch.Tensor], generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Each image fingerprinted once more by the attacker, with fresh random bits."""
+    bits = attacker.config.bits
+    with torch.no_grad():
+        return [
+            embed_any_size(
+                attacker, image, torch.randint(0, 2, (1, bits), generator=generator).float()
+            )
+            for image in images
+        ]
+
+
 def ats_attack(
     owner_marked: Sequence[torch.Tensor],
     clean: Sequence[torch.Tensor],
     attacker: StegoEncoder,
     seed: int = 0,
+    protocol: str = "paper",
+) -> dict:
+    """The attack's accuracy at telling ``owner_marked`` from ``clean`` images (see the module
+    for the two protocols); the paper balances the test set, so both sets are cut to the size
+    of the smaller."""
+    if protocol not in PROTOCOLS:
+        raise GantkError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    if protocol == "transfer":
+        return _transfer_attack(owner_marked, clean, attacker, seed)
+    count = min(len(owner_marked), len(clean))
+    if count < 4:
+        raise GantkError(
+            f"the attack needs at least 4 clean and 4 fingerprinted images, got {len(clean)} "
+            f"and {len(owner_marked)}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    r = attacker.config.resolution
+    test = list(owner_marked[:count]) + list(clean[:count])
+    truth = np.r_[np.ones(count), np.zeros(count)]
+    twice = _mark(attacker, _mark(attacker, test, generator), generator)
+    x_train = np.concatenate([residual_features(test, r), residual_features(twice, r)])
+    y_train = np.r_[np.zeros(len(test)), np.ones(len(twice))]
+    svm = _svm(seed)
+    svm.fit(x_train, y_train)
+    once = _mark(attacker, test, generator)
+    predicted = svm.predict(residual_features(once, r))
+    return {
+        "protocol": protocol,
+        "train_images": len(y_train),
+        "train_accuracy": float((svm.predict(x_train) == y_train).mean()),
+        "test_images": len(truth),
+        "attack_accuracy": float((predicted == truth).mean()),
+        "flagged_owner_images": float(predicted[:count].mean()),
+        "flagged_clean_images": float(predicted[count:].mean()),
+    }
+
+
+def _transfer_attack(
+    owner_marked: Sequence[torch.Tensor],
+    clean: Sequence[torch.Tensor],
+    attacker: StegoEncoder,
+    seed: int,
 ) -> dict:
     """Train on the attacker's ATS, test on the owner's images; returns the accuracies.
 
@@ -43,10 +121,6 @@ def ats_attack(
     fingerprinted by ``attacker`` with random bits), the second half is the clean side of the
     test, against as many of ``owner_marked``.
     """
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
     half = len(clean) // 2
     count = min(half, len(owner_marked), len(clean) - half)
     if count < 4:
@@ -57,28 +131,19 @@ def ats_attack(
     generator = torch.Generator().manual_seed(seed)
     r = attacker.config.resolution
     train_clean = list(clean[:half])
-    with torch.no_grad():
-        train_marked = [
-            embed_any_size(
-                attacker,
-                image,
-                torch.randint(0, 2, (1, attacker.config.bits), generator=generator).float(),
-            )
-            for image in train_clean
-        ]
+    train_marked = _mark(attacker, train_clean, generator)
     x_train = np.concatenate(
         [residual_features(train_clean, r), residual_features(train_marked, r)]
     )
     y_train = np.r_[np.zeros(len(train_clean)), np.ones(len(train_marked))]
-    svm = make_pipeline(
-        StandardScaler(), SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed)
-    )
+    svm = _svm(seed)
     svm.fit(x_train, y_train)
     test_clean, test_marked = list(clean[half : half + count]), list(owner_marked[:count])
     x_test = np.concatenate([residual_features(test_clean, r), residual_features(test_marked, r)])
     y_test = np.r_[np.zeros(count), np.ones(count)]
     predicted = svm.predict(x_test)
     return {
+        "protocol": "transfer",
         "train_images": len(y_train),
         "train_accuracy": float((svm.predict(x_train) == y_train).mean()),
         "test_images": len(y_test),

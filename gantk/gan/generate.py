@@ -15,10 +15,10 @@ import torch
 
 from gantk.errors import GantkError
 from gantk.gan.networks import Generator, NetworkConfig
-from gantk.gan.train import GENERATOR_KIND, to_uint8
+from gantk.gan.train import GENERATOR_KIND
 from gantk.io.atomic import atomic_dir, atomic_file
 from gantk.io.checkpoint import load_checkpoint
-from gantk.io.images import make_grid, save_gif, save_image
+from gantk.io.images import make_grid, save_gif, save_image, to_uint8
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:

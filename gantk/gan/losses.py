@@ -4,6 +4,9 @@ Each adversarial loss is a pair of functions of the logits of real and generated
 ``d_loss(real, fake)`` for the discriminator and ``g_loss(fake, real)`` for the generator,
 both to be minimized. Regularizers that need gradients through the networks (R1, WGAN-GP,
 path length) take the networks.
+
+WGAN-GP's :func:`gradient_penalty` lives in :mod:`gantk.nn.penalties` (shared with the
+Texture Mixer) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gantk.errors import GantkError
+from gantk.nn.penalties import gradient_penalty as gradient_penalty  # re-exported
 
 LOSSES = ("ns", "saturating", "wgan-gp", "hinge", "contrastive")
 
@@ -82,22 +86,6 @@ def r1_penalty(d_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor)
     logits = d_fn(real)
     (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return grad.square().sum(dim=[1, 2, 3]).mean()
-
-
-def gradient_penalty(
-    d_fn: Callable[[torch.Tensor], torch.Tensor],
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    per_sample: bool = False,
-) -> torch.Tensor:
-    """WGAN-GP: (||grad D(x_hat)|| - 1)^2 on random interpolates of real and fake images; the
-    batch mean, or one value per sample (for losses that weight samples, e.g. Texture Mixer's
-    α-weighted interpolation critic)."""
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
-    mixed = (real.detach().lerp(fake.detach(), alpha)).requires_grad_(True)
-    (grad,) = torch.autograd.grad(d_fn(mixed).sum(), mixed, create_graph=True)
-    penalty = (grad.flatten(1).norm(dim=1) - 1.0).square()
-    return penalty if per_sample else penalty.mean()
 
 
 def path_lengths(

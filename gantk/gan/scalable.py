@@ -37,8 +37,9 @@ from gantk.gan.networks import (
     parse_attn,
     synthesis_blocks,
 )
-from gantk.gan.train import Trainer, to_uint8
+from gantk.gan.train import Trainer
 from gantk.io.checkpoint import load_checkpoint
+from gantk.io.images import to_uint8
 from gantk.nn.layers import EqualLinear, bias_act
 from gantk.nn.resample import make_filter, upsample2d
 from gantk.perturb import RandomPerturbation, parse_names

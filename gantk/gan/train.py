@@ -42,7 +42,7 @@ from gantk.io.checkpoint import (
     set_rng_state,
 )
 from gantk.io.datasets import ImageDataset, open_dataset
-from gantk.io.images import make_grid, save_image
+from gantk.io.images import make_grid, save_image, to_uint8
 
 GENERATOR_KIND = "gan-generator"
 STATE_KIND = "gan-training-state"
@@ -739,11 +739,6 @@ def lazy_ratio(interval: int, regularized: bool) -> float:
 def lazy_adam(params, lr: float, ratio: float) -> torch.optim.Adam:
     """StyleGAN2's Adam (betas 0, 0.99) with lazy regularization's rescaling by ``ratio``."""
     return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
-
-
-def to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] (B, 3, H, W) -> uint8 (B, H, W, 3)."""
-    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 # --- entry points --------------------------------------------------------------------------

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from gantk.errors import GantkError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 ResizePolicy = Literal["center-crop", "stretch", "pad"]
@@ -213,3 +216,10 @@ def make_grid(images: Iterable[np.ndarray], cols: int, padding: int = 2) -> np.n
         y, x = padding + r * (height + padding), padding + c * (width + padding)
         grid[y : y + height, x : x + width] = img
     return grid
+
+
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] (B, 3, H, W) -> uint8 (B, H, W, 3)."""
+    import torch  # lazily: reading and writing images needs no torch
+
+    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)

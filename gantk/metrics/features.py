@@ -26,7 +26,8 @@ from torch import nn
 from gantk.errors import GantkError
 from gantk.io.weights import find_weights
 
-STANDARD_FOR = {"fid": "inception", "kid": "inception", "pr": "vgg16"}
+# PRD (Sajjadi et al. 2018) clusters Inception pool features, as the authors' code does.
+STANDARD_FOR = {"fid": "inception", "kid": "inception", "pr": "vgg16", "prd": "inception"}
 RANDOM_SEED = 0  # random-* networks are the same on every machine
 
 

@@ -6,14 +6,25 @@ Inclusive GAN authors use 400 Adam steps with learning rate 0.1 from z ~ N(0, I)
 queries, and report the mean and the standard deviation across attributes of the per-attribute
 mean IvOM (a coverage-fairness figure: equal coverage of all subgroups gives a low std).
 
-Optimisation runs in z space with the generator frozen and ``noise_mode="const"`` (so the result
-is a function of z alone). All queries of a batch are optimised together with the per-query
-losses summed: the generator treats samples independently and Adam's update is element-wise, so
-this is the same as optimising each query alone, only faster.
+The optimisation follows the authors' projector (InclusiveGAN ``projector_lpips.py``, itself
+StyleGAN2's projector moved to z space) unless told otherwise (``schedule="constant"``):
+- distance: LPIPS with the VGG-16 trunk (the CLI's default ``--lpips-net vgg``);
+- Adam (0.9, 0.999) on z from z ~ N(0, I), 400 steps;
+- learning rate 0.1 x a ramp-up over the first 5 % of the steps and a cosine ramp-down over the
+  last 25 %;
+- latent noise: each step optimises slerp(z, n, s) for fresh n ~ N(0, I), s = 0.05 x
+  max(0, 1 - t / 0.75)^2 at t = step / steps (the generator normalises z, so only directions
+  matter); the final distance is measured at z itself.
+Noise inputs of the generator stay constant (``noise_mode="const"``), so the result is a function
+of z alone. All queries of a batch are optimised together with the per-query losses summed: the
+generator treats samples independently and Adam's update is element-wise, and every query draws
+its latent noise from its own seeded stream, so this is the same as optimising each query alone,
+only faster.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -31,6 +42,36 @@ Advance = Callable[[int], None] | None
 
 DEFAULT_STEPS = 400
 DEFAULT_LR = 0.1
+SCHEDULES = ("authors", "constant")
+# The authors' projector (fractions of the run).
+LR_RAMPUP, LR_RAMPDOWN, NOISE_FACTOR, NOISE_RAMP = 0.05, 0.25, 0.05, 0.75
+
+
+def learning_rate(step: int, steps: int, base: float, schedule: str) -> float:
+    """The step's learning rate: ``base`` throughout, or the authors' ramps."""
+    if schedule == "constant":
+        return base
+    t = step / steps
+    ramp = 0.5 - 0.5 * math.cos(math.pi * min(1.0, (1.0 - t) / LR_RAMPDOWN))
+    return base * ramp * min(1.0, t / LR_RAMPUP)
+
+
+def noise_strength(step: int, steps: int, schedule: str) -> float:
+    """How far (slerp fraction) the step's latent is pulled towards fresh noise."""
+    if schedule == "constant":
+        return 0.0
+    return NOISE_FACTOR * max(0.0, 1.0 - (step / steps) / NOISE_RAMP) ** 2
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between the directions of ``a`` and ``b`` (rows), unit length."""
+    a = a / a.norm(dim=1, keepdim=True)
+    b = b / b.norm(dim=1, keepdim=True)
+    cos = (a * b).sum(dim=1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7)
+    towards = b - cos * a
+    towards = towards / towards.norm(dim=1, keepdim=True)
+    angle = t * torch.acos(cos)
+    return a * torch.cos(angle) + towards * torch.sin(angle)
 
 
 def _reconstruct(
@@ -40,12 +81,23 @@ def _reconstruct(
     lpips_model: nn.Module,
     steps: int,
     lr: float,
+    schedule: str,
+    noise: list[torch.Generator],
 ) -> torch.Tensor:
-    """LPIPS (B,) between ``target`` and G(z) after ``steps`` Adam steps on z from ``z0``."""
+    """LPIPS (B,) between ``target`` and G(z) after ``steps`` Adam steps on z from ``z0``;
+    ``noise`` holds one seeded stream per query for the latent noise."""
     z = z0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=lr)
-    for _ in range(steps):
-        loss = lpips_distance(lpips_model, G(z, noise_mode="const"), target).sum()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, steps, lr, schedule)
+        strength = noise_strength(step, steps, schedule)
+        if strength > 0:
+            n = torch.stack([torch.randn(z.shape[1], generator=g) for g in noise]).to(z.device)
+            z_step = slerp(z, n, strength)
+        else:
+            z_step = z
+        loss = lpips_distance(lpips_model, G(z_step, noise_mode="const"), target).sum()
         # autograd.grad rather than backward(): only z needs a gradient, and the caller's
         # generator must not accumulate .grad on its parameters if they still require one.
         (z.grad,) = torch.autograd.grad(loss, [z])
@@ -64,6 +116,7 @@ def ivom(
     batch_size: int = 16,
     seed: int = 0,
     advance: Advance = None,
+    schedule: str = "authors",
 ) -> np.ndarray:
     """Per-query IvOM: uint8 queries (N, 3, R, R) -> float64 (N,), the final LPIPS of each.
 
@@ -72,12 +125,16 @@ def ivom(
     generator seeded with ``seed``, so a query's result does not depend on ``batch_size``.
     Queries of another size are resized (bilinear) to the generator's resolution.
     ``lpips_model`` must be on the generator's device. ``steps=0`` gives the distance at the
-    initial latents. ``advance(n)`` is called after each batch of n queries.
+    initial latents. ``advance(n)`` is called after each batch of n queries. ``schedule``:
+    "authors" (ramped learning rate and latent noise, see the module) or "constant" (a fixed
+    learning rate, no latent noise).
     """
     if queries.ndim != 4 or queries.shape[1] != 3 or queries.dtype != torch.uint8:
         raise ValueError(f"queries must be uint8 (N, 3, H, W), got {queries.dtype} {queries.shape}")
     if steps < 0 or restarts < 1 or batch_size < 1:
         raise GantkError("IvOM needs steps >= 0, restarts >= 1 and batch size >= 1")
+    if schedule not in SCHEDULES:
+        raise GantkError(f"IvOM schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
     device = next(G.parameters()).device
     resolution = G.config.resolution
     z_dim = G.config.z_dim
@@ -89,7 +146,14 @@ def ivom(
         target = resize_to(to_unit_range(queries[start:stop]), (resolution, resolution))
         target = target.to(device)
         for r in range(restarts):
-            dist = _reconstruct(G, target, z_init[r, start:stop].to(device), lpips_model, steps, lr)
+            # Each (restart, query) has its own latent-noise stream: results do not depend on
+            # how queries are batched.
+            noise = [
+                torch.Generator().manual_seed(seed + 1 + (r * count + q) * 1_000_003)
+                for q in range(start, stop)
+            ]
+            z0 = z_init[r, start:stop].to(device)
+            dist = _reconstruct(G, target, z0, lpips_model, steps, lr, schedule, noise)
             best[start:stop] = np.minimum(best[start:stop], dist.double().cpu().numpy())
         if advance is not None:
             advance(stop - start)

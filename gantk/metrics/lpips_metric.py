@@ -143,7 +143,7 @@ def lpips_distance(model: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 (.., 3, H, W) -> float32 in [-1, 1]; u maps to the centre of the float interval
-    that :func:`gantk.gan.train.to_uint8` rounds to u."""
+    that :func:`gantk.io.images.to_uint8` rounds to u."""
     return images.float() / 127.5 - 1.0
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gantk.errors import GantkError
-from gantk.gan.train import to_uint8 as images_to_uint8
+from gantk.io.images import to_uint8 as images_to_uint8
 from gantk.texture.latent import (
     blend,
     brush_weights,

@@ -24,7 +24,6 @@ import torch
 from torch import Tensor
 
 from gantk.errors import GantkError
-from gantk.gan.losses import gradient_penalty
 from gantk.io.bundled import resolve_model_path
 from gantk.io.checkpoint import (
     load_checkpoint,
@@ -35,6 +34,7 @@ from gantk.io.checkpoint import (
     save_training_state,
     set_rng_state,
 )
+from gantk.nn.penalties import gradient_penalty
 from gantk.texture.gram import GramNet, gram_distance, gram_matrices, load_gram_net
 from gantk.texture.latent import training_tiles
 from gantk.texture.networks import KIND, TextureCritic, TextureMixer, TextureMixerConfig, spread

@@ -1,0 +1,25 @@
+"""Gradient penalties for adversarial training, shared by the GAN trainer (through
+:mod:`gantk.gan.losses`, which re-exports them) and the Texture Mixer, so that the Texture
+Mixer does not depend on the GAN code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def gradient_penalty(
+    d_fn: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    per_sample: bool = False,
+) -> torch.Tensor:
+    """WGAN-GP: (||grad D(x_hat)|| - 1)^2 on random interpolates of real and fake images; the
+    batch mean, or one value per sample (for losses that weight samples, e.g. Texture Mixer's
+    α-weighted interpolation critic)."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = (real.detach().lerp(fake.detach(), alpha)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(d_fn(mixed).sum(), mixed, create_graph=True)
+    penalty = (grad.flatten(1).norm(dim=1) - 1.0).square()
+    return penalty if per_sample else penalty.mean()
