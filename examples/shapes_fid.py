@@ -6,7 +6,7 @@ colour, size, count); its 64-d penultimate layer is the feature space, and the m
 reported as fid[shapes-cnn]. Reference points: two disjoint real sets (the floor) and the
 untrained generator (snapshot 0).
 
-    python examples/shapes_fid.py runs/shapes32 [--count 2000] [--json out.json]
+    python examples/shapes_fid.py runs/shapes32 [--count 2000] [--json out.json] [--last]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gantk.gan.generate import latents_for, load_generator
+from gantk.gan.generate import NOISE_SEED_OFFSET, latents_for, load_generator, sample_uint8
 from gantk.io.builtin import load_builtin
 from gantk.metrics.frechet import GaussianStats, frechet_from_stats
 
@@ -90,12 +90,11 @@ def real_batches(count: int, seed: int):
 
 
 def fake_batches(checkpoint: Path, count: int):
+    """Seeded latents and seeded random noise inputs, as every gantk metric samples."""
     G = load_generator(checkpoint)
     z = latents_for(range(10_000, 10_000 + count), G.config.z_dim)
-    with torch.no_grad():
-        for chunk in z.split(250):
-            img = G(chunk, noise_mode="const")
-            yield (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    for start, chunk in zip(range(0, count, 250), z.split(250), strict=True):
+        yield sample_uint8(G, chunk, NOISE_SEED_OFFSET + 10_000 + start)
 
 
 def main() -> None:
@@ -105,6 +104,9 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--last", action="store_true", help="Score only the last snapshot (variant comparisons)."
+    )
     args = parser.parse_args()
     torch.set_grad_enabled(True)
     net, accuracy = train_feature_net()
@@ -119,7 +121,7 @@ def main() -> None:
         args.run.glob("snapshot-*kimg.safetensors"),
         key=lambda p: int(re.search(r"(\d+)kimg", p.name).group(1)),
     )
-    for snap in snapshots:
+    for snap in snapshots[-1:] if args.last else snapshots:
         kimg = int(re.search(r"(\d+)kimg", snap.name).group(1))
         rows[f"generator at {kimg} kimg"] = frechet_from_stats(
             reference, stats_of(net, fake_batches(snap, args.count))

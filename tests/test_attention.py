@@ -341,9 +341,10 @@ def test_san_forward_is_the_unfolded_formula() -> None:
     query = leaky(module.query(x), 0.2)
     key = leaky(module.key(x), 0.2)
     value = leaky(module.value(x), 0.2)
-    patches = torch.from_numpy(naive_unfold(key, 3, 1)).flatten(1, 2)
+    # Patches reflect at the border, as the SAN reference pads (nn.ReflectionPad2d).
+    patches = torch.from_numpy(naive_unfold(key, 3, 1, reflect=True)).flatten(1, 2)
     weights = module.weight_mlp(torch.cat([query, patches], dim=1)).view(2, 2, 9, 5, 5)
-    attended = torch.from_numpy(naive_patch_attention(value, weights, 3, 1))
+    attended = torch.from_numpy(naive_patch_attention(value, weights, 3, 1, reflect=True))
     expected = x + module.proj(attended)
     torch.testing.assert_close(module(x, x), expected, rtol=0, atol=1e-10)
 
@@ -516,3 +517,21 @@ def test_parse_attention_spec_names_the_option() -> None:
 def test_parse_attention_spec_needs_allowed_kinds() -> None:
     with pytest.raises(ValueError):
         parse_attention_spec("san@32", ())
+
+
+def test_san_block_zero_pads_maps_too_small_to_reflect() -> None:
+    """A 3-pixel-high map cannot reflect k // 2 = 3 pixels: the block zero-pads instead."""
+    torch.manual_seed(0)
+    k, height, padding = 7, 3, "zeros"
+    module = SANAttention(16, kernel_size=k).double()
+    _randomize_projection(module)
+    kq, v = _pair((2, 16, height, height + 1))
+    act = torch.nn.functional.leaky_relu
+    q, key, val = (act(conv(x), 0.2) for conv, x in
+                   ((module.query, kq), (module.key, kq), (module.value, v)))  # fmt: skip
+    patches = unfold_patches(key, k, 1, padding).flatten(1, 2)  # (B, rel * k*k, H, W)
+    hidden = module.weight_mlp[0](torch.cat([q, patches], dim=1))
+    weights = module.weight_mlp[2](module.weight_mlp[1](hidden))
+    weights = weights.view(2, module.weight_channels, k * k, height, height + 1)
+    expected = v + module.proj(patch_attention_ref(val, weights, k, 1, padding))
+    torch.testing.assert_close(module(kq, v), expected, rtol=1e-9, atol=1e-12)

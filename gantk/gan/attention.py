@@ -65,6 +65,10 @@ class SANAttention(nn.Module):
     channels, MLP hidden layer ``mid = C // mid_reduction``, and ``Cw = C // share_planes`` weight
     channels shared by groups of ``C / Cw`` value channels (each at least 1).
 
+    Patches reach past the border by reflection, as in the SAN reference (``nn.ReflectionPad2d``
+    before unfolding); maps too small to reflect ``kernel_size // 2`` pixels (below 4x4 for k=7)
+    are zero-padded instead.
+
     The output projection is initialized to zero weights and bias, so a fresh block returns
     ``v_source`` exactly. Consequence for callers: at the first step only the projection gets a
     non-zero gradient; the K/Q/V/MLP layers start learning once it has moved away from zero.
@@ -135,12 +139,13 @@ class SANAttention(nn.Module):
         # key patch is a k x k convolution rather than a k*k-times larger unfolded tensor.
         first = self.weight_mlp[0]
         rel = self.rel_channels
+        padding = "reflect" if min(height, width) > k // 2 else "zeros"
         hidden = F.conv2d(query, first.weight[:, :rel], first.bias) + key_patch_linear(
-            key, first.weight[:, rel:], k
+            key, first.weight[:, rel:], k, padding_mode=padding
         )
         weights = self.weight_mlp[2](self.weight_mlp[1](hidden))
         weights = weights.view(batch, self.weight_channels, k * k, height, width)
-        attended = patch_attention(value, weights, k)
+        attended = patch_attention(value, weights, k, padding_mode=padding)
         return v_source + self.proj(attended)
 
     def extra_repr(self) -> str:
