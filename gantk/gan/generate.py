@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from gantk.errors import GantkError
-from gantk.gan.networks import Generator, NetworkConfig
-from gantk.gan.train import GENERATOR_KIND
+from gantk.gan.networks import GENERATOR_KIND, Generator, NetworkConfig
 from gantk.io.atomic import atomic_dir, atomic_file
 from gantk.io.checkpoint import load_checkpoint
 from gantk.io.images import make_grid, save_gif, save_image, to_uint8

@@ -28,6 +28,9 @@ from gantk.nn.layers import EqualConv2d, EqualLinear, MinibatchStd, bias_act
 from gantk.nn.resample import make_filter, upsample2d
 from gantk.ops.modulated_conv import modulated_conv2d
 
+# Checkpoint kind of a plain generator (latest.safetensors, snapshots).
+GENERATOR_KIND = "gan-generator"
+
 
 @dataclass
 class NetworkConfig:

@@ -32,7 +32,7 @@ from torch import nn
 
 from gantk.errors import GantkError
 from gantk.gan import losses
-from gantk.gan.networks import Discriminator, Generator, NetworkConfig
+from gantk.gan.networks import GENERATOR_KIND, Discriminator, Generator, NetworkConfig
 from gantk.io.atomic import atomic_file, check_output
 from gantk.io.checkpoint import (
     load_training_state,
@@ -44,7 +44,6 @@ from gantk.io.checkpoint import (
 from gantk.io.datasets import ImageDataset, open_dataset
 from gantk.io.images import make_grid, save_image, to_uint8
 
-GENERATOR_KIND = "gan-generator"
 STATE_KIND = "gan-training-state"
 CONFIG_FILE = "train-config.json"
 RUN_ARTIFACTS = (
