@@ -13,6 +13,6 @@ if [ -f "$run/latest-state.safetensors" ]; then
 else
   gantk train gan 'builtin:shapes?n=4000' --resolution 32 --kimg "$kimg" --batch-size 32 \
     --z-dim 64 --w-dim 64 --channel-base 2048 --channel-max 64 --mirror --seed "$seed" \
-    --config "${CONFIG:-auto}" --snapshot-kimg "$kimg" --sample-kimg "$kimg" --out "$run" --quiet "$@"
+    --config "${CONFIG:-paper}" --snapshot-kimg "$kimg" --sample-kimg "$kimg" --out "$run" --quiet "$@"
 fi
 python3 "$(dirname "$0")/shapes_fid.py" "$run" --count 1000 --last --json "$run/fid.json" >/dev/null

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # A short CPU GAN run on builtin:shapes that visibly learns (docs/results.md, "GAN core").
 # Resumable: run it again to continue. KIMG=40 by default (about 20 minutes on 2 CPU cores).
-# CONFIG=auto|paper picks `gantk train gan --config` (default auto), SEED the run's seed.
+# CONFIG=paper|auto picks `gantk train gan --config` (default paper), SEED the run's seed.
 # Usage: examples/train_shapes.sh [RUN_DIR]
 set -euo pipefail
 run=${1:-runs/shapes32}
 kimg=${KIMG:-40}
-config=${CONFIG:-auto}
+config=${CONFIG:-paper}
 seed=${SEED:-0}
 if [ -f "$run/latest-state.safetensors" ]; then
   gantk train gan --resume "$run" --kimg "$kimg"

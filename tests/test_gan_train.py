@@ -214,8 +214,10 @@ def test_resumed_run_keeps_the_rescaled_adam(tmp_path: Path) -> None:
 
 
 def test_presets_name_the_r1_weight_and_ema_rampup(tmp_path: Path) -> None:
-    auto = config(tmp_path / "a", 1)
-    assert auto.preset == "auto"
+    assert config(tmp_path / "d", 1).preset == "paper"  # the default
+    # A run saved before presets existed resumes with the settings it trained with.
+    assert TrainConfig.from_dict({"data": DATA, "out": "x"}).preset == "auto"
+    auto = config(tmp_path / "a", 1, preset="auto")
     assert auto.gamma == pytest.approx(0.0002 * 16**2 / BATCH)
     assert auto.ema_rampup_now == 0.05
     paper = config(tmp_path / "p", 1, preset="paper")
