@@ -15,7 +15,12 @@ from gantk.attribution.attribute import attacked, dihedral
 from gantk.attribution.data import split
 from gantk.attribution.evaluation import confusion_matrix, fd_ratio, report
 from gantk.attribution.networks import Attributor, AttributorConfig
-from gantk.attribution.variants import gaussian_downsample, laplacian_band, parse_variant
+from gantk.attribution.variants import (
+    band_limit,
+    gaussian_downsample,
+    laplacian_band,
+    parse_variant,
+)
 from gantk.errors import GantkError
 from gantk.perturb import parse_attacks, random_attack
 
@@ -84,7 +89,13 @@ def test_attributor_logits_are_features_times_model_fingerprints():
 
 @pytest.mark.parametrize(
     ("variant", "first_conv_input"),
-    [("full", 16), ("predownsample@8", 8), ("residual@8", 8), ("postpool@8", 16)],
+    [
+        ("full", 16),
+        ("predownsample@8", 8),
+        ("residual@8", 8),
+        ("residual@4", 4),
+        ("postpool@8", 16),
+    ],
 )
 def test_variants_start_where_they_say(variant, first_conv_input):
     net = Attributor(AttributorConfig(16, CLASSES, variant, channel_base=64))
@@ -111,6 +122,11 @@ def test_band_limits():
     checker = (torch.arange(16)[:, None] + torch.arange(16)[None]) % 2 * 2.0 - 1
     kept = laplacian_band(checker.expand(1, 3, 16, 16), 16)
     assert kept[..., 3:-3, 3:-3].abs().mean() > 0.5
+    # Table 4.4's 4x4 row: the band between 4x4 and 2x2 exists and is what residual@4 sees.
+    variant = parse_variant("residual@4", 32)
+    band4 = band_limit(x, variant)
+    assert band4.shape == (2, 3, 4, 4) and band4.abs().max() > 0
+    torch.testing.assert_close(band4, laplacian_band(x, 4))
 
 
 @pytest.mark.parametrize(
@@ -118,7 +134,7 @@ def test_band_limits():
     [
         ("wavelet@8", "unknown variant"),
         ("predownsample", "needs a size"),
-        ("residual@4", "power of two from 8"),
+        ("residual@2", "power of two from 4"),
         ("predownsample@32", "from 4 to 16"),
         ("postpool@12", "power of two"),
         ("full@8", "takes no @N"),

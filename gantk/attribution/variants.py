@@ -57,8 +57,9 @@ def parse_variant(text: str, resolution: int) -> Variant:
         size = int(size_text)
     except ValueError:
         raise GantkError(f"variant {kind} needs a size, e.g. {kind}@8; choose {HELP}") from None
-    # residual@N needs N/2 >= 4 to have a band; the others need N >= 4.
-    low = 8 if kind == "residual" else 4
+    # N >= 4 for every kind: Table 4.4's last row is the 4x4 image (L-f) and the band between
+    # 4x4 and 2x2 (H-f, residual@4); the network's last block works at 4x4.
+    low = 4
     high = resolution if kind != "predownsample" else resolution // 2
     if size & (size - 1) or not low <= size <= high:
         raise GantkError(
