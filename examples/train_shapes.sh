@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # A short CPU GAN run on builtin:shapes that visibly learns (docs/results.md, "GAN core").
 # Resumable: run it again to continue. KIMG=40 by default (about 20 minutes on 2 CPU cores).
-# CONFIG=paper|auto picks `gantk train gan --config` (default paper), SEED the run's seed.
+# CONFIG=paper|auto picks `gantk train gan --config` (default paper), SEED the run's seed,
+# N the number of distinct scenes (default 4000; more data delays D's overfitting).
 # Usage: examples/train_shapes.sh [RUN_DIR]
 set -euo pipefail
 run=${1:-runs/shapes32}
 kimg=${KIMG:-40}
 config=${CONFIG:-paper}
 seed=${SEED:-0}
+n=${N:-4000}
 if [ -f "$run/latest-state.safetensors" ]; then
   gantk train gan --resume "$run" --kimg "$kimg"
 else
-  gantk train gan 'builtin:shapes?n=4000' --resolution 32 --kimg "$kimg" --batch-size 32 \
+  gantk train gan "builtin:shapes?n=$n" --resolution 32 --kimg "$kimg" --batch-size 32 \
     --z-dim 64 --w-dim 64 --channel-base 2048 --channel-max 64 --mirror \
     --config "$config" --seed "$seed" --snapshot-kimg 5 --sample-kimg 5 --out "$run"
 fi

@@ -214,7 +214,7 @@ def test_resumed_run_keeps_the_rescaled_adam(tmp_path: Path) -> None:
 
 
 def test_presets_name_the_r1_weight_and_ema_rampup(tmp_path: Path) -> None:
-    assert config(tmp_path / "d", 1).preset == "paper"  # the default
+    assert config(tmp_path / "d", 1).preset == "auto"  # the default, as StyleGAN2-ADA's
     # A run saved before presets existed resumes with the settings it trained with.
     assert TrainConfig.from_dict({"data": DATA, "out": "x"}).preset == "auto"
     auto = config(tmp_path / "a", 1, preset="auto")

@@ -58,6 +58,7 @@ def test_train_json_summary_and_run_folder(trained) -> None:
     saved = json.loads((run / "train-config.json").read_text())
     assert saved["network"]["resolution"] == 16 and saved["network"]["z_dim"] == 32
     assert saved["batch_size"] == 8 and saved["loss"] == "ns"
+    assert saved["preset"] == "auto"  # the CLI's default --config
     last = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 3 and np.isfinite(last["loss_d"])
 

@@ -99,11 +99,12 @@ def train_gan(
         str,
         typer.Option(
             "--config",
-            help="Named settings: paper (StyleGAN2 config E as published: R1 gamma 10, no EMA "
-            "ramp-up) or auto (StyleGAN2-ADA's R1 gamma 0.0002*res^2/batch, EMA ramp-up 0.05). "
-            "Explicit options override it; recorded in train-config.json.",
+            help="Named settings: auto (StyleGAN2-ADA's default: R1 gamma 0.0002*res^2/batch, "
+            "EMA ramp-up 0.05) or paper (StyleGAN2 config E as published: R1 gamma 10, no EMA "
+            "ramp-up, so only runs of tens of kimg). Explicit options override it; recorded in "
+            "train-config.json.",
         ),
-    ] = "paper",
+    ] = "auto",
     g_attn: Annotated[
         str | None,
         typer.Option(

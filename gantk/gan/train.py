@@ -92,9 +92,11 @@ class TrainConfig:
     contrastive_warmup_epochs: float = 20.0
     # Steps of warm-up on top of the epochs; runs from before the epochs existed stored this.
     contrastive_warmup: int = 0
-    # Named hyper-parameter sets (see PRESETS); explicit options override them. The paper's is
-    # the default: at 32 px it also trained better than auto (docs/results.md, GAN core).
-    preset: str = "paper"
+    # Named hyper-parameter sets (see PRESETS); explicit options override them. auto is the
+    # default, as in StyleGAN2-ADA's train.py: paper's EMA has no ramp-up, so with its 10 kimg
+    # half-life a run of 1 kimg samples weights that are still 93 % the random initial ones
+    # (0.5 ** (1 / 10)); paper needs runs of tens of kimg (docs/results.md, GAN core).
+    preset: str = "auto"
     lr: float = 0.002
     r1_gamma: float | None = None  # None: the preset's
     r1_interval: int = 16
