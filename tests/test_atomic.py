@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from gantk.errors import GantkError
+from gantk.io import atomic
 from gantk.io.atomic import atomic_dir, atomic_file, check_output
 
 
@@ -242,3 +246,149 @@ def test_atomic_dir_force_replaces_a_file(tmp_path: Path) -> None:
     assert target.is_dir()
     assert _entries(target) == ["x.txt"]
     assert _entries(tmp_path) == ["out"]
+
+
+# --------------------------------------------------------------------------- symbolic links
+
+
+def test_link_to_a_file_is_replaced_never_followed(tmp_path: Path) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    link = tmp_path / "out.png"
+    link.symlink_to(precious)
+    with pytest.raises(GantkError, match=r"out\.png is a symbolic link; pass --force"):
+        check_output(link)
+    with atomic_file(link, force=True) as tmp:
+        tmp.write_text("new")
+    assert not link.is_symlink() and link.read_text() == "new"
+    assert precious.read_text() == "keep me"
+
+
+def test_dangling_link_needs_force(tmp_path: Path) -> None:
+    link = tmp_path / "out.csv"
+    link.symlink_to(tmp_path / "nowhere" / "created.csv")
+    with pytest.raises(GantkError, match="symbolic link"), atomic_file(link) as tmp:
+        tmp.write_text("x")
+    assert link.is_symlink() and not (tmp_path / "nowhere").exists()
+
+
+def test_link_to_a_folder_is_replaced_and_the_folder_kept(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "a.png").write_text("theirs")
+    link = tmp_path / "o" / "dirlink"
+    link.parent.mkdir()
+    link.symlink_to(elsewhere, target_is_directory=True)
+    with atomic_dir(link, force=True) as tmp:
+        (tmp / "b.png").write_text("ours")
+    assert not link.is_symlink() and _entries(link) == ["b.png"]
+    assert _entries(elsewhere) == ["a.png"] and (elsewhere / "a.png").read_text() == "theirs"
+    assert _entries(link.parent) == ["dirlink"]  # no leftovers beside it
+
+
+def test_links_in_parent_folders_are_followed(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "via").symlink_to(real, target_is_directory=True)
+    with atomic_file(tmp_path / "via" / "x.txt") as tmp:
+        tmp.write_text("x")
+    assert (real / "x.txt").read_text() == "x"
+
+
+def test_cli_export_over_a_folder_link_keeps_the_linked_folder(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mine.txt").write_text("mine")
+    (tmp_path / "dirlink").symlink_to(elsewhere, target_is_directory=True)
+    gantk = [sys.executable, "-m", "gantk"]
+    args = ["data", "export", "builtin:shapes", str(tmp_path / "dirlink"), "-n", "2", "--flat"]
+    refused = subprocess.run([*gantk, *args, "--quiet"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "symbolic link" in refused.stderr
+    done = subprocess.run([*gantk, *args, "--force", "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "dirlink").is_dir() and not (tmp_path / "dirlink").is_symlink()
+    assert len(list((tmp_path / "dirlink").glob("*.png"))) == 2
+    assert _entries(elsewhere) == ["mine.txt"]
+
+
+# --------------------------------------------------------------------------- concurrent writers
+
+# A writer that builds its output, says so, and publishes only when told to: the test makes
+# another real process publish in between.
+SLOW_WRITER = """
+import sys, time
+from pathlib import Path
+from gantk.errors import GantkError
+from gantk.io.atomic import atomic_dir, atomic_file
+kind, target, force, text, ready, go = sys.argv[1:]
+writer = atomic_dir if kind == "dir" else atomic_file
+try:
+    with writer(target, force=force == "1") as tmp:
+        (tmp / "content.txt" if kind == "dir" else tmp).write_text(text)
+        Path(ready).touch()
+        while not Path(go).exists():
+            time.sleep(0.02)
+except GantkError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def _race(tmp_path: Path, kind: str, force: bool) -> tuple[subprocess.CompletedProcess, Path]:
+    """Writer A starts first and publishes last; writer B runs whole in between."""
+    target = tmp_path / ("out" if kind == "dir" else "out.txt")
+    flag = "1" if force else "0"
+
+    def start(text: str, ready: Path, go: Path) -> subprocess.Popen:
+        args = [sys.executable, "-c", SLOW_WRITER, kind, str(target), flag, text, str(ready)]
+        return subprocess.Popen([*args, str(go)], stderr=subprocess.PIPE, text=True)
+
+    a = start("A", tmp_path / "a-ready", tmp_path / "a-go")
+    while not (tmp_path / "a-ready").exists():
+        assert a.poll() is None, a.stderr.read() if a.stderr else ""
+        time.sleep(0.02)
+    (tmp_path / "b-go").touch()
+    b = start("B", tmp_path / "b-ready", tmp_path / "b-go")
+    assert b.wait(60) == 0, b.stderr.read() if b.stderr else ""
+    (tmp_path / "a-go").touch()
+    a.wait(60)
+    return subprocess.CompletedProcess(a.args, a.returncode, "", a.stderr.read()), target
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+@pytest.mark.parametrize("force", [False, True])
+def test_the_later_publisher_loses_and_the_winner_stays(
+    tmp_path: Path, kind: str, force: bool
+) -> None:
+    if force:  # both were told to replace what was there when they started
+        if kind == "dir":
+            (tmp_path / "out").mkdir()
+            (tmp_path / "out" / "content.txt").write_text("0")
+        else:
+            (tmp_path / "out.txt").write_text("0")
+    loser, target = _race(tmp_path, kind, force)
+    assert loser.returncode == 2
+    assert "was written by another process" in loser.stderr
+    assert (target / "content.txt" if kind == "dir" else target).read_text() == "B"
+    leftovers = [n for n in _entries(tmp_path) if n.startswith(".")]
+    assert leftovers == []
+
+
+def test_noreplace_fallback_without_renameat2(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(atomic, "_RENAMEAT2", None)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_text("new")
+    dst.write_text("old")
+    with pytest.raises(FileExistsError):
+        atomic.rename_noreplace(src, dst)
+    assert dst.read_text() == "old" and src.exists()
+    dst.unlink()
+    atomic.rename_noreplace(src, dst)
+    assert dst.read_text() == "new" and not src.exists()
+    folder, full = tmp_path / "folder", tmp_path / "full"
+    folder.mkdir()
+    full.mkdir()
+    (full / "x").write_text("x")
+    with pytest.raises(FileExistsError):
+        atomic.rename_noreplace(folder, full)
+    assert _entries(full) == ["x"]

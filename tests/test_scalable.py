@@ -201,6 +201,54 @@ def test_instances_registry_generate_decode(run, cli, tmp_path):
     assert summary["users"] == {} and summary["no_match"] == 6
 
 
+HOLD_REGISTRY = """
+import sys, time
+from pathlib import Path
+from gantk.fingerprint.registry import locked
+with locked(sys.argv[1]):
+    Path(sys.argv[2]).touch()
+    while not Path(sys.argv[3]).exists():
+        time.sleep(0.02)
+"""
+
+
+def test_registry_in_use_by_another_process(run, cli, tmp_path, monkeypatch):
+    """Two commands adding users to one registry: the second waits for the first, and one that
+    cannot get the registry fails cleanly: no instance written, the other's files untouched."""
+    import subprocess
+    import sys
+    import time
+
+    from gantk.fingerprint import registry as registry_module
+
+    models, reg = tmp_path / "models", tmp_path / "reg.h5"
+    first = cli("fingerprint-embed", run / "latest.safetensors", "--users", "alice",
+                "--registry", reg, "--out", models, "--quiet")  # fmt: skip
+    assert first.exit_code == 0, first.stderr
+    before = (models / "alice.safetensors").read_bytes(), reg.read_bytes()
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_REGISTRY, str(reg), str(ready), str(go)])
+    try:
+        while not ready.exists():
+            assert holder.poll() is None
+            time.sleep(0.02)
+        monkeypatch.setattr(registry_module, "LOCK_WAIT_S", 0.3)
+        result = cli("fingerprint-embed", run / "latest.safetensors", "--users", "bob",
+                     "--registry", reg, "--out", models)  # fmt: skip
+    finally:
+        go.touch()
+        holder.wait(30)
+    assert result.exit_code == 2
+    assert "being changed by another gantk process" in error_line(result)
+    assert sorted(os.listdir(models)) == ["alice.safetensors"]
+    assert ((models / "alice.safetensors").read_bytes(), reg.read_bytes()) == before
+    # once the other process is done, the same command goes through
+    again = cli("fingerprint-embed", run / "latest.safetensors", "--users", "bob",
+                "--registry", reg, "--out", models, "--quiet")  # fmt: skip
+    assert again.exit_code == 0, again.stderr
+    assert sorted(os.listdir(models)) == ["alice.safetensors", "bob.safetensors"]
+
+
 def test_scalable_bad_input(run, cli, tmp_path):
     from gantk.io.checkpoint import save_checkpoint
 

@@ -35,6 +35,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -222,6 +223,51 @@ def _private_tmp(target: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+# How long a command waits for another one that is changing the same registry.
+LOCK_WAIT_S = 60.0
+
+
+@contextlib.contextmanager
+def locked(path: str | Path, wait_s: float | None = None) -> Iterator[None]:
+    """Hold the registry at ``path`` for a read-modify-write against other gantk processes.
+
+    The lock is on the registry's folder (flock on its descriptor): the registry file itself is
+    replaced by a rename at each save, so a lock on it would lock an inode no one else opens, and
+    a separate lock file would be left lying about. The folder is created if missing, as the
+    save would. Without it, two commands adding users could each write instances and the one
+    whose save lost would delete files the other had registered.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): the checksum check in save() still refuses a loser
+        yield
+        return
+    folder = Path(path).expanduser().absolute().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise GantkError(
+            f"cannot use the folder of registry {path} ({exc.strerror}); choose another --registry"
+        ) from exc
+    deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise GantkError(
+                        f"registry {path} is being changed by another gantk process; run the "
+                        "command again when it has finished"
+                    ) from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _fsync(path: Path, directory: bool = False) -> None:

@@ -10,6 +10,7 @@ saved only after every instance is written; instances of a failed call are remov
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from gantk.errors import GantkError
-from gantk.fingerprint.registry import Registry, default_min_distance
+from gantk.fingerprint.registry import Registry, default_min_distance, locked
 from gantk.gan.scalable import BitDecoder, fold_instance, load_fingerprinted, save_instance
 from gantk.io.checkpoint import read_metadata
 
@@ -76,26 +77,42 @@ def make_instances(
 ) -> list[dict]:
     """Mint one generator instance per user; returns one record per instance."""
     G, _, config = load_fingerprinted(checkpoint, device)
-    bits = config.fingerprint_bits
-    registry = Registry.open_or_create(registry_path, bits, run_id(checkpoint))
-    names = user_names(users, count, registry)
-    targets = [out / f"{name}.safetensors" for name in names]
-    existing = [t for t in targets if t.exists()]
-    if existing and not force:
-        raise GantkError(f"{existing[0]} already exists; pass --force or choose another --out")
     if out.exists() and not out.is_dir():
         raise GantkError(f"--out {out} is a file; give a folder for the instances")
+    # One command at a time per registry: the users drawn, their files and the save belong
+    # together (registry.locked).
+    with locked(registry_path):
+        bits, run = config.fingerprint_bits, run_id(checkpoint)
+        registry = Registry.open_or_create(registry_path, bits, run)
+        names = user_names(users, count, registry)
+        targets = [out / f"{name}.safetensors" for name in names]
+        existing = [t for t in targets if os.path.lexists(t)]
+        if existing and not force:
+            raise GantkError(f"{existing[0]} already exists; pass --force or choose another --out")
+        return _mint(G, registry, names, targets, seed, force, advance)
+
+
+def _mint(
+    G: torch.nn.Module,
+    registry: Registry,
+    names: list[str],
+    targets: list[Path],
+    seed: int,
+    force: bool,
+    advance: Callable[[int], None] | None,
+) -> list[dict]:
     rng = np.random.default_rng(seed)
-    spacing = default_min_distance(bits)
+    spacing = default_min_distance(registry.bits)
     written: list[Path] = []
     records = []
     try:
-        out.mkdir(parents=True, exist_ok=True)
         for name, target in zip(names, targets, strict=True):
             code = registry.draw(name, rng, spacing)
             instance = fold_instance(G, torch.as_tensor(code, dtype=torch.float32))
             meta = {"run_id": registry.run}
-            digest = save_instance(target, instance, meta, force=True)
+            # Without --force the file is published only if the name is still free, so an
+            # instance another command wrote meanwhile is never replaced, nor later deleted.
+            digest = save_instance(target, instance, meta, force=force)
             written.append(target)
             entry = registry.add(name, code, digest, min_distance=spacing)
             records.append({"user": name, "file": str(target), "instance_sha256": digest,
