@@ -21,3 +21,22 @@ TINY_TEXTURE_MIXER = {
     "res_blocks": 1,
     "d_channels": 4,
 }
+
+
+def write_png_bomb(path, width: int = 100_000, height: int = 100_000) -> None:
+    """A PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's header;
+    no pixel data follows)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def write_corrupt_png(path) -> None:
+    """A file named .png that is not an image."""
+    path.write_bytes(b"\x89PNG\r\n\x1a\n this is not a PNG")

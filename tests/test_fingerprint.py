@@ -591,3 +591,45 @@ def test_luma_is_kept_in_the_model_file(tmp_path: Path) -> None:
     path = save_stego(tmp_path / "m.safetensors", StegoEncoder(config), StegoDecoder(config))
     encoder, _ = load_stego(path)
     assert encoder.config.luma
+
+
+def test_embed_keeps_16_bit_grayscale_and_gray_alpha(cli, model_file: Path, tmp_path: Path):
+    """16-bit stays 16-bit (the change lands in the top 8 bits; the low ones survive), LA stays
+    LA; PSNR is measured on what the decoder sees (the top 8 bits), not on a clipped copy."""
+    root = tmp_path / "deep"
+    root.mkdir()
+    rng = np.random.default_rng(1)
+    deep = np.linspace(0, 65535, 40 * 40).reshape(40, 40) + rng.integers(-200, 200, (40, 40))
+    deep = np.clip(deep, 0, 65535).astype(np.uint16)
+    Image.fromarray(deep).save(root / "deep.png")
+    assert Image.open(root / "deep.png").mode == "I;16"
+    la = rng.integers(0, 256, (32, 32, 2), dtype=np.uint8)
+    Image.fromarray(la, "LA").save(root / "la.png")
+    out = tmp_path / "marked"
+    result = cli("fingerprint-embed", root, "--encoder", model_file, "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    saved = Image.open(out / "deep.png")
+    assert saved.mode == "I;16"
+    marked = np.asarray(saved, dtype=np.int64)
+    change = marked - deep.astype(np.int64)
+    inside = (marked > 0) & (marked < 65535)
+    assert np.all(change[inside] % 257 == 0) and np.any(change != 0)
+    top = lambda a: np.round(a / 257.0)  # noqa: E731
+    mse = np.mean((top(marked) - top(deep.astype(np.float64))) ** 2)
+    record = json.loads((out / "fingerprint.json").read_text())
+    psnrs = [record["psnr_db"]["min"], record["psnr_db"]["max"]]
+    assert any(abs(p - 10 * np.log10(255.0**2 / mse)) < 1e-6 for p in psnrs)
+    assert marked.mean() == pytest.approx(deep.mean(), abs=257 * 3)  # not clipped to white
+    saved_la = Image.open(out / "la.png")
+    assert saved_la.mode == "LA"
+    np.testing.assert_array_equal(np.asarray(saved_la)[..., 1], la[..., 1])
+
+
+def test_embed_refuses_modes_it_cannot_keep(cli, model_file: Path, tmp_path: Path) -> None:
+    root = tmp_path / "cmyk"
+    root.mkdir()
+    Image.new("CMYK", (32, 32), (10, 20, 30, 40)).save(root / "c.tif")
+    out = tmp_path / "marked"
+    line = error_line(cli("fingerprint-embed", root, "--encoder", model_file, "--out", out))
+    assert "is a CMYK image" in line and "convert it to RGB" in line
+    assert not out.exists()

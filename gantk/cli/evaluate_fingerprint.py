@@ -75,7 +75,7 @@ def robustness_command(
     from gantk.fingerprint import bits as fpbits
     from gantk.fingerprint.artificial import (
         expected_for,
-        load_image,
+        load_or_stop,
         read_expectation,
         resolve_model,
         to_tensor,
@@ -104,7 +104,7 @@ def robustness_command(
         target = expected_for(expected, str(path.relative_to(images)))
         if target is None:
             continue  # not an image the record knows (per-image maps only)
-        tensors.append(to_tensor(load_image(path).rgb))
+        tensors.append(to_tensor(load_or_stop(path).rgb))
         targets.append(target)
     if not tensors:
         raise GantkError(f"no image in {images} is listed in the record's fingerprint map")
@@ -175,7 +175,7 @@ def secrecy_command(
     encoder of their own, trained independently, tries to tell the owner's fingerprinted
     images from clean ones with an SVM. Accuracy near 0.5 means secret (paper: 0.502)."""
     from gantk.errors import GantkError
-    from gantk.fingerprint.artificial import load_image, resolve_model, to_tensor
+    from gantk.fingerprint.artificial import load_or_stop, resolve_model, to_tensor
     from gantk.fingerprint.secrecy import ats_attack
     from gantk.fingerprint.train_stego import load_stego
     from gantk.io.images import list_images
@@ -187,8 +187,8 @@ def secrecy_command(
         raise GantkError("FINGERPRINTED and CLEAN are the same folder; give clean images")
     out = Output(quiet, as_json)
     attacker, _ = load_stego(resolve_model(str(attack_encoder)))
-    owner = [to_tensor(load_image(p).rgb) for p in list_images(marked)[:count]]
-    plain = [to_tensor(load_image(p).rgb) for p in list_images(clean)[:count]]
+    owner = [to_tensor(load_or_stop(p).rgb) for p in list_images(marked)[:count]]
+    plain = [to_tensor(load_or_stop(p).rgb) for p in list_images(clean)[:count]]
     result = ats_attack(owner, plain, attacker, seed, protocol)
     out.table(
         "secrecy (ATS attack)",

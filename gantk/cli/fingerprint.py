@@ -13,6 +13,7 @@ from gantk.cli.common import (
     JsonOpt,
     Output,
     QuietOpt,
+    StrictOpt,
     handle_errors,
     resolve_device,
 )
@@ -101,6 +102,7 @@ def fingerprint_embed(
         ),
     ] = None,
     device: DeviceOpt = "auto",
+    strict: StrictOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -152,7 +154,7 @@ def fingerprint_embed(
     with output.progress(total, "embedding") as advance:
         result = embed_folder(
             data, out, enc, path, code, seed if per_image else None, image_format, quality,
-            force, advance,
+            force, advance, strict, output.warn,
         )  # fmt: skip
     record = result.record
     output.table(
@@ -271,6 +273,7 @@ def fingerprint_decode(
         Path | None, typer.Option("--csv", help="Write one row per image to this CSV file.")
     ] = None,
     device: DeviceOpt = "auto",
+    strict: StrictOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -312,7 +315,9 @@ def fingerprint_decode(
     expected = read_expectation(expect, n, r)[0] if expect else None
     entries = fpbits.read_registry(registry) if registry and identify is None else None
     with output.progress(len(paths), "decoding") as advance:
-        report = decode_report(root, paths, dec, expected, fpr, entries, advance, identify)
+        report = decode_report(
+            root, paths, dec, expected, fpr, entries, advance, identify, strict, output.warn
+        )
     summary = report["summary"]
     rows = [
         ["images", summary["images"]],

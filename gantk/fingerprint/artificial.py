@@ -4,9 +4,15 @@ The model owner fingerprints the training data with :func:`embed_folder`; any ge
 trained on it reproduces the fingerprint, so :func:`decode_images` on its outputs finds it.
 
 Embedding keeps each image's size: the encoder works at its own resolution and the residual is
-upsampled to the image (see :func:`gantk.fingerprint.stego.embed_any_size`). Grayscale images
-stay grayscale (the fingerprint is embedded in RGB and the result converted back), RGBA images
-keep their alpha channel untouched.
+upsampled to the image (see :func:`gantk.fingerprint.stego.embed_any_size`). Each image keeps
+its mode and bit depth: grayscale stays grayscale (the fingerprint is embedded in RGB and the
+result converted back), alpha channels are kept untouched, 16-bit grayscale stays 16-bit (the
+fingerprint's change, made on the top 8 bits, is added to the 16-bit values, so the low bits
+survive). Palette images are written as RGB (or RGBA) and 1-bit ones as 8-bit grayscale: neither
+can hold a fingerprint's small changes. CMYK, floating-point and 32-bit images are refused.
+
+Unreadable files (corrupt, truncated, decompression bombs) are skipped with a warning naming
+them and listed in the record, or stop the command with ``strict``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from gantk.fingerprint import bits as fpbits
 from gantk.fingerprint.stego import StegoDecoder, StegoEncoder, decode_bits, embed_any_size
 from gantk.io.atomic import atomic_dir, check_output
 from gantk.io.bundled import resolve_model_path
-from gantk.io.images import UnreadableImage, list_images
+from gantk.io.images import UnreadableImage, list_images, open_image
 
 RECORD = "fingerprint.json"
 PER_IMAGE_MAP = "fingerprints.csv"
@@ -57,24 +63,77 @@ def file_sha256(path: Path) -> str:
 
 @dataclass
 class LoadedImage:
-    rgb: np.ndarray  # H x W x 3 uint8
-    mode: str  # "RGB", "L" or "RGBA"
+    rgb: np.ndarray  # H x W x 3 uint8: what the encoder and the decoder see
+    mode: str  # the mode the fingerprinted copy is saved in: RGB, RGBA, L, LA or I;16
     alpha: np.ndarray | None
+    deep: np.ndarray | None = None  # an I;16 image's 16-bit values
+
+
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+Warn = Callable[[str], None]
+
+
+def _gray(img: Image.Image) -> np.ndarray:
+    return np.repeat(np.asarray(img.convert("L"))[..., None], 3, axis=2)
 
 
 def load_image(path: Path) -> LoadedImage:
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = np.asarray(img.convert("RGBA"))
-                return LoadedImage(np.ascontiguousarray(rgba[..., :3]), "RGBA", rgba[..., 3])
-            if img.mode in ("L", "I", "I;16", "F", "1"):
-                gray = np.asarray(img.convert("L"))
-                return LoadedImage(np.repeat(gray[..., None], 3, axis=2), "L", None)
+    """Read an image for embedding or decoding; raises UnreadableImage if it cannot be decoded,
+    GantkError for a mode whose pixels cannot carry a fingerprint and come back unchanged."""
+    with open_image(path) as img:
+        img.load()
+        mode = img.mode
+        if mode in SIXTEEN_BIT or mode == "I":
+            deep = np.asarray(img, dtype=np.int64)
+            if mode == "I" and (deep.min(initial=0) < 0 or deep.max(initial=0) > 65535):
+                raise GantkError(
+                    f"{path} holds 32-bit integer pixels; convert it to 8- or 16-bit first"
+                )
+            gray = np.clip(np.round(deep / 257.0), 0, 255).astype(np.uint8)
+            return LoadedImage(np.repeat(gray[..., None], 3, axis=2), "I;16", None, deep)
+        if mode in ("RGBA", "PA") or (mode == "P" and "transparency" in img.info):
+            rgba = np.asarray(img.convert("RGBA"))
+            return LoadedImage(np.ascontiguousarray(rgba[..., :3]), "RGBA", rgba[..., 3])
+        if mode == "LA":
+            la = np.asarray(img)
+            return LoadedImage(_gray(img.convert("L")), "LA", np.ascontiguousarray(la[..., 1]))
+        if mode in ("L", "1"):
+            return LoadedImage(_gray(img), "L", None)
+        if mode in ("RGB", "P"):
             return LoadedImage(np.asarray(img.convert("RGB")), "RGB", None)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise UnreadableImage(f"{path}: {exc}") from exc
+    raise GantkError(
+        f"{path} is a {mode} image; fingerprint-embed keeps each image's mode and cannot for "
+        "this one: convert it to RGB (or 8/16-bit grayscale) first"
+    )
+
+
+def load_or_stop(path: Path) -> LoadedImage:
+    """load_image for measurements, which a skipped image would bias: stop, naming the file."""
+    try:
+        return load_image(path)
+    except UnreadableImage as exc:
+        raise GantkError(f"cannot read image {exc}; remove or replace it") from exc
+
+
+def load_readable(
+    paths: list[Path], root: Path | None, skipped: list[str], strict: bool, warn: Warn | None
+) -> dict[Path, LoadedImage]:
+    """The images of ``paths`` that decode; each one that does not is warned about (by its path
+    relative to ``root``) and added to ``skipped``, or stops everything with ``strict``."""
+    loaded = {}
+    for path in paths:
+        try:
+            loaded[path] = load_image(path)
+        except UnreadableImage as exc:
+            if strict:
+                raise GantkError(
+                    f"cannot read image {exc}; remove or replace it (or drop --strict to skip it)"
+                ) from exc
+            name = path.name if root is None or path == root else path.relative_to(root).as_posix()
+            if warn is not None:
+                warn(f"skipping unreadable image {name}")
+            skipped.append(name)
+    return loaded
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -87,9 +146,14 @@ def to_rgb(t: torch.Tensor) -> np.ndarray:
 
 def restore_mode(rgb: np.ndarray, loaded: LoadedImage) -> Image.Image:
     img = Image.fromarray(rgb, "RGB")
-    if loaded.mode == "L":
-        return img.convert("L")
-    if loaded.mode == "RGBA":
+    if loaded.mode == "I;16":
+        # The fingerprint's change in 8-bit steps, scaled to 16 bits and added to the original.
+        change = np.asarray(img.convert("L"), dtype=np.int64) - loaded.rgb[..., 0]
+        deep = np.clip(loaded.deep + change * 257, 0, 65535).astype(np.uint16)
+        return Image.fromarray(deep)  # mode I;16
+    if loaded.mode in ("L", "LA"):
+        img = img.convert("L")
+    if loaded.mode in ("RGBA", "LA"):
         img.putalpha(Image.fromarray(loaded.alpha, "L"))
     return img
 
@@ -124,12 +188,14 @@ def embed_folder(
     jpeg_quality: int = 95,
     force: bool = False,
     advance: Callable[[int], None] | None = None,
+    strict: bool = False,
+    warn: Warn | None = None,
 ) -> EmbedResult:
     """Fingerprint every image under ``source`` into ``out`` (same relative paths).
 
     One fingerprint for all images, or, with ``per_image_seed``, a fresh random fingerprint per
-    image listed in ``fingerprints.csv``. Writes ``fingerprint.json`` describing the embedding.
-    Nothing is written unless every image succeeds.
+    image listed in ``fingerprints.csv``. Writes ``fingerprint.json`` describing the embedding
+    (with the unreadable files skipped). Nothing is written unless every other image succeeds.
     """
     from skimage.metrics import structural_similarity
 
@@ -150,12 +216,16 @@ def embed_folder(
     if not paths:
         raise GantkError(f"{source} contains no images (png, jpg, jpeg, webp, bmp, tif)")
     bits_count = encoder.config.bits
-    psnrs, ssims, rows = [], [], []
+    psnrs, ssims, rows, skipped = [], [], [], []
     device = next(encoder.parameters()).device
     with atomic_dir(out, force) as tmp, torch.no_grad():
         for start in range(0, len(paths), EMBED_BATCH):
-            chunk = list(enumerate(paths[start : start + EMBED_BATCH], start))
-            loaded = {index: load_image(path) for index, path in chunk}
+            batch = paths[start : start + EMBED_BATCH]
+            readable = load_readable(batch, source, skipped, strict, warn)
+            if advance:
+                advance(len(batch) - len(readable))
+            chunk = [(i, p) for i, p in enumerate(batch, start) if p in readable]
+            loaded = {index: readable[path] for index, path in chunk}
             for index, path in chunk:
                 check_size(path, loaded[index].rgb)
             codes = {
@@ -180,6 +250,8 @@ def embed_folder(
                     rows.append([str(relative), fpbits.to_hex(codes[index])])
                 if advance:
                     advance(1)
+        if not psnrs:
+            raise GantkError(f"{source} holds no readable images; nothing was written")
         record = {
             "bits": bits_count,
             "fingerprint": None if per_image_seed is not None else fpbits.to_hex(fingerprint),
@@ -190,7 +262,8 @@ def embed_folder(
                 "sha256": file_sha256(encoder_path),
                 "resolution": encoder.config.resolution,
             },
-            "images": len(paths),
+            "images": len(psnrs),
+            "skipped": skipped,
             "format": image_format,
             "jpeg_quality": jpeg_quality if image_format == "jpeg" else None,
             "psnr_db": _stats(psnrs),
@@ -225,18 +298,27 @@ def _embed_batched(
     return marked
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit image as the 8-bit grayscale the decoder sees (Pillow's convert clips instead)."""
+    if image.mode != "I;16":
+        return image
+    deep = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.round(deep / 257.0), 0, 255).astype(np.uint8), "L")
+
+
 def _write(
     rgb: np.ndarray, loaded: LoadedImage, target: Path, image_format: str, quality: int
 ) -> np.ndarray:
     """Save in the input's mode; returns the RGB pixels as saved (what PSNR/SSIM must see)."""
     image = restore_mode(rgb, loaded)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if image_format == "jpeg":
-        image.convert("L" if loaded.mode == "L" else "RGB").save(target, quality=quality)
+    if image_format == "jpeg":  # 8 bits and no alpha: the format the user asked for
+        flat = _eight_bit(image)
+        flat.convert("L" if flat.mode in ("L", "LA") else "RGB").save(target, quality=quality)
         return np.asarray(Image.open(target).convert("RGB"))
     image.save(target)
     # PNG is lossless: the saved pixels are the image's own.
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(_eight_bit(image).convert("RGB"))
 
 
 def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
@@ -261,17 +343,23 @@ def _stats(values: list[float]) -> dict:
 
 
 def iter_decoded(
-    paths: list[Path], decoder: StegoDecoder, batch: int = 64
+    paths: list[Path],
+    decoder: StegoDecoder,
+    batch: int = 64,
+    root: Path | None = None,
+    skipped: list[str] | None = None,
+    strict: bool = True,
+    warn: Warn | None = None,
 ) -> Iterator[tuple[Path, np.ndarray]]:
-    """(path, decoded 0/1 bits) per image; images of any size (resized to the decoder's)."""
+    """(path, decoded 0/1 bits) per image; images of any size (resized to the decoder's).
+    Unreadable files stop it (``strict``) or are skipped into ``skipped`` with a warning."""
+    skipped = [] if skipped is None else skipped
     for start in range(0, len(paths), batch):
-        chunk = paths[start : start + batch]
-        images = []
-        for path in chunk:
-            loaded = load_image(path)
+        readable = load_readable(paths[start : start + batch], root, skipped, strict, warn)
+        for path, loaded in readable.items():
             check_size(path, loaded.rgb)
-            images.append(to_tensor(loaded.rgb))
-        yield from zip(chunk, decode_bits(decoder, images, batch), strict=True)
+        images = [to_tensor(loaded.rgb) for loaded in readable.values()]
+        yield from zip(readable, decode_bits(decoder, images, batch), strict=True)
 
 
 def read_expectation(
@@ -321,6 +409,8 @@ def decode_report(
     registry: list[dict] | None = None,
     advance: Callable[[int], None] | None = None,
     identify: Callable[[np.ndarray], list[dict]] | None = None,
+    strict: bool = False,
+    warn: Warn | None = None,
 ) -> dict:
     """Decode every image; with ``expected``, test each against it and pool the folder.
 
@@ -333,8 +423,8 @@ def decode_report(
     """
     bits = decoder.config.bits
     limit = fpbits.threshold(bits, fpr)
-    rows, decoded_all, targets = [], [], []
-    for path, decoded in iter_decoded(paths, decoder):
+    rows, decoded_all, targets, skipped = [], [], [], []
+    for path, decoded in iter_decoded(paths, decoder, 64, root, skipped, strict, warn):
         name = str(path.relative_to(root)) if path != root else path.name
         row: dict = {"image": name, "decoded": fpbits.to_hex(decoded)}
         target = expected_for(expected, name)
@@ -353,9 +443,14 @@ def decode_report(
         decoded_all.append(decoded)
         if advance:
             advance(1)
+    if advance and skipped:
+        advance(len(skipped))
+    if not rows:
+        raise GantkError(f"none of the {len(paths)} images could be read; nothing to decode")
     pooled = fpbits.majority(np.stack(decoded_all))
     summary: dict = {
         "images": len(rows),
+        "skipped": skipped,
         "bits": bits,
         "fpr": fpr,
         "threshold_matches": limit,

@@ -6,7 +6,9 @@ array of shape (H, W, 3); everything downstream may assume that one format.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -96,26 +98,44 @@ def _orientation(img: Image.Image) -> int:
     return int(img.getexif().get(0x0112, 1))
 
 
+# Decoded pixels gantk accepts in one image: Pillow's own bomb limit (~89 M pixels, 0.27 GB as
+# RGB). Pillow only warns between 1x and 2x its limit; gantk refuses from 1x, before decoding.
+MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+
+@contextlib.contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """Image.open with one failure type: a file that cannot be decoded, or whose header claims
+    more than MAX_PIXELS (a decompression bomb or a damaged header), raises UnreadableImage."""
+    try:
+        with warnings.catch_warnings():  # Pillow's warning for 1x-2x its limit: refused below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise UnreadableImage(
+                    f"{path}: its header claims {width}x{height} pixels, more than the "
+                    f"{MAX_PIXELS} gantk decodes (a decompression bomb or a damaged file)"
+                )
+            yield img
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(f"{path}: {exc}") from exc
+
+
 def read_image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) after EXIF orientation, reading only the header."""
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            orientation = _orientation(img)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UnreadableImage(f"{path}: {exc}") from exc
+    with open_image(path) as img:
+        width, height = img.size
+        orientation = _orientation(img)
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
     """Decode an image file fully into an RGB uint8 array, applying EXIF orientation."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb_array(img)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise UnreadableImage(f"{path}: {exc}") from exc
+    with open_image(path) as img:
+        img.load()
+        return to_rgb_array(ImageOps.exif_transpose(img))
 
 
 def upscale_factor(height: int, width: int, resolution: int, policy: ResizePolicy) -> float:

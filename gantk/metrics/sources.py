@@ -71,6 +71,14 @@ def _common_size(dataset) -> int | None:
     return sizes[0][0] if sizes and sizes[0][0] == sizes[0][1] else None
 
 
+def _stop_at_unreadable(message: str) -> None:
+    """A metric stops at an unreadable file: skipping it would measure another set."""
+    raise GantkError(
+        f"{message.replace('skipping ', 'cannot use ', 1)}: a metric takes every image of a "
+        "set; remove or replace the file"
+    )
+
+
 def open_source(
     spec: str,
     count: int | None = None,
@@ -106,7 +114,7 @@ def open_source(
     dataset = open_dataset(text, resolution=resolution, allow_upscale=True,
                            count=None if subset else count, seed=None,
                            attributes_csv=attributes_file(text, attributes_csv) if subset
-                           else attributes_csv)  # fmt: skip
+                           else attributes_csv, warn=_stop_at_unreadable)  # fmt: skip
     if subset:
         rows = attribute_rows(dataset, subset)
         dataset = Subset(dataset, rows[:count] if count else rows)
