@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers import error_line
 from PIL import Image
 
@@ -276,6 +277,58 @@ def test_debug_shows_traceback(cli, tmp_path) -> None:
     assert "Traceback" in result.stderr and "error: " in result.stderr
 
 
-def test_usage_errors_exit_2(cli) -> None:
-    assert cli("data", "export").exit_code == 2
-    assert cli("data", "export", "builtin:digits", "o", "-n", "0").exit_code == 2
+def test_usage_errors_are_one_line(cli) -> None:
+    assert error_line(cli("data", "export")) == (
+        "error: Missing argument 'DATASET' (see 'gantk data export --help')"
+    )
+    line = error_line(cli("data", "export", "builtin:digits", "o", "-n", "0"))
+    assert "'-n' / '--count'" in line and "greater than or equal to 1" in line
+    assert "No such option: --bogus" in error_line(cli("data", "list", "--bogus"))
+
+
+def test_usage_errors_one_line_from_the_installed_command(tmp_path) -> None:
+    """The same through `python -m gantk` (click's standalone mode), where help and the version
+    keep exit status 0."""
+    import subprocess
+    import sys
+
+    gantk = [sys.executable, "-m", "gantk"]
+    bad = subprocess.run([*gantk, "data", "export", "x", str(tmp_path / "o"), "-n", "0"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.stderr.startswith("error: Invalid value for '-n' / '--count'")
+    version = subprocess.run([*gantk, "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("gantk ")
+    helped = subprocess.run([*gantk, "data", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "export" in helped.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["generate", "g.safetensors", "--grid", "g.png", "--truncation", "nan"],
+         "--truncation / --psi"),
+        (["texture-mix", "a.png", "b.png", "--out", "m.png", "--scale", "nan"], "--scale"),
+        (["train", "stego", "builtin:shapes", "--out", "o", "--lr", "nan"], "--lr"),
+        (["train", "attributor", "builtin:shapes", "--out", "o", "--lr", "inf"], "--lr"),
+        (["train", "gan", "builtin:shapes", "--out", "o", "--r1-gamma", "-inf"], "--r1-gamma"),
+        (["evaluate", "fid", "a", "b", "--truncation", "nan"], "--truncation"),
+    ],
+)  # fmt: skip
+def test_non_finite_numbers_are_refused(cli, tmp_path, args, flag) -> None:
+    line = error_line(cli(*[a if "." not in a else str(tmp_path / a) for a in args]))
+    assert line.startswith(f"error: {flag} must be a finite number, got ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resolution_zero_is_refused_not_the_default(cli, image_folder, tmp_path) -> None:
+    """0 used to fall back to the default size (``resolution or default``)."""
+    out = tmp_path / "o"
+    line = error_line(cli("data", "export", "builtin:shapes?resolution=0", out, "-n", "2"))
+    assert "--resolution 0 is not a power of two" in line
+    line = error_line(cli("attribute", image_folder, "--baseline", "knn", "--fit", image_folder,
+                          "--resolution", "0"))  # fmt: skip
+    assert "--resolution 0 is not a power of two" in line
+    line = error_line(cli("train", "attributor", image_folder, "--out", out, "--resolution", "0"))
+    assert "--resolution 0 is not a power of two" in line
+    assert not out.exists()

@@ -94,7 +94,7 @@ class BaselineMethod:
         self.name = name
         self.resolution = None
         if self.baseline.needs_same_size:
-            self.resolution = resolution or native_size(fit_root)
+            self.resolution = native_size(fit_root) if resolution is None else resolution
         fit = self.read(fit_root, True, warn, min_classes=2)
         assert fit.folder_classes is not None
         self.class_names = fit.folder_classes

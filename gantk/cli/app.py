@@ -12,10 +12,11 @@ import typer
 
 from gantk import __version__
 from gantk.cli import attribution, data, evaluate, fingerprint, generate, info, ops, texture, train
-from gantk.cli.common import DEBUG, show_warnings_as_lines
+from gantk.cli.common import DEBUG, OneLineErrors, show_warnings_as_lines
 
 app = typer.Typer(
     name="gantk",
+    cls=OneLineErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -110,9 +110,9 @@ def train_attributor(
     output = Output(quiet, as_json)
     if finetune is not None:
         base = load_attributor(finetune)
-        resolution = resolution or base.config.resolution
+        resolution = base.config.resolution if resolution is None else resolution
         variant = base.config.variant
-    resolution = resolution or native_size(data)
+    resolution = native_size(data) if resolution is None else resolution
     # Fail on a bad variant before reading any image.
     AttributorConfig(resolution, ["a", "b"], variant, channel_base).validate()
     config = AttributorTrainConfig(

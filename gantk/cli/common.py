@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import typer
+import typer.core
 
 from gantk.errors import GantkError
 
@@ -166,12 +167,43 @@ def _one_line(message: str) -> str:
     return message
 
 
+def _flag(func: Callable[..., Any], name: str) -> str:
+    """The command-line spelling of ``func``'s parameter ``name`` (e.g. preset -> --config)."""
+    import typing
+
+    try:
+        hint = typing.get_type_hints(func, include_extras=True).get(name)
+    except (NameError, TypeError):
+        hint = None
+    for meta in getattr(hint, "__metadata__", ()):
+        # In Annotated form typer takes the first name from OptionInfo.default.
+        names = [getattr(meta, "default", None), *(getattr(meta, "param_decls", None) or ())]
+        flags = [d for d in names if isinstance(d, str) and d.startswith("--")]
+        if flags:
+            return " / ".join(flags)
+    return "--" + name.replace("_", "-")
+
+
+def check_finite(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Every float a command receives must be a number: nan and inf pass the options' ranges
+    (every comparison with nan is false) and would reach the maths as silent garbage."""
+    import math
+
+    for name, value in kwargs.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        bad = [v for v in values if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise GantkError(f"{_flag(func, name)} must be a finite number, got {bad[0]}")
+
+
 def handle_errors(func: F) -> F:
-    """Turn user errors into one stderr line and exit status 2; Ctrl-C into status 130."""
+    """Turn user errors into one stderr line and exit status 2; Ctrl-C into status 130.
+    Non-finite float options are refused here, for every command at once."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            check_finite(func, kwargs)
             return func(*args, **kwargs)
         except GantkError as exc:
             if DEBUG["enabled"]:
@@ -185,6 +217,47 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    # By name: typer >= 0.2x vendors click, older versions use click itself.
+    return any(k.__name__ == "UsageError" for k in type(exc).__mro__)
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The top-level group: usage errors (an unknown option, a value out of range, a missing
+    argument) become one ``error:`` line and exit status 2, like gantk's own errors, instead of
+    click's usage box. Help, --version and every command's exit status are unchanged."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, False, **extra)
+        except Exception as exc:
+            if not _is_usage_error(exc):
+                if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's other errors
+                    exc.show()
+                    sys.exit(exc.exit_code)
+                if type(exc).__name__ == "Abort":
+                    print("aborted", file=sys.stderr)
+                    sys.exit(1)
+                raise
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `gantk` alone prints its help
+                exc.show()
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            print(f"error: {exc.format_message().rstrip('.')}{hint}", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(status if isinstance(status, int) else 0)
 
 
 def resolve_device(device: str) -> str:

@@ -159,5 +159,7 @@ def load_builtin(
             f"builtin:{info.name} has at most {info.max_count} images; ask for "
             f"1 to {info.max_count} (got {count})"
         )
-    resolution = check_resolution(resolution or info.default_resolution, low=8, high=1024)
+    resolution = check_resolution(
+        info.default_resolution if resolution is None else resolution, low=8, high=1024
+    )
     return info.build()(count, resolution, seed or 0, **options)
