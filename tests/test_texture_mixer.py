@@ -846,5 +846,5 @@ def test_load_texture_mixer_errors(tmp_path: Path, model: TextureMixer) -> None:
     damaged = save_checkpoint(
         tmp_path / "d.safetensors", partial, "texture-mixer", model.config.to_dict()
     )
-    with pytest.raises(GantkError, match="do not fit"):
+    with pytest.raises(GantkError, match="does not match its own Texture Mixer config"):
         load_texture_mixer(damaged)

@@ -23,6 +23,7 @@ from gantk.attribution.data import read_images, split, to_float
 from gantk.attribution.networks import KIND, AttributionModel, AttributorConfig, build_model
 from gantk.errors import GantkError
 from gantk.io.checkpoint import load_checkpoint, save_checkpoint
+from gantk.io.config_schema import build_matching, checked_config
 from gantk.perturb import random_attack
 
 LOG_FILE = "log.jsonl"
@@ -66,15 +67,8 @@ def save_attributor(path: Path, model: AttributionModel, metadata: dict[str, str
 def load_attributor(path: str | Path, device: str | torch.device = "cpu") -> AttributionModel:
     """An attributor from its checkpoint, in eval mode, class names in ``model.config``."""
     ckpt = load_checkpoint(path, KIND, device)
-    try:
-        config = AttributorConfig(**ckpt.config)
-    except TypeError:
-        raise GantkError(f"{path} has no usable attributor config; retrain it") from None
-    model = build_model(config)
-    try:
-        model.load_state_dict(ckpt.tensors)
-    except RuntimeError:
-        raise GantkError(f"{path} does not match its attributor architecture; retrain it") from None
+    config = checked_config(AttributorConfig, ckpt.config, path, "attributor")
+    model = build_matching(lambda: build_model(config), ckpt.tensors, path, "attributor")
     return model.to(device).eval()
 
 

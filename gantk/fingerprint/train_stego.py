@@ -49,6 +49,7 @@ from gantk.io.checkpoint import (
     save_training_state,
     set_rng_state,
 )
+from gantk.io.config_schema import build_matching, checked_config, tensors_under
 from gantk.perturb import RandomPerturbation
 
 MODEL_FILE = "stego.safetensors"
@@ -367,25 +368,12 @@ def load_stego(
 ) -> tuple[StegoEncoder, StegoDecoder]:
     """Encoder and decoder from a ``stego.safetensors`` file, in eval mode."""
     ckpt = load_checkpoint(path, KIND, device)
-    try:
-        config = StegoConfig(
-            int(ckpt.config["bits"]),
-            int(ckpt.config["resolution"]),
-            bool(ckpt.config.get("luma", False)),  # files from before the option: False
-        )
-    except (KeyError, TypeError, ValueError):
-        raise GantkError(
-            f"{path} has no usable stego config; re-create it with gantk train stego"
-        ) from None
-    encoder, decoder = StegoEncoder(config), StegoDecoder(config)
-    for prefix, module in (("encoder.", encoder), ("decoder.", decoder)):
-        state = {
-            k[len(prefix) :]: v.float() for k, v in ckpt.tensors.items() if k.startswith(prefix)
-        }
-        try:
-            module.load_state_dict(state)
-        except RuntimeError:
-            raise GantkError(
-                f"{path} does not match the stego architecture; re-create it"
-            ) from None
+    config = checked_config(StegoConfig, ckpt.config, path, "stego")
+
+    encoder = build_matching(
+        lambda: StegoEncoder(config), tensors_under(ckpt.tensors, "encoder."), path, "stego encoder"
+    )
+    decoder = build_matching(
+        lambda: StegoDecoder(config), tensors_under(ckpt.tensors, "decoder."), path, "stego decoder"
+    )
     return encoder.to(device).eval(), decoder.to(device).eval()

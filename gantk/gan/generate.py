@@ -17,6 +17,7 @@ from gantk.errors import GantkError
 from gantk.gan.networks import GENERATOR_KIND, Generator, NetworkConfig
 from gantk.io.atomic import atomic_dir, atomic_file
 from gantk.io.checkpoint import load_checkpoint
+from gantk.io.config_schema import build_matching, checked_config, section
 from gantk.io.images import make_grid, save_gif, save_image, to_uint8
 
 
@@ -37,14 +38,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
             f"{path} holds a {ckpt.kind}, not a {GENERATOR_KIND} or {INSTANCE_KIND}; give a "
             "generator checkpoint (e.g. RUN/latest.safetensors)"
         )
-    config = NetworkConfig.from_dict(ckpt.config["network"])
-    G = GeneratorInstance(config) if ckpt.kind == INSTANCE_KIND else Generator(config)
-    missing, unexpected = G.load_state_dict(ckpt.tensors, strict=False)
-    if missing or unexpected:
-        raise GantkError(
-            f"{path} does not match its own network config "
-            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)"
-        )
+    config = checked_config(NetworkConfig, section(ckpt.config, "network"), path, "generator")
+    network = GeneratorInstance if ckpt.kind == INSTANCE_KIND else Generator
+    G = build_matching(lambda: network(config), ckpt.tensors, path, "generator")
     return G.to(device).eval().requires_grad_(False)
 
 

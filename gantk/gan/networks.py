@@ -24,6 +24,7 @@ from torch import nn
 
 from gantk.errors import GantkError
 from gantk.gan.attention import make_attention, parse_attention_spec
+from gantk.io.images import check_resolution
 from gantk.nn.layers import EqualConv2d, EqualLinear, MinibatchStd, bias_act
 from gantk.nn.resample import make_filter, upsample2d
 from gantk.ops.modulated_conv import modulated_conv2d
@@ -59,6 +60,30 @@ class NetworkConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> NetworkConfig:
+        """Ranges a network can be built with (also checked for configs read from files)."""
+        check_resolution(self.resolution, low=4, high=4096)
+        checks = [
+            (
+                min(self.z_dim, self.w_dim, self.mapping_layers, self.channel_base) >= 1
+                and 1 <= self.channel_max <= 65536
+                and max(self.z_dim, self.w_dim) <= 65536,
+                "--z-dim, --w-dim, --mapping-layers, --channel-base and --channel-max "
+                "must be at least 1 (z, w and channels at most 65536)",
+            ),
+            (self.mapping_layers <= 64, "--mapping-layers must be at most 64"),
+            (
+                self.attn_kernel >= 1 and self.attn_kernel % 2 == 1,
+                "--attn-kernel must be odd (e.g. 7)",
+            ),
+            (self.mbstd_group >= 1, "the minibatch-std group must be at least 1"),
+            (0 <= self.fingerprint_bits <= 4096, "--fingerprint-bits must be in 0..4096"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise GantkError(message)
+        return self
 
     @classmethod
     def from_dict(cls, data: dict) -> NetworkConfig:

@@ -39,6 +39,7 @@ from gantk.gan.networks import (
 )
 from gantk.gan.train import Trainer
 from gantk.io.checkpoint import load_checkpoint
+from gantk.io.config_schema import build_matching, checked_config, section, tensors_under
 from gantk.io.images import to_uint8
 from gantk.nn.layers import EqualLinear, bias_act
 from gantk.nn.resample import make_filter, upsample2d
@@ -304,14 +305,16 @@ def load_fingerprinted(
             else "give the latest.safetensors of a `gantk train gan --fingerprint-bits` run"
         )
         raise GantkError(f"{path} holds a {ckpt.kind}, not a fingerprinted generator; {hint}")
-    config = NetworkConfig.from_dict(ckpt.config["network"])
-    G, Fnet = FingerprintedGenerator(config), make_decoder(config)
-    for prefix, net in (("G.", G), ("F.", Fnet)):
-        state = {k[len(prefix) :]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
-        try:
-            net.load_state_dict(state)
-        except RuntimeError:
-            raise GantkError(f"{path} does not match its own network config") from None
+    config = checked_config(NetworkConfig, section(ckpt.config, "network"), path, "generator")
+    if config.fingerprint_bits < 1:
+        raise GantkError(f"{path} has an unusable generator config (no fingerprint bits)")
+
+    G = build_matching(
+        lambda: FingerprintedGenerator(config), tensors_under(ckpt.tensors, "G."), path, "generator"
+    )
+    Fnet = build_matching(
+        lambda: make_decoder(config), tensors_under(ckpt.tensors, "F."), path, "decoder"
+    )
     return G.to(device).eval(), Fnet.to(device).eval(), config
 
 

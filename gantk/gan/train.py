@@ -41,6 +41,7 @@ from gantk.io.checkpoint import (
     save_training_state,
     set_rng_state,
 )
+from gantk.io.config_schema import build_matching, parse_config, section
 from gantk.io.datasets import ImageDataset, open_dataset
 from gantk.io.images import make_grid, save_image, to_uint8
 
@@ -168,20 +169,11 @@ class TrainConfig:
             ),
             (self.preset in PRESETS, f"--config must be one of {', '.join(PRESETS)}"),
             (self.batch_size >= 2, "--batch-size must be at least 2"),
-            (
-                min(net.z_dim, net.w_dim, net.mapping_layers, net.channel_base, net.channel_max)
-                >= 1,
-                "--z-dim, --w-dim, --mapping-layers, --channel-base and --channel-max "
-                "must be at least 1",
-            ),
-            (
-                net.attn_kernel >= 1 and net.attn_kernel % 2 == 1,
-                "--attn-kernel must be odd (e.g. 7)",
-            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise GantkError(message)
+        net.validate()
         if net.fingerprint_bits or self.immunize or net.modulate_res != "all":
             from gantk.gan.scalable import check_config
 
@@ -192,14 +184,17 @@ class TrainConfig:
             check_imle(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
+    def from_dict(cls, data: Any) -> TrainConfig:
+        """Every field checked against its type (train-config.json is a file anyone can edit);
+        raises ValueError naming a missing or mistyped field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the file holds {type(data).__name__}, not an object of settings")
         data = dict(data)
-        data["network"] = NetworkConfig.from_dict(data.get("network", {}))
         if "contrastive_warmup_epochs" not in data:  # a run from before warm-up epochs
             data["contrastive_warmup_epochs"] = 0.0
         if "preset" not in data:  # a run from before presets trained with auto's settings
             data["preset"] = "auto"
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        return parse_config(cls, data, "train-config")
 
 
 # --- distributed helpers -------------------------------------------------------------------
@@ -813,8 +808,13 @@ def resume_training(
             f"{run_dir} holds no resumable run (no {CONFIG_FILE} and "
             "latest-state.safetensors); start one with `gantk train gan DATA --out`"
         )
-    saved = json.loads((run_dir / CONFIG_FILE).read_text())
-    config = TrainConfig.from_dict(saved)
+    try:
+        config = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise GantkError(
+            f"{run_dir / CONFIG_FILE} is damaged ({exc}); restore it from a copy of the run "
+            "or start a new --out"
+        ) from None
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -832,7 +832,11 @@ def resume_training(
     config.out = str(run_dir)
     state, stored_config = load_training_state(state_file, STATE_KIND)
     # Compared as configs, so fields added by a newer gantk (with their defaults) still match.
-    same = NetworkConfig.from_dict(stored_config.get("network", {})) == config.network
+    try:
+        stored = parse_config(NetworkConfig, section(stored_config, "network"), "network")
+    except ValueError:
+        stored = None  # not this run's state: refused below
+    same = stored == config.network
     if not config.run:  # a run started before runs had identities gets one now, for good
         import uuid
 
@@ -858,15 +862,23 @@ def load_run_networks(
             f"{run_dir} has no latest-state.safetensors; give a `gantk train gan` run folder"
         )
     state, config_dict = load_training_state(state_file, STATE_KIND)
-    config = TrainConfig.from_dict(config_dict)
+    try:
+        config = TrainConfig.from_dict(config_dict)
+        config.network.validate()
+    except (ValueError, GantkError) as exc:
+        raise GantkError(f"{state_file} has an unusable training config ({exc})") from None
     if config.network.fingerprint_bits:
         raise GantkError(
             f"{run_dir} is a fingerprinted run (scalable fingerprints); its generator takes a "
             "fingerprint too: evaluate its instances instead (`gantk fingerprint-embed`)"
         )
-    G, D = Generator(config.network), Discriminator(config.network)
-    G.load_state_dict(state["G_ema"])
-    D.load_state_dict(state["D"])
+    parts = state if isinstance(state, dict) else {}
+    G = build_matching(
+        lambda: Generator(config.network), parts.get("G_ema", {}), state_file, "generator"
+    )
+    D = build_matching(
+        lambda: Discriminator(config.network), parts.get("D", {}), state_file, "discriminator"
+    )
     return (
         G.to(device).eval().requires_grad_(False),
         D.to(device).eval().requires_grad_(False),

@@ -223,7 +223,8 @@ def load_digit_classifier(path: str | Path) -> tuple[DigitClassifier, dict[str, 
     from gantk.io.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path, CLASSIFIER_KIND)
-    info = dict(ckpt.config.get("info") or {})
+    info = ckpt.config.get("info") if isinstance(ckpt.config, dict) else None
+    info = dict(info) if isinstance(info, dict) else {}
     if info.get("version") != CLASSIFIER_VERSION:
         raise GantkError(
             f"{path} holds a digit classifier of format {info.get('version')}, this gantk "

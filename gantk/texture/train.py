@@ -16,8 +16,9 @@ import copy
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from gantk.io.checkpoint import (
     save_training_state,
     set_rng_state,
 )
+from gantk.io.config_schema import build_matching, checked_config, parse_config
 from gantk.nn.penalties import gradient_penalty
 from gantk.texture.gram import GramNet, gram_distance, gram_matrices, load_gram_net
 from gantk.texture.latent import training_tiles
@@ -99,9 +101,9 @@ class TextureTrainConfig:
         return self
 
     @classmethod
-    def from_dict(cls, data: dict) -> TextureTrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: Any) -> TextureTrainConfig:
+        """Every field checked against its type; ValueError names a missing or mistyped one."""
+        return parse_config(cls, data, "texture training config")
 
 
 def random_crops(images: Tensor, size: int, gen: torch.Generator) -> Tensor:
@@ -375,9 +377,11 @@ def start_or_resume(
         if not state.is_file():
             raise GantkError(f"{out} has no {STATE_FILE} to resume; start a new run instead")
         _, saved = load_training_state(state, STATE_KIND)
-        config = replace(
-            TextureTrainConfig.from_dict(saved), steps=config.steps, device=config.device
-        )
+        try:
+            restored = TextureTrainConfig.from_dict(saved)
+        except ValueError as exc:
+            raise GantkError(f"{state} is damaged ({exc}); start a new run instead") from None
+        config = replace(restored, steps=config.steps, device=config.device)
         trainer = TextureTrainer(config, out)
         trainer.load_state()
         return trainer
@@ -426,18 +430,8 @@ def load_texture_mixer(path: str | Path, device: str | torch.device = "cpu") -> 
             "of a `gantk train texture` run or builtin:texture-mixer"
         )
     ckpt = load_checkpoint(path, KIND, device)
-    try:
-        config = TextureMixerConfig.from_dict(ckpt.config)
-    except (TypeError, ValueError):
-        raise GantkError(
-            f"{path} has no usable Texture Mixer config; re-create it with gantk train texture"
-        ) from None
-    model = TextureMixer(config)
-    try:
-        model.load_state_dict({k: v.float() for k, v in ckpt.tensors.items()})
-    except RuntimeError:
-        raise GantkError(
-            f"{path}'s tensors do not fit its Texture Mixer config; the file is damaged"
-        ) from None
+    config = checked_config(TextureMixerConfig, ckpt.config, path, "Texture Mixer")
+    tensors = {k: v.float() for k, v in ckpt.tensors.items()}
+    model = build_matching(lambda: TextureMixer(config), tensors, path, "Texture Mixer")
     model.gram_net = str(ckpt.config.get("gram_net", "unknown"))  # type: ignore[assignment]
     return model.to(device).eval().requires_grad_(False)
