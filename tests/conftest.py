@@ -17,9 +17,12 @@ from gantk.cli.app import app
 def _isolated_weights(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Never look at (or depend on) weight files of the machine running the tests."""
+    """Never look at (or depend on) weight files or keys of the machine running the tests."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     monkeypatch.delenv("GANTK_WEIGHTS_DIR", raising=False)
+    # Nor at the user's registry key: each test seals registries with a key of its own.
+    monkeypatch.setenv("GANTK_REGISTRY_KEY_FILE", str(tmp_path_factory.mktemp("key") / "k"))
+    monkeypatch.delenv("GANTK_REGISTRY_KEY", raising=False)
 
 
 @pytest.fixture

@@ -256,6 +256,20 @@ def test_resume_equals_an_uninterrupted_run(tmp_path: Path, uninterrupted: Path)
     assert json.loads((out / CONFIG_FILE).read_text())["kimg"] == pytest.approx(0.048)
 
 
+def test_resume_rewinds_the_log_past_the_saved_state(tmp_path: Path, uninterrupted: Path):
+    """A kill after steps were logged but before they were saved, and a line cut short by the
+    kill: the resumed run logs each step once, exactly as the uninterrupted run did."""
+    out = tmp_path / "killed"
+    start_training(config(out, 3, **EXACT), log=quiet)
+    with (out / "log.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 4, "kimg": 0.032, "loss_d": 9.9}) + "\n")
+        f.write('{"step": 5, "kimg": 0.0')  # the line the kill cut short
+    resume_training(out, {"kimg": 6 * STEP_KIMG}, log=quiet)
+    entries = log_entries(out)
+    assert [e["step"] for e in entries] == [1, 2, 3, 4, 5, 6]
+    assert losses_of(entries) == losses_of(log_entries(uninterrupted))
+
+
 def test_ctrl_c_saves_and_resume_finishes_the_run(tmp_path: Path, uninterrupted: Path) -> None:
     out = tmp_path / "stopped"
     cfg = config(out, 6, **EXACT)

@@ -459,3 +459,93 @@ def test_unwritable_folder(tmp_path: Path) -> None:
     finally:
         folder.chmod(0o700)
     assert path.read_bytes() == before
+
+
+# --------------------------------------------------------------------------- the keyed seal
+
+
+def _swap_first_two(path: Path) -> None:
+    with h5py.File(path, "r+") as f:
+        fps = np.array(f["fingerprints"][...])
+        f["fingerprints"][0], f["fingerprints"][1] = fps[1], fps[0]
+
+
+def _plain_sha256_of(path: Path, fmt: int) -> str:
+    """What an attacker without the key can compute: the old, unkeyed checksum."""
+    import hashlib
+
+    reg_entries = []
+    with h5py.File(path, "r") as f:
+        names = [str(s) for s in f["names"].asstr()[...]]
+        times = [str(s) for s in f["created"].asstr()[...]]
+        hashes = [str(s) for s in f["instance_sha256"].asstr()[...]]
+        for i, name in enumerate(names):
+            fp = np.asarray(f["fingerprints"][i], dtype=np.uint8)
+            reg_entries.append(regmod.RegistryEntry(name, fp, times[i], hashes[i]))
+        text = regmod._content(fmt, int(f.attrs["bits"]), str(f.attrs["run"]),
+                               str(f.attrs["created"]), str(f.attrs["gantk.version"]),
+                               reg_entries)  # fmt: skip
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def test_swapping_users_cannot_be_resealed_without_the_key(tmp_path: Path) -> None:
+    """Issue: anyone who could write the file could swap two users and recompute an unkeyed
+    checksum, framing a user. With the keyed seal the forgery is refused."""
+    path = _three(tmp_path / "r.h5").save()
+    _swap_first_two(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["checksum"] = _plain_sha256_of(path, 2)
+    with pytest.raises(GantkError, match=r"changed outside gantk \(checksum mismatch\)"):
+        Registry.open(path)
+    # ...nor by rewriting it as a format 1 registry, whose checksum was that plain hash
+    with h5py.File(path, "r+") as f:
+        f.attrs["gantk.format"] = 1
+        f.attrs["checksum"] = _plain_sha256_of(path, 1)
+    with pytest.raises(GantkError, match=r"unkeyed checksum .* that anyone who can write it"):
+        Registry.open(path)
+
+
+def test_missing_and_wrong_keys_have_their_own_messages(tmp_path: Path, monkeypatch) -> None:
+    path = _three(tmp_path / "r.h5").save()
+    monkeypatch.setenv("GANTK_REGISTRY_KEY_FILE", str(tmp_path / "nowhere" / "k"))
+    with pytest.raises(GantkError, match=r"no registry key here .*GANTK_REGISTRY_KEY"):
+        Registry.open(path)
+    monkeypatch.setenv("GANTK_REGISTRY_KEY", "another-key-of-enough-length")
+    with pytest.raises(GantkError, match=r"was sealed with the key [0-9a-f]{16}, the registry key"):
+        Registry.open(path)
+    monkeypatch.setenv("GANTK_REGISTRY_KEY", "short")
+    with pytest.raises(GantkError, match="shorter than 16 characters"):
+        Registry.open(path)
+
+
+def test_the_key_file_is_made_private_once(tmp_path: Path, monkeypatch, capsys) -> None:
+    key = tmp_path / "cfg" / "gantk" / "registry.key"
+    monkeypatch.setenv("GANTK_REGISTRY_KEY_FILE", str(key))
+    _three(tmp_path / "r.h5").save()
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600 and len(key.read_text().strip()) == 64
+    assert f"made a registry key at {key}" in capsys.readouterr().err
+    first = key.read_text()
+    _three(tmp_path / "s.h5").save()
+    assert key.read_text() == first and "made a registry key" not in capsys.readouterr().err
+    from gantk.fingerprint.registry_key import key_id
+
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert f.attrs["key_id"] == key_id(first.strip().encode())
+
+
+def test_a_trusted_format_1_registry_is_sealed_on_save(tmp_path: Path, monkeypatch) -> None:
+    path = _three(tmp_path / "r.h5").save()
+    with h5py.File(path, "r+") as f:  # make it what gantk wrote before the keyed seal
+        f.attrs["gantk.format"] = 1
+        del f.attrs["key_id"]
+    with h5py.File(path, "r+") as f:
+        f.attrs["checksum"] = _plain_sha256_of(path, 1)
+    monkeypatch.setenv("GANTK_TRUST_UNSEALED_REGISTRY", "1")
+    old = Registry.open(path)
+    assert old.names() == ["alice", "bob", "carol-2"]
+    old.add("dave", old.draw("dave", np.random.default_rng(3), 16))
+    old.save()
+    with h5py.File(path, "r") as f:
+        assert int(f.attrs["gantk.format"]) == 2 and len(f.attrs["key_id"]) == 16
+    monkeypatch.delenv("GANTK_TRUST_UNSEALED_REGISTRY")
+    assert Registry.open(path).names() == ["alice", "bob", "carol-2", "dave"]

@@ -24,9 +24,8 @@ from gantk.attribution.networks import KIND, AttributionModel, AttributorConfig,
 from gantk.errors import GantkError
 from gantk.io.checkpoint import load_checkpoint, save_checkpoint
 from gantk.io.config_schema import build_matching, checked_config
+from gantk.io.runlog import LOG_FILE, append_log, rewind_log
 from gantk.perturb import random_attack
-
-LOG_FILE = "log.jsonl"
 
 
 @dataclass
@@ -162,7 +161,7 @@ class AttributorTrainer:
     def run(self, on_log: Callable[[dict], None] | None = None) -> dict:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / LOG_FILE).unlink(missing_ok=True)  # a new run (--force) starts a new log
+        rewind_log(self.out / LOG_FILE, 0)  # attributor runs do not resume: a new log
         (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
         self.model.train()
         window: list[dict[str, float]] = []
@@ -183,8 +182,7 @@ class AttributorTrainer:
             if not entry["val_acc"] <= self.best:
                 self.best = entry["val_acc"]
                 self.save("best.safetensors", entry["val_acc"])
-            with (self.out / LOG_FILE).open("a") as f:
-                f.write(json.dumps(entry) + "\n")
+            append_log(self.out / LOG_FILE, entry)
             if on_log:
                 on_log(entry)
         sizes = {"train_images": len(self.train_set), "val_images": len(self.val_set)}

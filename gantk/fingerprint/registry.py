@@ -16,11 +16,16 @@ The registry is an HDF5 file (``.h5``)::
     created          (M,)       ISO-8601 UTC strings, when each user was registered
     instance_sha256  (M,)       SHA-256 of the generator file shipped to each user, or ""
 
-``checksum`` is a SHA-256 over a canonical serialization of everything else, so an edit made
-outside gantk (a flipped bit, a renamed user) is caught when the registry is opened. It is an
-integrity check against accidents and careless edits, not a cryptographic seal: whoever can
-write the file can recompute it. Secrecy comes from the file mode alone: the registry is written
-0600, because anyone who reads it can tell which fingerprint to forge to frame a user.
+``checksum`` is an HMAC-SHA256, under a key kept apart from the registry
+(:mod:`gantk.fingerprint.registry_key`; its id is the ``key_id`` attribute), over a canonical
+serialization of everything else. An edit made outside gantk (a flipped bit, two users swapped,
+a renamed user) is caught when the registry is opened, also when made on purpose by someone who
+can write the file but does not hold the key: they cannot recompute the seal. It does not stop
+the key's holder, nor deleting the file. Format 1 registries (a plain SHA-256, which whoever
+writes the file can recompute) open only with GANTK_TRUST_UNSEALED_REGISTRY=1, since a sealed
+registry rewritten as format 1 would otherwise pass; the next save seals them with the key.
+Secrecy comes from the file mode: the registry is written 0600, because anyone who reads it can
+tell which fingerprint to forge to frame a user.
 
 Identification tests the decoded bits against *every* registered fingerprint, so the
 per-fingerprint false-positive rate is ``fpr / M`` (Bonferroni): the chance that a string of
@@ -45,9 +50,12 @@ import numpy as np
 
 from gantk.errors import GantkError
 from gantk.fingerprint.bits import p_value, threshold, to_hex
+from gantk.fingerprint.registry_key import key_id, registry_key, same_seal, seal
+from gantk.io.datasets import print_warning
 
 KIND = "fingerprint-registry"
-FORMAT = 1
+TRUST_UNSEALED_ENV = "GANTK_TRUST_UNSEALED_REGISTRY"
+FORMAT = 2  # 2: HMAC seal and key_id; 1: plain SHA-256 checksum (read, upgraded on save)
 
 MIN_DISTANCE_DEFAULT = 16
 """Default minimum Hamming distance between two registered fingerprints for the paper's 128
@@ -125,12 +133,14 @@ class RegistryEntry:
     instance_sha256: str
 
 
-def _checksum(bits: int, run: str, created: str, version: str, entries: list[RegistryEntry]) -> str:
-    """SHA-256 of a canonical JSON serialization, independent of the HDF5 layout (chunking,
-    string storage) so that only a change of content changes it."""
+def _content(
+    fmt: int, bits: int, run: str, created: str, version: str, entries: list[RegistryEntry]
+) -> str:
+    """A canonical JSON serialization, independent of the HDF5 layout (chunking, string
+    storage), so that only a change of content changes its seal."""
     content = {
         "kind": KIND,
-        "format": FORMAT,
+        "format": fmt,
         "version": version,
         "bits": bits,
         "run": run,
@@ -141,8 +151,7 @@ def _checksum(bits: int, run: str, created: str, version: str, entries: list[Reg
             for e in entries
         ],
     }  # fmt: skip
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _hamming(candidates: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -168,7 +177,7 @@ def _strings(dataset) -> list[str]:
     return [str(s) for s in dataset.asstr()[...]]
 
 
-def _write_h5(tmp: Path, registry: Registry, checksum: str, version: str) -> None:
+def _write_h5(tmp: Path, registry: Registry, checksum: str, version: str, key: str) -> None:
     """Write the whole registry into ``tmp`` (a fresh file, replaced into place by the caller)."""
     import h5py
 
@@ -181,6 +190,7 @@ def _write_h5(tmp: Path, registry: Registry, checksum: str, version: str) -> Non
         f.attrs["run"] = registry.run
         f.attrs["created"] = registry.created
         f.attrs["checksum"] = checksum
+        f.attrs["key_id"] = key
         entries = registry.entries
         f.create_dataset("names", data=np.array([e.name for e in entries], dtype=object),
                          dtype=strings)  # fmt: skip
@@ -362,6 +372,7 @@ class Registry:
                 run = _attr_str(f.attrs, "run")
                 created = _attr_str(f.attrs, "created")
                 stored = _attr_str(f.attrs, "checksum")
+                sealed_by = _attr_str(f.attrs, "key_id") if fmt >= 2 else None
                 names = _strings(f["names"])
                 fingerprints = np.asarray(f["fingerprints"][...])
                 times = _strings(f["created"])
@@ -392,7 +403,26 @@ class Registry:
             fp = fingerprints[i].copy()
             fp.setflags(write=False)
             entries.append(RegistryEntry(names[i], fp, times[i], hashes[i]))
-        if _checksum(bits, run, created, version, entries) != stored:
+        text = _content(fmt, bits, run, created, version, entries)
+        if fmt == 1:
+            # Anyone who can write the file can forge this checksum, also by rewriting a sealed
+            # registry as format 1: opened only when the user vouches for the copy.
+            if os.environ.get(TRUST_UNSEALED_ENV) != "1":
+                raise GantkError(
+                    f"registry {path} has an unkeyed checksum (format 1, from an older gantk) "
+                    "that anyone who can write it can forge; if this copy is trusted, run the "
+                    f"command once with {TRUST_UNSEALED_ENV}=1 and a later save seals it"
+                )
+            expected = hashlib.sha256(text.encode("ascii")).hexdigest()
+        else:
+            key = registry_key()
+            if key_id(key) != sealed_by:
+                raise GantkError(
+                    f"registry {path} was sealed with the key {sealed_by}, the registry key here "
+                    f"is {key_id(key)}; use the key that sealed it"
+                )
+            expected = seal(key, text)
+        if not same_seal(expected, stored):
             raise GantkError(
                 f"registry {path} was changed outside gantk (checksum mismatch); "
                 "restore it from a backup"
@@ -634,11 +664,13 @@ class Registry:
                     "run the command again"
                 )
         version = str(__version__)
-        checksum = _checksum(self.bits, self.run, self.created, version, self.entries)
+        key = registry_key(create=True, warn=print_warning)
+        text = _content(FORMAT, self.bits, self.run, self.created, version, self.entries)
+        checksum = seal(key, text)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with _private_tmp(target) as tmp:
-                _write_h5(tmp, self, checksum, version)
+                _write_h5(tmp, self, checksum, version, key_id(key))
                 _fsync(tmp)
                 os.replace(tmp, target)
             _fsync(target.parent, directory=True)

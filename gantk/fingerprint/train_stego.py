@@ -50,11 +50,11 @@ from gantk.io.checkpoint import (
     set_rng_state,
 )
 from gantk.io.config_schema import build_matching, checked_config, tensors_under
+from gantk.io.runlog import LOG_FILE, append_log, rewind_log
 from gantk.perturb import RandomPerturbation
 
 MODEL_FILE = "stego.safetensors"
 STATE_FILE = "state.safetensors"
-LOG_FILE = "log.jsonl"
 
 
 @dataclass
@@ -268,6 +268,7 @@ class StegoTrainer:
         batches = self.batches()
         window: list[dict[str, float]] = []
         entry: dict = {}
+        rewind_log(self.out / LOG_FILE, self.step)
         while self.step < cfg.steps:
             window.append(self.train_step(next(batches)))
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -278,8 +279,7 @@ class StegoTrainer:
                 entry["accurate_since"] = self.accurate_since
                 entry["weight_scale"] = self.weight_scale
                 window.clear()
-                with (self.out / LOG_FILE).open("a") as f:
-                    f.write(json.dumps(entry) + "\n")
+                append_log(self.out / LOG_FILE, entry)
                 if on_log:
                     on_log(entry)
                 if not math.isfinite(entry["bce"]):

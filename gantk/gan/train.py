@@ -44,6 +44,7 @@ from gantk.io.checkpoint import (
 from gantk.io.config_schema import build_matching, parse_config, section
 from gantk.io.datasets import ImageDataset, open_dataset
 from gantk.io.images import make_grid, save_image, to_uint8
+from gantk.io.runlog import LOG_FILE, append_log, rewind_log
 
 STATE_KIND = "gan-training-state"
 CONFIG_FILE = "train-config.json"
@@ -648,6 +649,8 @@ class Trainer:
         total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch_size)
         every = lambda kimg: max(1, round(kimg * 1000 / cfg.batch_size))  # noqa: E731
         tick, snap, sample = every(cfg.tick_kimg), every(cfg.snapshot_kimg), every(cfg.sample_kimg)
+        if self.dist.main:
+            rewind_log(self.out / LOG_FILE, self.step)
         if self.step == 0:
             # The untrained generator, as a reference point for samples and metrics.
             self.write_samples()
@@ -727,8 +730,7 @@ class Trainer:
         entry["sec_per_kimg"] = round(seconds / images * 1000, 3)
         if self.device.type == "cuda":
             entry["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
-        with (self.out / "log.jsonl").open("a") as f:
-            f.write(json.dumps(entry) + "\n")
+        append_log(self.out / LOG_FILE, entry)
 
 
 def lazy_ratio(interval: int, regularized: bool) -> float:

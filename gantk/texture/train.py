@@ -36,6 +36,7 @@ from gantk.io.checkpoint import (
     set_rng_state,
 )
 from gantk.io.config_schema import build_matching, checked_config, parse_config
+from gantk.io.runlog import LOG_FILE, append_log, rewind_log
 from gantk.nn.penalties import gradient_penalty
 from gantk.texture.gram import GramNet, gram_distance, gram_matrices, load_gram_net
 from gantk.texture.latent import training_tiles
@@ -43,7 +44,6 @@ from gantk.texture.networks import KIND, TextureCritic, TextureMixer, TextureMix
 
 MODEL_FILE = "latest.safetensors"
 STATE_FILE = "state.safetensors"
-LOG_FILE = "log.jsonl"
 REC_TERMS = 2  # reconstruction losses are sums over the pair's two textures (eqs. 3.4-3.6)
 STATE_KIND = "texture-training-state"
 
@@ -308,21 +308,6 @@ class TextureTrainer:
         save_image(to_uint8(strip), path)
         return path
 
-    def _trim_log(self) -> None:
-        """Drop log lines past the step the run (re)starts from: a resume after a crash between
-        snapshots would otherwise log those steps twice, and a new run starts a new log."""
-        path = self.out / LOG_FILE
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if self.step and json.loads(line).get("step", 0) <= self.step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue
-        path.write_text("".join(f"{line}\n" for line in kept))
-
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self, on_log: Callable[[dict], None] | None = None) -> dict:
@@ -331,7 +316,7 @@ class TextureTrainer:
         (self.out / "config.json").write_text(
             json.dumps({**asdict(cfg), "gram_net_used": self.gram.name}, indent=2)
         )
-        self._trim_log()
+        rewind_log(self.out / LOG_FILE, self.step)
         window: list[dict[str, float]] = []
         entry: dict = {}
         while self.step < cfg.steps:
@@ -345,8 +330,7 @@ class TextureTrainer:
                     values = [w[k] for w in window if k in w]
                     entry[k] = sum(values) / len(values)
                 window.clear()
-                with (self.out / LOG_FILE).open("a") as f:
-                    f.write(json.dumps(entry) + "\n")
+                append_log(self.out / LOG_FILE, entry)
                 if on_log:
                     on_log(entry)
                 if not all(math.isfinite(v) for v in entry.values()):
