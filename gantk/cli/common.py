@@ -215,6 +215,16 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
+        except OSError as exc:  # the machine's refusal (disk full, permissions), not a bug
+            if DEBUG["enabled"]:
+                import traceback
+
+                traceback.print_exc()
+            where = f" {exc.filename}" if exc.filename else ""
+            reason = exc.strerror or str(exc).splitlines()[0]
+            print(f"error: cannot go on:{where} ({reason}); free space or fix permissions "
+                  "and run again", file=sys.stderr)  # fmt: skip
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -774,8 +774,9 @@ def start_training(
     dist = init_distributed(config.device)
     if out.exists() and not out.is_dir():
         raise GantkError(f"--out {out} is a file; give a folder for the run")
-    if not config.data.startswith("builtin:"):
-        check_output(out, force=True, inputs=[config.data])  # never train into the data
+    # The folder must be writable (checked for built-in data too), and never inside the data.
+    inputs = [] if config.data.startswith("builtin:") else [config.data]
+    check_output(out, force=True, inputs=inputs)
     if dist.main and out.exists() and any(out.iterdir()) and not force:
         raise GantkError(
             f"{out} already holds a run; --resume it, choose another --out, or pass --force"

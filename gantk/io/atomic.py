@@ -160,6 +160,18 @@ def rename_noreplace(src: Path, dst: Path) -> None:
         os.unlink(src)
 
 
+def os_reason(exc: OSError) -> str:
+    """The cause of an OSError in a few words (h5py puts a whole report in its message)."""
+    return exc.strerror or str(exc).split("(")[0].strip().splitlines()[0] or type(exc).__name__
+
+
+def write_failed(target: Path, exc: OSError) -> GantkError:
+    return GantkError(
+        f"cannot write {target} ({os_reason(exc)}); nothing was written: free space or fix "
+        "permissions and run again"
+    )
+
+
 def _lost_race(target: Path) -> GantkError:
     return GantkError(
         f"{target} was written by another process while this one ran; its output is kept and "
@@ -208,6 +220,9 @@ def atomic_file(target: str | Path, force: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         _publish(tmp, target, before)
+    except OSError as exc:
+        _remove(tmp)
+        raise write_failed(target, exc) from exc
     except BaseException:
         _remove(tmp)
         raise
@@ -227,6 +242,9 @@ def atomic_dir(target: str | Path, force: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         _publish(tmp, target, before)
+    except OSError as exc:
+        _remove(tmp)
+        raise write_failed(target, exc) from exc
     except BaseException:
         _remove(tmp)
         raise

@@ -12,6 +12,7 @@ plus a JSON skeleton, and :func:`unflatten_state` reverses it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -62,8 +63,13 @@ def save_checkpoint(
     )
     # safetensors refuses views that share storage; a contiguous CPU copy of each is always valid.
     payload = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    from safetensors import SafetensorError
+
     with atomic_file(path, force) as tmp:
-        save_file(payload, str(tmp), metadata=meta)
+        try:
+            save_file(payload, str(tmp), metadata=meta)
+        except SafetensorError as exc:  # how safetensors reports a failed write (disk full...)
+            raise OSError(errno.EIO, str(exc).split("message:")[-1].strip(' "})')) from exc
         os.chmod(tmp, default_mode(directory=False))  # save_file recreates the file as 0600
     return Path(path)
 

@@ -9,6 +9,7 @@ uint8 (N, K) with a JSON ``names`` attribute; ``filenames`` (N,) strings; root a
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,21 @@ class PackResult:
     resolution: int
 
 
+def check_space(out: str | Path, needed: int) -> None:
+    """Refuse before writing when the pack cannot fit: HDF5 reports a full disk late, as a
+    failed close, and may bring the interpreter down with it (a segfault in h5py's clean-up)."""
+    folder = Path(out).expanduser().absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    needed += needed // 50 + (1 << 20)  # chunk index, labels, attributes, HDF5 headers
+    if free < needed:
+        raise GantkError(
+            f"{out} needs about {needed / 2**20:.0f} MiB, but only {free / 2**20:.0f} MiB are free "
+            f"on {folder}; free space or pack elsewhere"
+        )
+
+
 def write_pack(
     dataset: ImageDataset,
     out: str | Path,
@@ -53,6 +69,7 @@ def write_pack(
     resolution = dataset.resolution
     if resolution is None:
         raise GantkError("a pack needs one resolution; pass --resolution")
+    check_space(out, len(dataset) * resolution * resolution * 3)
     names = dataset.filenames or [f"{i:06d}" for i in range(len(dataset))]
     skipped: list[str] = list(dataset.skipped)
     kept: list[int] = []
