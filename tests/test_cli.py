@@ -13,6 +13,7 @@ from helpers import error_line
 from PIL import Image
 
 from gantk import __version__
+from gantk.errors import GantkError
 from gantk.io.builtin import BUILTINS, load_builtin
 from gantk.io.images import load_rgb
 
@@ -331,4 +332,20 @@ def test_resolution_zero_is_refused_not_the_default(cli, image_folder, tmp_path)
     assert "--resolution 0 is not a power of two" in line
     line = error_line(cli("train", "attributor", image_folder, "--out", out, "--resolution", "0"))
     assert "--resolution 0 is not a power of two" in line
+    assert not out.exists()
+
+
+def test_reversed_seed_range_and_non_utf8_attributes(cli, tmp_path, image_folder) -> None:
+    from gantk.gan.generate import parse_seeds
+
+    with pytest.raises(GantkError, match="--seeds range '9-0' runs backwards; write 0-9"):
+        parse_seeds("9-0")
+    assert parse_seeds("3-3,5") == [3, 5]
+    bad = tmp_path / "attrs.csv"
+    bad.write_bytes(b"filename,smile\n\xff\xfe.png,1\n")
+    out = tmp_path / "p.h5"
+    line = error_line(
+        cli("data", "pack", image_folder, out, "--resolution", "32", "--attributes", bad)
+    )
+    assert line == f"error: {bad} is not UTF-8 text (byte 15); save it as 'CSV UTF-8'"
     assert not out.exists()

@@ -53,6 +53,8 @@ def parse_seeds(text: str) -> list[int]:
     try:
         for part in text.split(","):
             lo, _, hi = part.strip().partition("-")
+            if hi and int(hi) < int(lo):
+                raise GantkError(f"--seeds range {part.strip()!r} runs backwards; write {hi}-{lo}")
             seeds.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
     except ValueError:
         raise GantkError(f"--seeds {text!r}: write numbers and ranges like 0-99,120") from None

@@ -321,11 +321,20 @@ def _json_attr(node, key: str) -> list[str] | None:
 
 def read_attribute_csv(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """Parse ``filename,attr1,attr2,…`` with 0/1 values; returns (names, rows by filename)."""
-    import csv
-
     path = Path(path)
     if not path.is_file():
         raise GantkError(f"attribute CSV {path} does not exist")
+    try:
+        return _parse_attribute_csv(path)
+    except UnicodeDecodeError as exc:
+        raise GantkError(
+            f"{path} is not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8'"
+        ) from None
+
+
+def _parse_attribute_csv(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    import csv
+
     # utf-8-sig: spreadsheets ("CSV UTF-8") start the file with a byte-order mark.
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
