@@ -12,6 +12,15 @@ def error_line(result) -> str:
     return lines[0]
 
 
+def error_line_after_warnings(result) -> str:
+    """Like error_line, for commands that first warn about each input file they skipped."""
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("warning: ") for ln in lines[:-1]), result.stderr
+    assert lines[-1].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    return lines[-1]
+
+
 # A Texture Mixer small enough for unit tests (16 px, a few thousand weights).
 TINY_TEXTURE_MIXER = {
     "resolution": 16,
