@@ -106,3 +106,14 @@ def test_other_os_errors_become_one_line(cli, tmp_path, monkeypatch) -> None:
         "error: cannot go on: /some/cache (Permission denied); free space or fix permissions "
         "and run again"
     )
+
+
+def test_training_on_built_in_data_checks_its_folder_first(cli, tmp_path) -> None:
+    """The output check used to be skipped for built-in data (it guards against training into
+    the data folder): an unusable --out failed only at the first write."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    line = error_line(cli("train", "gan", "builtin:shapes?n=32", "--kimg", "0.016", "--out",
+                          blocker / "run", *TINY))  # fmt: skip
+    assert f"{blocker} is not a directory" in line
+    assert blocker.read_text() == "x"
