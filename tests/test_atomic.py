@@ -392,3 +392,14 @@ def test_noreplace_fallback_without_renameat2(tmp_path: Path, monkeypatch) -> No
     with pytest.raises(FileExistsError):
         atomic.rename_noreplace(folder, full)
     assert _entries(full) == ["x"]
+
+
+def test_output_containing_the_working_folder_is_refused(tmp_path: Path, monkeypatch) -> None:
+    work = tmp_path / "project" / "sub"
+    work.mkdir(parents=True)
+    (work / "keep.txt").write_text("x")
+    monkeypatch.chdir(work)
+    for target in (".", "..", str(tmp_path / "project")):
+        with pytest.raises(GantkError, match="is the folder you are in, one above it"):
+            check_output(target, force=True)
+    assert (work / "keep.txt").read_text() == "x"

@@ -50,13 +50,25 @@ def check_output(
     to, inside, or containing an input; a target whose parent is not a writable directory.
     """
     target = Path(target).expanduser()
-    resolved = target.absolute().parent.resolve() / target.name
+    # Lexically first (so "x/.." and "." have a real last component), then the folders above.
+    absolute = Path(os.path.normpath(target.absolute()))
+    resolved = absolute.parent.resolve() / absolute.name
     for item in inputs:
         src = Path(item).expanduser().resolve()
         if resolved == src or _is_within(resolved, src) or _is_within(src, resolved):
             raise GantkError(
                 f"output {target} overlaps the input {item}; choose an --out outside the inputs"
             )
+    here = Path.cwd().resolve()
+    try:
+        home = Path.home().resolve()
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        home = None
+    if resolved == here or _is_within(here, resolved) or resolved == home:
+        raise GantkError(
+            f"output {target} is the folder you are in, one above it, or your home; "
+            "choose an --out of its own"
+        )
     if os.path.lexists(target) and not force:
         what = "is a symbolic link" if target.is_symlink() else "already exists"
         raise GantkError(f"{target} {what}; pass --force to replace it or choose another --out")
