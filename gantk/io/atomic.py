@@ -64,7 +64,7 @@ def check_output(
         home = Path.home().resolve()
     except (RuntimeError, KeyError):  # no HOME and no passwd entry
         home = None
-    if resolved == here or _is_within(here, resolved) or resolved == home:
+    if resolved in (here, home) or _is_within(here, resolved):
         raise GantkError(
             f"output {target} is the folder you are in, one above it, or your home; "
             "choose an --out of its own"
