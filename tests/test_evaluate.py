@@ -229,3 +229,46 @@ def test_cli_bad_input(cli, tmp_path, torch_hub) -> None:
             "random-inception",
         )
     )
+
+
+def test_pytorch_fid_statistics_both_ways(cli, torch_hub, tmp_path) -> None:
+    """pytorch-fid's .npz (mu, sigma) is read wherever gantk takes statistics, and gantk's
+    --save-stats file is read by pytorch-fid; same weight file, same images: the same Gaussian."""
+    fid_score = pytest.importorskip("pytorch_fid.fid_score")
+    torch.manual_seed(5)
+    state = {k: (v + 0.01 if v.is_floating_point() else v)
+             for k, v in fid_inception_architecture().state_dict().items()}  # fmt: skip
+    torch.save(state, torch_hub / INCEPTION_FILE)
+    images = tmp_path / "images"
+    assert cli("data", "export", "builtin:shapes", images, "-n", "12", "--resolution", "32",
+               "--flat", "--quiet").exit_code == 0  # fmt: skip
+    ours, theirs = tmp_path / "ours.npz", tmp_path / "theirs.npz"
+    result = cli("evaluate", "fid", images, "--save-stats", ours, "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    fid_score.save_fid_stats([str(images), str(theirs)], 4, "cpu", 2048, num_workers=0)
+
+    mu_t, sigma_t = fid_score.compute_statistics_of_path(str(theirs), None, 4, 2048, "cpu")
+    mu_o, sigma_o = fid_score.compute_statistics_of_path(str(ours), None, 4, 2048, "cpu")
+    np.testing.assert_allclose(mu_o, mu_t, rtol=1e-3, atol=1e-4)  # two pipelines, one network
+    np.testing.assert_allclose(sigma_o, sigma_t, rtol=1e-3, atol=1e-4)
+
+    # pytorch-fid files where gantk takes statistics. Diagonal covariances have a closed form
+    # (12 images give a singular 2048-d covariance, where pytorch-fid's own sqrtm gives up).
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=2048), rng.normal(size=2048)
+    var1, var2 = rng.uniform(0.5, 2, 2048), rng.uniform(0.5, 2, 2048)
+    one, two = tmp_path / "one.npz", tmp_path / "two.npz"
+    np.savez(one, mu=mu1, sigma=np.diag(var1))
+    np.savez(two, mu=mu2, sigma=np.diag(var2))
+    result = cli("evaluate", "fid", one, two, "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    closed_form = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(var1) - np.sqrt(var2)) ** 2).sum()
+    assert summary["metrics"]["fid"] == pytest.approx(closed_form, rel=1e-9)
+    assert summary["sets"][0]["count"] is None  # pytorch-fid does not record it
+    other = two
+
+    narrow = tmp_path / "dims64.npz"
+    np.savez(narrow, mu=np.zeros(64), sigma=np.eye(64))
+    line = error_line(cli("evaluate", "fid", narrow, other, "--device", "cpu"))
+    assert "64-d features (--dims 64)" in line

@@ -120,7 +120,8 @@ def _distribution(
             )
     summary: dict = {
         "sets": [
-            {"set": s.spec, "kind": s.kind, "count": s.count, "resolution": s.resolution}
+            # count None: statistics that do not record it (pytorch-fid's)
+            {"set": s.spec, "kind": s.kind, "count": s.count or None, "resolution": s.resolution}
             for s in sources
         ],
         "features": {n: {"network": n, "weights": net.weights} for n, net in nets.items()},

@@ -16,12 +16,22 @@ import torch
 
 @dataclass
 class GaussianStats:
-    """Running count, sum and sum of outer products of feature vectors (float64)."""
+    """Running count, sum and sum of outer products of feature vectors (float64); or, for
+    statistics read from a file, their mean and covariance as stored (``fixed``), with the count
+    0 where the file does not record it (pytorch-fid's)."""
 
     dim: int
     count: int = 0
     total: np.ndarray | None = None
     outer: np.ndarray | None = None
+    fixed: tuple[np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def from_mean_cov(cls, mu: np.ndarray, cov: np.ndarray, count: int = 0) -> GaussianStats:
+        mu, cov = np.asarray(mu, dtype=np.float64), np.asarray(cov, dtype=np.float64)
+        if mu.ndim != 1 or cov.shape != (len(mu), len(mu)):
+            raise ValueError(f"mean {mu.shape} and covariance {cov.shape} do not fit together")
+        return cls(len(mu), count, fixed=(mu, cov))
 
     def __post_init__(self) -> None:
         self.total = np.zeros(self.dim) if self.total is None else self.total
@@ -41,6 +51,8 @@ class GaussianStats:
         self.outer += x.T @ x
 
     def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.fixed is not None:
+            return self.fixed
         if self.count < 2:
             raise ValueError("need at least 2 feature vectors for a covariance")
         mu = self.total / self.count
@@ -64,7 +76,7 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
 
 def frechet_from_stats(a: GaussianStats, b: GaussianStats) -> float:
     for stats in (a, b):
-        if stats.count <= stats.dim:
+        if (stats.count or stats.fixed is None) and stats.count <= stats.dim:
             warnings.warn(
                 f"{stats.count} samples for {stats.dim}-d features: the covariance is "
                 "singular and the distance is biased; use more samples",

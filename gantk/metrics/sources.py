@@ -124,6 +124,16 @@ def open_source(
     return ImageSource(text, "dataset", len(dataset), res, _dataset=dataset)
 
 
+def _pytorch_fid_stats(path: str | Path, data) -> GaussianStats:
+    stats = GaussianStats.from_mean_cov(data["mu"], data["sigma"])
+    if stats.dim != 2048:
+        raise GantkError(
+            f"{path} holds pytorch-fid statistics of {stats.dim}-d features (--dims {stats.dim}); "
+            "gantk's FID uses the 2048-d pool features: make them with --dims 2048"
+        )
+    return stats
+
+
 def save_stats(
     path: str | Path, source: ImageSource, stats: dict[str, GaussianStats], force: bool = False
 ) -> None:
@@ -136,22 +146,31 @@ def save_stats(
         mu, cov = s.mean_cov()
         arrays[f"{name}.mu"], arrays[f"{name}.cov"] = mu, cov
         arrays[f"{name}.count"] = np.array(s.count)
+        if name == PYTORCH_FID_FEATURES:  # pytorch-fid's keys too: `python -m pytorch_fid` reads it
+            arrays["mu"], arrays["sigma"] = mu, cov
     with atomic_file(path, force) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
 
 
+# The features pytorch-fid's `mu`/`sigma` hold: the 2048-d pool of its FID Inception, which is
+# gantk's standard "inception" (docs/results.md: the two FIDs agree to 2e-5).
+PYTORCH_FID_FEATURES = "inception"
+
+
 def load_stats(path: str | Path) -> ImageSource:
+    """A statistics file: gantk's (``NAME.mu``/``.cov``/``.count`` per feature network) or
+    pytorch-fid's (``mu`` and ``sigma`` of its Inception's 2048-d pool features)."""
     try:
         with np.load(path, allow_pickle=False) as data:
             names = sorted({k.split(".")[0] for k in data.files if k.endswith(".mu")})
-            stats = {}
-            for name in names:
-                mu, cov, count = data[f"{name}.mu"], data[f"{name}.cov"], int(data[f"{name}.count"])
-                s = GaussianStats(len(mu))
-                # Rebuild the sums from mean and covariance so the stats behave like fresh ones.
-                s.count, s.total = count, mu * count
-                s.outer = cov * (count - 1) + count * np.outer(mu, mu)
-                stats[name] = s
+            stats = {
+                name: GaussianStats.from_mean_cov(
+                    data[f"{name}.mu"], data[f"{name}.cov"], int(data[f"{name}.count"])
+                )
+                for name in names
+            }
+            if not stats and {"mu", "sigma"} <= set(data.files):
+                stats = {PYTORCH_FID_FEATURES: _pytorch_fid_stats(path, data)}
     except (OSError, ValueError, KeyError) as exc:
         raise GantkError(
             f"{path} is not a gantk statistics file ({exc}); write one with "
