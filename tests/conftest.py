@@ -20,6 +20,9 @@ def _isolated_weights(
     """Never look at (or depend on) weight files or keys of the machine running the tests."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     monkeypatch.delenv("GANTK_WEIGHTS_DIR", raising=False)
+    # Nor reach the network for them: download tests serve files from 127.0.0.1 themselves.
+    monkeypatch.setenv("GANTK_OFFLINE", "1")
+    monkeypatch.delenv("GANTK_WEIGHTS_URL", raising=False)
     # Nor at the user's registry key: each test seals registries with a key of its own.
     monkeypatch.setenv("GANTK_REGISTRY_KEY_FILE", str(tmp_path_factory.mktemp("key") / "k"))
     monkeypatch.delenv("GANTK_REGISTRY_KEY", raising=False)

@@ -11,7 +11,18 @@ from typing import Annotated
 import typer
 
 from gantk import __version__
-from gantk.cli import attribution, data, evaluate, fingerprint, generate, info, ops, texture, train
+from gantk.cli import (
+    attribution,
+    data,
+    evaluate,
+    fingerprint,
+    generate,
+    info,
+    ops,
+    texture,
+    train,
+    weights,
+)
 from gantk.cli.common import DEBUG, OneLineErrors, show_warnings_as_lines
 
 app = typer.Typer(
@@ -67,3 +78,4 @@ app.command("texture-mix", help=texture.texture_mix.__doc__)(texture.texture_mix
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(data.app, name="data")
 app.add_typer(ops.app, name="ops")
+app.add_typer(weights.app, name="weights")
