@@ -92,7 +92,7 @@ def real_batches(count: int, seed: int):
 def fake_batches(checkpoint: Path, count: int):
     """Seeded latents and seeded random noise inputs, as every gantk metric samples."""
     G = load_generator(checkpoint)
-    z = latents_for(range(10_000, 10_000 + count), G.config.z_dim)
+    z = latents_for(range(10_000, 10_000 + count), G)
     for start, chunk in zip(range(0, count, 250), z.split(250), strict=True):
         yield sample_uint8(G, chunk, NOISE_SEED_OFFSET + 10_000 + start)
 

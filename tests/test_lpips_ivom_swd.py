@@ -277,7 +277,7 @@ def tiny_G() -> Generator:
 
 def test_ivom_reconstructs_generator_outputs_better_than_noise(tiny_G, model) -> None:
     with torch.no_grad():
-        made = tiny_G(latents_for(range(100, 106), 16), noise_mode="const")
+        made = tiny_G(latents_for(range(100, 106), tiny_G), noise_mode="const")
     reachable = to_uint8(made).permute(0, 3, 1, 2).contiguous()
     noise = torch.randint(
         0, 256, (6, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)

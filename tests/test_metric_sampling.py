@@ -29,7 +29,7 @@ def by_hand(G: Generator, seeds: range) -> torch.Tensor:
     """The images the metrics should see, computed without gantk's sampling helpers."""
     torch.manual_seed(NOISE_SEED_OFFSET + seeds[0])
     with torch.no_grad():
-        img = G(latents_for(seeds, G.config.z_dim), noise_mode="random")
+        img = G(latents_for(seeds, G), noise_mode="random")
     return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
@@ -47,7 +47,7 @@ def test_generator_source_draws_seeded_random_noise() -> None:
     again = list(source.batches(batch_size=4))
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
     with torch.no_grad():
-        const = G(latents_for(range(10, 14), 8), noise_mode="const")
+        const = G(latents_for(range(10, 14), G), noise_mode="const")
     const = (const * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     assert not torch.equal(batches[0], const)
 

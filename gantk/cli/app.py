@@ -13,6 +13,7 @@ import typer
 from gantk import __version__
 from gantk.cli import (
     attribution,
+    convert,
     data,
     evaluate,
     fingerprint,
@@ -74,6 +75,7 @@ app.command("fingerprint-decode", help=fingerprint.fingerprint_decode.__doc__)(
     fingerprint.fingerprint_decode
 )
 app.command("attribute", help=attribution.attribute.__doc__)(attribution.attribute)
+app.command("convert", help=convert.convert.__doc__)(convert.convert)
 app.command("texture-mix", help=texture.texture_mix.__doc__)(texture.texture_mix)
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(data.app, name="data")

@@ -104,7 +104,7 @@ def model_sweep(
             quantize_(G, int(strength))
         elif strength:
             add_weight_noise_(G, float(strength), torch.Generator().manual_seed(seed))
-        images = [to_tensor(img) for img in render(G, latents_for(seeds, G.config.z_dim), 1.0)]
+        images = [to_tensor(img) for img in render(G, latents_for(seeds, G), 1.0)]
         decoded = decode_bits(decoder, images)
         score = _score(decoded, np.broadcast_to(expected, decoded.shape), limit)
         rows.append({"perturbation": name, "strength": strength, **score})

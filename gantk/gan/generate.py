@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from gantk.errors import GantkError
-from gantk.gan.networks import GENERATOR_KIND, Generator, NetworkConfig
+from gantk.gan.networks import GENERATOR_KIND, Generator, NetworkConfig, with_resampling_of
 from gantk.io.atomic import atomic_dir, atomic_file
 from gantk.io.checkpoint import load_checkpoint
 from gantk.io.config_schema import build_matching, checked_config, section
@@ -39,8 +39,13 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
             "generator checkpoint (e.g. RUN/latest.safetensors)"
         )
     config = checked_config(NetworkConfig, section(ckpt.config, "network"), path, "generator")
+    config = with_resampling_of(config, ckpt.tensors)
     network = GeneratorInstance if ckpt.kind == INSTANCE_KIND else Generator
     G = build_matching(lambda: network(config), ckpt.tensors, path, "generator")
+    convention = ckpt.metadata.get(LATENTS_KEY, TORCH_LATENTS)
+    if convention not in (TORCH_LATENTS, NUMPY_LATENTS):
+        raise GantkError(f"{path} asks for latents drawn as {convention!r}, unknown to gantk")
+    G.latent_convention = convention
     return G.to(device).eval().requires_grad_(False)
 
 
@@ -65,7 +70,20 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def latents_for(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
+# How seeds become latents, recorded in a checkpoint's metadata under LATENTS_KEY: gantk's own
+# (torch's generator seeded with s), or NVIDIA's generate.py (numpy's RandomState(s)), so a
+# converted NVIDIA model draws the very latents its users know by seed.
+LATENTS_KEY = "gantk.latents"
+TORCH_LATENTS = "torch"
+NUMPY_LATENTS = "numpy-randomstate"
+
+
+def latents_for(seeds: Sequence[int], G: torch.nn.Module) -> torch.Tensor:
+    """The latents (len(seeds), z_dim) that ``G``'s seed convention gives ``seeds``."""
+    z_dim = G.config.z_dim
+    if getattr(G, "latent_convention", TORCH_LATENTS) == NUMPY_LATENTS:
+        rows = [np.random.RandomState(s).randn(z_dim) for s in seeds]
+        return torch.from_numpy(np.stack(rows)).float()
     return torch.stack(
         [torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
     )
@@ -120,7 +138,7 @@ def write_images(
     """One PNG per seed (``seed000123.png``) in the new folder ``out``."""
     names = []
     with atomic_dir(out, force) as tmp:
-        z = latents_for(seeds, G.config.z_dim)
+        z = latents_for(seeds, G)
         for seed, img in zip(seeds, render(G, z, psi, batch_size=batch_size), strict=True):
             name = f"seed{seed:06d}.png"
             save_image(img, tmp / name)
@@ -139,7 +157,7 @@ def write_grid(
     batch_size: int = 32,
     force: bool = False,
 ) -> None:
-    images = list(render(G, latents_for(seeds, G.config.z_dim), psi, batch_size=batch_size))
+    images = list(render(G, latents_for(seeds, G), psi, batch_size=batch_size))
     with atomic_file(out, force) as tmp:
         save_image(make_grid(images, cols, padding=0), tmp, named_as=out)
 
@@ -179,7 +197,7 @@ def write_interpolation(
         )
     if steps < 1:
         raise GantkError("--steps must be at least 1")
-    frames = list(render(G, walk_latents(latents_for(seeds, G.config.z_dim), steps), psi))
+    frames = list(render(G, walk_latents(latents_for(seeds, G), steps), psi))
     if str(out).lower().endswith(".gif"):
         with atomic_file(out, force) as tmp:
             save_gif(frames, tmp, fps)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -31,6 +32,8 @@ from gantk.ops.modulated_conv import modulated_conv2d
 
 # Checkpoint kind of a plain generator (latest.safetensors, snapshots).
 GENERATOR_KIND = "gan-generator"
+LEGACY_RESAMPLING = "gantk-0.1"
+RESAMPLING = ("reference", LEGACY_RESAMPLING)
 
 
 @dataclass
@@ -51,6 +54,13 @@ class NetworkConfig:
     # (0: an ordinary StyleGAN2), and the resolutions it modulates ("all", "8-32", "4,8").
     fingerprint_bits: int = 0
     modulate_res: str = "all"
+    # Clamp of every conv's output (StyleGAN2-ADA's conv_clamp, 256 in its configs; None in
+    # config E). Set for imported NVIDIA models so their outputs match the reference code.
+    conv_clamp: float | None = None
+    # The 2x upsampling conv: "reference" computes what StyleGAN2's code does; "gantk-0.1" is
+    # the correlation after upsampling of gantk 0.1, kept for the runs trained with it (their
+    # checkpoints hold no resampling filters: see with_resampling_of).
+    resampling: str = "reference"
 
     def channels(self, res: int) -> int:
         return max(1, min(self.channel_base // res, self.channel_max))
@@ -79,6 +89,8 @@ class NetworkConfig:
             ),
             (self.mbstd_group >= 1, "the minibatch-std group must be at least 1"),
             (0 <= self.fingerprint_bits <= 4096, "--fingerprint-bits must be in 0..4096"),
+            (self.conv_clamp is None or self.conv_clamp > 0, "conv_clamp must be above 0"),
+            (self.resampling in RESAMPLING, f"resampling must be one of {', '.join(RESAMPLING)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -149,6 +161,46 @@ class MappingNetwork(nn.Module):
         return ws
 
 
+def with_resampling_of(config: NetworkConfig, tensors: Iterable[str]) -> NetworkConfig:
+    """``config`` for a network stored as ``tensors`` (names): one saved before gantk kept its
+    resampling filters was trained with gantk 0.1's upsampling conv, and must run with it."""
+    if config.resampling == "reference" and not any(
+        name.endswith("resample_filter") for name in tensors
+    ):
+        return replace(config, resampling=LEGACY_RESAMPLING)
+    return config
+
+
+def conv_after_upsampling(
+    conv: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    f: torch.Tensor,
+    padding: int,
+) -> torch.Tensor:
+    """A k x k convolution of ``x`` upsampled 2x, exactly as StyleGAN2's reference code computes
+    it (conv2d_resample with up=2: a transposed convolution, then the low-pass filter): the
+    zero-inserted, filtered image keeps ``padding`` more pixels on each side, and the kernel is
+    applied flipped (a convolution, not a correlation) without padding. ``conv(input, weight)``
+    is a same-padded correlation (so the fused kernel still covers it), cropped back here."""
+    y = conv(upsample2d(x, f, extra=padding), weight.flip([2, 3]))
+    return y[:, :, padding:-padding, padding:-padding] if padding else y
+
+
+def upsampling_conv(
+    conv: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    f: torch.Tensor,
+    padding: int,
+    resampling: str,
+) -> torch.Tensor:
+    """The 2x upsampling conv as ``resampling`` says (see NetworkConfig.resampling)."""
+    if resampling == LEGACY_RESAMPLING:
+        return conv(upsample2d(x, f), weight)
+    return conv_after_upsampling(conv, x, weight, f, padding)
+
+
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally after 2x upsampling) + per-pixel noise + bias + lrelu."""
 
@@ -160,14 +212,17 @@ class SynthesisLayer(nn.Module):
         resolution: int,
         up: bool = False,
         kernel_size: int = 3,
+        clamp: float | None = None,
+        resampling: str = "reference",
     ) -> None:
         super().__init__()
+        self.clamp, self.resampling = clamp, resampling
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
-        self.register_buffer("resample_filter", make_filter(), persistent=False)
+        self.register_buffer("resample_filter", make_filter())  # saved: checkpoints may differ
         self.up, self.resolution, self.padding = up, resolution, kernel_size // 2
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
 
@@ -183,13 +238,18 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         styles = self.affine(w)
+
+        def conv(inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+            return modulated_conv2d(inputs, weight, styles, demodulate=True, padding=self.padding)
+
+        weight = self.weight * self.weight_gain
         if self.up:
-            x = upsample2d(x, self.resample_filter)
-        x = modulated_conv2d(
-            x, self.weight * self.weight_gain, styles, demodulate=True, padding=self.padding
-        )
+            f = self.resample_filter
+            x = upsampling_conv(conv, x, weight, f, self.padding, self.resampling)
+        else:
+            x = conv(x, weight)
         x = self.add_noise(x, noise_mode)
-        return bias_act(x, self.bias, "lrelu")
+        return bias_act(x, self.bias, "lrelu", clamp=self.clamp)
 
 
 class AttentionLayer(nn.Module):
@@ -210,8 +270,9 @@ class AttentionLayer(nn.Module):
 
 
 class ToRGB(nn.Module):
-    def __init__(self, in_channels: int, w_dim: int) -> None:
+    def __init__(self, in_channels: int, w_dim: int, clamp: float | None = None) -> None:
         super().__init__()
+        self.clamp = clamp
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(3, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(3))
@@ -219,7 +280,7 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         x = modulated_conv2d(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False)
-        return bias_act(x, self.bias)
+        return bias_act(x, self.bias, clamp=self.clamp)
 
 
 class SynthesisBlock(nn.Module):
@@ -232,6 +293,8 @@ class SynthesisBlock(nn.Module):
         attn: str | None,
         attn_kernel: int,
         const_input: bool = True,
+        clamp: float | None = None,
+        resampling: str = "reference",
     ) -> None:
         super().__init__()
         self.first, self.resolution = resolution == 4, resolution
@@ -241,15 +304,16 @@ class SynthesisBlock(nn.Module):
             if const_input:
                 self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True)
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True,
+                                        clamp=clamp, resampling=resampling)  # fmt: skip
         self.conv1 = (
             AttentionLayer(attn, out_channels, resolution, attn_kernel)
             if attn
-            else SynthesisLayer(out_channels, out_channels, w_dim, resolution)
+            else SynthesisLayer(out_channels, out_channels, w_dim, resolution, clamp=clamp)
         )
-        self.torgb = ToRGB(out_channels, w_dim)
+        self.torgb = ToRGB(out_channels, w_dim, clamp)
         self.num_conv = 1 if self.first else 2
-        self.register_buffer("resample_filter", make_filter(), persistent=False)
+        self.register_buffer("resample_filter", make_filter())  # saved: checkpoints may differ
 
     def forward(
         self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str
@@ -275,7 +339,8 @@ def synthesis_blocks(config: NetworkConfig, const_input: bool = True) -> nn.Modu
         in_ch = config.channels(res // 2) if res > 4 else 0
         kind = attn[0] if attn and attn[1] == res else None
         blocks.append(SynthesisBlock(in_ch, config.channels(res), config.w_dim, res, kind,
-                                     config.attn_kernel, const_input))  # fmt: skip
+                                     config.attn_kernel, const_input,
+                                     config.conv_clamp, config.resampling))  # fmt: skip
     return blocks
 
 
@@ -316,15 +381,21 @@ class DiscriminatorBlock(nn.Module):
         resolution: int,
         attn: str | None,
         attn_kernel: int,
+        clamp: float | None = None,
     ) -> None:
         super().__init__()
         self.attn_kind = attn
         if attn:
             self.conv0 = make_attention("san", in_channels, attn_kernel)
         else:
-            self.conv0 = EqualConv2d(in_channels, in_channels, 3, activation="lrelu")
-        self.conv1 = EqualConv2d(in_channels, out_channels, 3, activation="lrelu", down=2)
-        self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False, down=2)
+            self.conv0 = EqualConv2d(in_channels, in_channels, 3, activation="lrelu", clamp=clamp)
+        self.conv1 = EqualConv2d(
+            in_channels, out_channels, 3, activation="lrelu", down=2, clamp=clamp,
+            persistent_filter=True,
+        )  # fmt: skip
+        self.skip = EqualConv2d(
+            in_channels, out_channels, 1, bias=False, down=2, persistent_filter=True
+        )
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         skip = self.skip(x, gain=math.sqrt(0.5))
@@ -349,18 +420,24 @@ class Discriminator(nn.Module):
         )
         self.attn = attn
         top = config.resolution
-        self.fromrgb = EqualConv2d(3, config.channels(top), 1, activation="lrelu")
+        clamp = config.conv_clamp
+        self.fromrgb = EqualConv2d(3, config.channels(top), 1, activation="lrelu", clamp=clamp)
         self.blocks = nn.ModuleList()
         for res in reversed(config.resolutions()[1:]):
             kind = attn[0] if attn and attn[1] == res else None
             self.blocks.append(
                 DiscriminatorBlock(
-                    config.channels(res), config.channels(res // 2), res, kind, config.attn_kernel
+                    config.channels(res),
+                    config.channels(res // 2),
+                    res,
+                    kind,
+                    config.attn_kernel,
+                    clamp,
                 )
             )
         ch = config.channels(4)
         self.mbstd = MinibatchStd(config.mbstd_group) if minibatch_std else None
-        self.conv = EqualConv2d(ch + int(minibatch_std), ch, 3, activation="lrelu")
+        self.conv = EqualConv2d(ch + int(minibatch_std), ch, 3, activation="lrelu", clamp=clamp)
         self.fc = EqualLinear(ch * 16, ch, activation="lrelu")
         self.out = EqualLinear(ch, outputs)
 

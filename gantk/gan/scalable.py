@@ -36,10 +36,18 @@ from gantk.gan.networks import (
     ToRGB,
     parse_attn,
     synthesis_blocks,
+    upsampling_conv,
+    with_resampling_of,
 )
 from gantk.gan.train import Trainer
 from gantk.io.checkpoint import load_checkpoint
-from gantk.io.config_schema import build_matching, checked_config, section, tensors_under
+from gantk.io.config_schema import (
+    build_matching,
+    checked_config,
+    section,
+    tensors_under,
+    with_defaults,
+)
 from gantk.io.images import to_uint8
 from gantk.nn.layers import EqualLinear, bias_act
 from gantk.nn.resample import make_filter, upsample2d
@@ -139,20 +147,28 @@ class FoldedLayer(nn.Module):
 
     add_noise = SynthesisLayer.add_noise
 
-    def __init__(self, in_channels: int, out_channels: int, resolution: int, up: bool) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, resolution: int, up: bool,
+        clamp: float | None = None, resampling: str = "reference",
+    ) -> None:  # fmt: skip
         super().__init__()
+        self.clamp, self.resampling = clamp, resampling
         self.weight = nn.Parameter(torch.zeros(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("noise_const", torch.zeros(resolution, resolution))
-        self.register_buffer("resample_filter", make_filter(), persistent=False)
+        self.register_buffer("resample_filter", make_filter())
         self.up, self.resolution = up, resolution
 
     def forward(self, x: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+        def conv(inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(inputs, weight.to(inputs.dtype), padding=1)
+
         if self.up:
-            x = upsample2d(x, self.resample_filter)
-        x = F.conv2d(x, self.weight.to(x.dtype), padding=1)
-        return bias_act(self.add_noise(x, noise_mode), self.bias, "lrelu")
+            x = upsampling_conv(conv, x, self.weight, self.resample_filter, 1, self.resampling)
+        else:
+            x = conv(x, self.weight)
+        return bias_act(self.add_noise(x, noise_mode), self.bias, "lrelu", clamp=self.clamp)
 
     @torch.no_grad()
     def fold(self, layer: SynthesisLayer, w: torch.Tensor) -> None:
@@ -163,18 +179,20 @@ class FoldedLayer(nn.Module):
         weight = weight * (weight.square().sum(dim=[1, 2, 3]) + 1e-8).rsqrt()[:, None, None, None]
         self.weight.copy_(weight)
         self.bias.copy_(layer.bias)
+        self.resample_filter.copy_(layer.resample_filter)
         self.noise_strength.copy_(layer.noise_strength)
         self.noise_const.copy_(layer.noise_const)
 
 
 class FoldedToRGB(nn.Module):
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self, in_channels: int, clamp: float | None = None) -> None:
         super().__init__()
+        self.clamp = clamp
         self.weight = nn.Parameter(torch.zeros(3, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return bias_act(F.conv2d(x, self.weight.to(x.dtype)), self.bias)
+        return bias_act(F.conv2d(x, self.weight.to(x.dtype)), self.bias, clamp=self.clamp)
 
     @torch.no_grad()
     def fold(self, layer: ToRGB, w: torch.Tensor) -> None:
@@ -189,15 +207,16 @@ class FoldedBlock(nn.Module):
         out_ch = config.channels(resolution)
         self.first = resolution == 4
         if not self.first:
-            self.conv0 = FoldedLayer(config.channels(resolution // 2), out_ch, resolution, True)
+            self.conv0 = FoldedLayer(config.channels(resolution // 2), out_ch, resolution, True,
+                                     config.conv_clamp, config.resampling)  # fmt: skip
         self.conv1: nn.Module = (
             AttentionLayer(attn, out_ch, resolution, config.attn_kernel)
             if attn
-            else FoldedLayer(out_ch, out_ch, resolution, False)
+            else FoldedLayer(out_ch, out_ch, resolution, False, config.conv_clamp)
         )
-        self.torgb = FoldedToRGB(out_ch)
+        self.torgb = FoldedToRGB(out_ch, config.conv_clamp)
         self.num_conv = 1 if self.first else 2
-        self.register_buffer("resample_filter", make_filter(), persistent=False)
+        self.register_buffer("resample_filter", make_filter())
 
     def forward(
         self, x: torch.Tensor, img: torch.Tensor | None, noise_mode: str
@@ -257,6 +276,7 @@ def fold_instance(G: FingerprintedGenerator, fingerprint: torch.Tensor) -> Gener
         else:
             folded.conv1.fold(block.conv1, conv1_w)
         folded.torgb.fold(block.torgb, ws[index + folded.num_conv])
+        folded.resample_filter.copy_(block.resample_filter)
         index += folded.num_conv
     return instance.eval().requires_grad_(False)
 
@@ -306,6 +326,7 @@ def load_fingerprinted(
         )
         raise GantkError(f"{path} holds a {ckpt.kind}, not a fingerprinted generator; {hint}")
     config = checked_config(NetworkConfig, section(ckpt.config, "network"), path, "generator")
+    config = with_resampling_of(config, ckpt.tensors)
     if config.fingerprint_bits < 1:
         raise GantkError(f"{path} has an unusable generator config (no fingerprint bits)")
 
@@ -355,7 +376,7 @@ class ScalableTrainer(Trainer):
         return {**super().state(), "F": self.F.state_dict()}
 
     def load_state(self, state: dict) -> None:
-        self.F.load_state_dict(state["F"])
+        self.F.load_state_dict(with_defaults(self.F, state["F"]))
         super().load_state(state)
 
     def exported(self) -> tuple[dict[str, torch.Tensor], str]:

@@ -32,7 +32,13 @@ from torch import nn
 
 from gantk.errors import GantkError
 from gantk.gan import losses
-from gantk.gan.networks import GENERATOR_KIND, Discriminator, Generator, NetworkConfig
+from gantk.gan.networks import (
+    GENERATOR_KIND,
+    Discriminator,
+    Generator,
+    NetworkConfig,
+    with_resampling_of,
+)
 from gantk.io.atomic import atomic_file, check_output
 from gantk.io.checkpoint import (
     load_training_state,
@@ -41,7 +47,7 @@ from gantk.io.checkpoint import (
     save_training_state,
     set_rng_state,
 )
-from gantk.io.config_schema import build_matching, parse_config, section
+from gantk.io.config_schema import build_matching, parse_config, section, with_defaults
 from gantk.io.datasets import ImageDataset, open_dataset
 from gantk.io.images import make_grid, save_image, to_uint8
 from gantk.io.runlog import LOG_FILE, append_log, rewind_log
@@ -398,9 +404,9 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.G_ema.load_state_dict(state["G_ema"])
+        self.G.load_state_dict(with_defaults(self.G, state["G"]))
+        self.D.load_state_dict(with_defaults(self.D, state["D"]))
+        self.G_ema.load_state_dict(with_defaults(self.G_ema, state["G_ema"]))
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         # A resumed run may lower the learning rate; runs saved before the lazy-regularization
@@ -846,6 +852,8 @@ def resume_training(
         config.run = uuid.uuid4().hex[:16]
     if not same:
         raise GantkError(f"{state_file} does not belong to the config in {run_dir}/{CONFIG_FILE}")
+    if isinstance(state, dict) and isinstance(state.get("G"), dict):
+        config.network = with_resampling_of(config.network, state["G"])
     dist = init_distributed(config.device)
     trainer = trainer_class(config)(config, dist=dist, log=log)
     trainer.load_state(state)
@@ -870,6 +878,8 @@ def load_run_networks(
         config.network.validate()
     except (ValueError, GantkError) as exc:
         raise GantkError(f"{state_file} has an unusable training config ({exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("G_ema"), dict):
+        config.network = with_resampling_of(config.network, state["G_ema"])
     if config.network.fingerprint_bits:
         raise GantkError(
             f"{run_dir} is a fingerprinted run (scalable fingerprints); its generator takes a "

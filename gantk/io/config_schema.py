@@ -21,7 +21,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -148,7 +148,7 @@ def build_matching(
         raise GantkError(f"{path} has an unusable {what} config ({exc})") from None
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
-    missing = sorted(set(expected) - set(found))
+    missing = sorted(set(expected) - set(found) - set(defaultable(expected)))
     unexpected = sorted(set(found) - set(expected))
     reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
     if missing or unexpected or reshaped:
@@ -159,5 +159,17 @@ def build_matching(
             "use a checkpoint gantk wrote"
         )
     module = build()
-    module.load_state_dict(dict(tensors))
+    module.load_state_dict(with_defaults(module, tensors))
     return module
+
+
+def defaultable(names: Iterable[str]) -> list[str]:
+    """Buffers a checkpoint may lack: resampling filters, saved only since gantk keeps those of
+    imported StyleGAN2 models; files from before hold the standard [1, 3, 3, 1] one."""
+    return [n for n in names if n.endswith("resample_filter")]
+
+
+def with_defaults(module: nn.Module, tensors: Mapping[str, torch.Tensor]) -> dict:
+    """``tensors`` completed with ``module``'s own values for the defaultable buffers it lacks."""
+    own = module.state_dict()
+    return {**{k: own[k] for k in defaultable(own) if k not in tensors}, **tensors}

@@ -375,7 +375,7 @@ def _generator_batches(
     G.eval()
     for start in range(seed, seed + count, batch_size):
         seeds = range(start, min(start + batch_size, seed + count))
-        yield sample_uint8(G, latents_for(seeds, G.config.z_dim), NOISE_SEED_OFFSET + start)
+        yield sample_uint8(G, latents_for(seeds, G), NOISE_SEED_OFFSET + start)
 
 
 def _dataset_batches(dataset: Any, count: int, batch_size: int) -> Iterator[torch.Tensor]:

@@ -45,7 +45,7 @@ class ImageSource:
             G = self._generator
             seeds = range(self.seed, self.seed + self.count)
             for start, chunk in zip(
-                seeds[::batch_size], latents_for(seeds, G.config.z_dim).split(batch_size),
+                seeds[::batch_size], latents_for(seeds, G).split(batch_size),
                 strict=True,
             ):  # fmt: skip
                 # Noise inputs random (as StyleGAN2's metrics sample), seeded by the batch's

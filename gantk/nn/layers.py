@@ -82,6 +82,7 @@ class EqualConv2d(nn.Module):
         resample_filter: tuple[float, ...] = DEFAULT_FILTER,
         clamp: float | None = None,
         padding_mode: str = "zeros",
+        persistent_filter: bool = False,
     ) -> None:
         super().__init__()
         if padding_mode not in ("zeros", "reflect"):
@@ -96,7 +97,11 @@ class EqualConv2d(nn.Module):
             kernel_size,
             clamp,
         )
-        self.register_buffer("resample_filter", make_filter(resample_filter), persistent=False)
+        # Saved with the weights where a network may come with its own filter (StyleGAN2
+        # checkpoints carry theirs, see gantk.io.config_schema.build_matching).
+        self.register_buffer(
+            "resample_filter", make_filter(resample_filter), persistent=persistent_filter
+        )
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         w = self.weight.to(x.dtype) * self.weight_gain

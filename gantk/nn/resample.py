@@ -38,14 +38,16 @@ def filter2d(
     return F.conv2d(x, kernel, groups=channels)
 
 
-def upsample2d(x: torch.Tensor, f: torch.Tensor, factor: int = 2) -> torch.Tensor:
-    """Upsample by ``factor``: insert zeros between pixels, then low-pass (gain factor**2)."""
+def upsample2d(x: torch.Tensor, f: torch.Tensor, factor: int = 2, extra: int = 0) -> torch.Tensor:
+    """Upsample by ``factor``: insert zeros between pixels, then low-pass (gain factor**2).
+    ``extra`` more pixels of the filtered result on each side (the output grows by 2*extra)."""
     b, c, h, w = x.shape
     x = x.reshape(b, c, h, 1, w, 1)
     x = F.pad(x, [0, factor - 1, 0, 0, 0, factor - 1])
     x = x.reshape(b, c, h * factor, w * factor)
     taps = f.shape[0]
-    return filter2d(x, f, ((taps + factor - 1) // 2, (taps - factor) // 2), gain=factor**2)
+    pad = ((taps + factor - 1) // 2 + extra, (taps - factor) // 2 + extra)
+    return filter2d(x, f, pad, gain=factor**2)
 
 
 def downsample2d(x: torch.Tensor, f: torch.Tensor, factor: int = 2) -> torch.Tensor:
