@@ -94,6 +94,15 @@ gantk evaluate all "$out/gan/latest.safetensors" "builtin:shapes?n=$eval_n&resol
   --kid-subsets 20
 gantk evaluate swd "$out/gan/latest.safetensors" 'builtin:shapes?n=256&resolution=32' -n 256
 
+step nvidia "NVIDIA StyleGAN2-ADA models: convert a network pickle made with NVIDIA's code (read as data,
+never run), draw its seeds as NVIDIA's generate.py would, compare with NVIDIA's own outputs"
+nvidia_fixture=$(dirname "$0")/../../shared/fixtures/stylegan2-ada/sg2ada-tiny-32.pkl
+if [ -f "$nvidia_fixture" ]; then
+  bash "$(dirname "$0")/nvidia_convert.sh" "$nvidia_fixture" "$out/nvidia"
+else
+  echo "(no NVIDIA fixture beside this checkout: examples/nvidia_convert.sh MODEL.pkl converts yours)"
+fi
+
 step fingerprints "artificial fingerprints: embed a 100-bit fingerprint into 64 photos (bundled builtin:stego-100),
 then decode it from the fingerprinted copies and from the originals"
 gantk data export 'builtin:photos?sources=china,flower' "$out/photos" -n 64 --resolution 64 --force --quiet
