@@ -95,10 +95,13 @@ gantk evaluate all "$out/gan/latest.safetensors" "builtin:shapes?n=$eval_n&resol
 gantk evaluate swd "$out/gan/latest.safetensors" 'builtin:shapes?n=256&resolution=32' -n 256
 
 step nvidia "NVIDIA StyleGAN2-ADA models: convert a network pickle made with NVIDIA's code (read as data,
-never run), draw its seeds as NVIDIA's generate.py would, compare with NVIDIA's own outputs"
+never run) and draw its seeds 0-7 as NVIDIA's generate.py would (examples/nvidia_convert.sh also
+compares with NVIDIA's own outputs)"
 nvidia_fixture=$(dirname "$0")/../../shared/fixtures/stylegan2-ada/sg2ada-tiny-32.pkl
 if [ -f "$nvidia_fixture" ]; then
-  bash "$(dirname "$0")/nvidia_convert.sh" "$nvidia_fixture" "$out/nvidia"
+  gantk convert "$nvidia_fixture" --out "$out/nvidia/tiny.safetensors" --force
+  gantk generate "$out/nvidia/tiny.safetensors" --seeds 0-7 --grid "$out/nvidia/seeds0-7.png" \
+    --rows 1 --cols 8 --force
 else
   echo "(no NVIDIA fixture beside this checkout: examples/nvidia_convert.sh MODEL.pkl converts yours)"
 fi
