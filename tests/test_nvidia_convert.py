@@ -129,3 +129,62 @@ def test_runs_from_before_saved_filters_keep_their_upsampling(tmp_path) -> None:
         new = Generator(config).eval()
         new.load_state_dict(G.state_dict())
         assert not torch.allclose(new.blocks[1].conv0(x, w, "const"), by_hand * 2**0.5, atol=1e-3)
+
+
+def _tiny_pair(tmp_path: Path) -> tuple[Path, Path, NetworkConfig]:
+    from gantk.gan.networks import Discriminator
+    from gantk.gan.nvidia import DISCRIMINATOR_KIND
+
+    config = NetworkConfig(resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_base=64,
+                           channel_max=8, conv_clamp=256.0)  # fmt: skip
+    torch.manual_seed(3)
+    g = save_checkpoint(tmp_path / "g.safetensors", Generator(config).state_dict(),
+                        "gan-generator", {"network": config.to_dict()})  # fmt: skip
+    d = save_checkpoint(tmp_path / "d.safetensors", Discriminator(config).state_dict(),
+                        DISCRIMINATOR_KIND, {"network": config.to_dict()})  # fmt: skip
+    return g, d, config
+
+
+def test_training_starts_from_a_model(cli, tmp_path) -> None:
+    from gantk.gan.train import TrainConfig, Trainer, start_from
+    from gantk.io.checkpoint import load_checkpoint
+
+    g, d, config = _tiny_pair(tmp_path)
+    trainer = Trainer(TrainConfig(data="builtin:shapes?n=32", out=str(tmp_path / "lib"),
+                                  network=config, batch_size=8, device="cpu", init=str(g),
+                                  init_discriminator=str(d)), log=lambda _: None)  # fmt: skip
+    start_from(trainer, trainer.cfg)
+    for net, path in ((trainer.G, g), (trainer.G_ema, g), (trainer.D, d)):
+        given = load_checkpoint(path).tensors
+        assert all(torch.equal(net.state_dict()[k], v) for k, v in given.items())
+    run = tmp_path / "run"
+    result = cli("train", "gan", "builtin:shapes?n=32", "--init", g, "--init-discriminator", d,
+                 "--kimg", "0.016", "--batch-size", "8", "--device", "cpu", "--out", run,
+                 "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    saved = json.loads((run / "train-config.json").read_text())
+    assert saved["init"] == str(g) and saved["network"]["conv_clamp"] == 256.0
+
+
+def test_init_errors(cli, tmp_path) -> None:
+    g, d, _ = _tiny_pair(tmp_path)
+    run = tmp_path / "run"
+    base = ["train", "gan", "builtin:shapes?n=32", "--out", run, "--device", "cpu"]
+    assert "--init takes the network from" in error_line(cli(*base, "--init", g, "--w-dim", "16"))
+    assert "makes 16x16 images, not 32x32" in error_line(
+        cli(*base, "--init", g, "--resolution", "32")
+    )
+    assert "goes with --init" in error_line(cli(*base, "--init-discriminator", d))
+    other = tmp_path / "other"
+    other.mkdir()
+    config = NetworkConfig(resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_base=64,
+                           channel_max=16)  # fmt: skip
+    from gantk.gan.networks import Discriminator
+    from gantk.gan.nvidia import DISCRIMINATOR_KIND
+
+    wider = save_checkpoint(other / "wide.safetensors", Discriminator(config).state_dict(),
+                            DISCRIMINATOR_KIND, {"network": config.to_dict()})  # fmt: skip
+    assert "does not fit the generator" in error_line(
+        cli(*base, "--init", g, "--init-discriminator", wider, "--kimg", "0.016")
+    )
+    assert not run.exists() or not (run / "latest.safetensors").exists()

@@ -64,6 +64,22 @@ def train_gan(
         Path | None,
         typer.Option("--resume", help="Continue the run in this folder exactly where it stopped."),
     ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            "--init",
+            help="Start G (and its EMA) from this generator checkpoint, e.g. an NVIDIA model "
+            "from `gantk convert` (transfer learning); the network settings come from it.",
+        ),
+    ] = None,
+    init_discriminator: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-discriminator",
+            help="With --init: start D from this discriminator (`gantk convert "
+            "--discriminator`); without it D starts from random weights.",
+        ),
+    ] = None,
     resolution: Annotated[
         int | None,
         typer.Option(
@@ -266,21 +282,32 @@ def train_gan(
     else:
         if data is None or out is None:
             raise GantkError("give DATA and --out for a new run, or --resume RUN_FOLDER")
+        if init is not None:
+            typed = [k[len("network.") :] for k in _explicit_options(ctx)
+                     if k.startswith("network.") and k != "network.resolution"]  # fmt: skip
+            network = _initial_network(init, resolution, typed)
+            resolution = network.resolution
+        elif init_discriminator is not None:
+            raise GantkError("--init-discriminator goes with --init (the generator to start from)")
         if resolution is None:
             resolution = _dataset_resolution(data)
         check_resolution(resolution, 4, 1024)
-        network = NetworkConfig(
-            resolution=resolution,
-            z_dim=z_dim,
-            w_dim=w_dim,
-            mapping_layers=mapping_layers,
-            channel_base=channel_base,
-            channel_max=channel_max,
-            g_attn=g_attn,
-            d_attn=d_attn,
-            attn_kernel=attn_kernel,
-            fingerprint_bits=fingerprint_bits,
-            modulate_res=modulate_res,
+        network = (
+            network
+            if init is not None
+            else NetworkConfig(
+                resolution=resolution,
+                z_dim=z_dim,
+                w_dim=w_dim,
+                mapping_layers=mapping_layers,
+                channel_base=channel_base,
+                channel_max=channel_max,
+                g_attn=g_attn,
+                d_attn=d_attn,
+                attn_kernel=attn_kernel,
+                fingerprint_bits=fingerprint_bits,
+                modulate_res=modulate_res,
+            )
         )
         config = TrainConfig(
             data=data,
@@ -313,6 +340,8 @@ def train_gan(
             imle_pool=imle_pool,
             imle_staleness=imle_staleness,
             imle_minority=minority,
+            init=str(init) if init is not None else None,
+            init_discriminator=str(init_discriminator) if init_discriminator else None,
         )
         with output.progress(1000, "training") as advance:
             result = start_training(
@@ -357,6 +386,26 @@ def _explicit_options(ctx: typer.Context) -> dict:
             value = parse_names(value) if value else []
         given[f"network.{name}" if name in _NETWORK_OPTIONS else name] = value
     return given
+
+
+def _initial_network(init: Path, resolution: int | None, typed: list[str]):
+    """The network of the checkpoint a run starts from; it decides the sizes."""
+    from gantk.errors import GantkError
+    from gantk.gan.generate import load_generator
+
+    if typed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in typed)
+        raise GantkError(f"--init takes the network from {init}; drop {flags}")
+    network = load_generator(init).config
+    if resolution is not None and resolution != network.resolution:
+        raise GantkError(
+            f"{init} makes {network.resolution}x{network.resolution} images, not "
+            f"{resolution}x{resolution}; drop --resolution (the data is resized to the model's) "
+            "or start from another model"
+        )
+    if network.fingerprint_bits:
+        raise GantkError(f"{init} is a fingerprinted generator; --init takes plain generators")
+    return network
 
 
 def _progress(advance, kimg: float):

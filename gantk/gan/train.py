@@ -136,6 +136,9 @@ class TrainConfig:
     imle_staleness: float = 10.0  # epochs before the first refresh; doubles after each
     imle_sigma: float = 0.05
     imle_minority: str | None = None
+    # Transfer learning: the generator (and discriminator) checkpoints the run starts from.
+    init: str | None = None
+    init_discriminator: str | None = None
     # Identity of the run, drawn when it starts and kept across resumes (registries of scalable
     # fingerprints are bound to it).
     run: str = ""
@@ -739,6 +742,28 @@ class Trainer:
         append_log(self.out / LOG_FILE, entry)
 
 
+def start_from(trainer: Trainer, config: TrainConfig) -> None:
+    """Transfer learning: G and G_ema from ``config.init`` (its network is the run's), D from
+    ``config.init_discriminator`` when given; optimizers start afresh."""
+    from gantk.gan.generate import load_generator
+    from gantk.gan.nvidia import load_discriminator
+
+    assert config.init is not None
+    G = load_generator(config.init)
+    if G.config != config.network:
+        raise GantkError(f"{config.init} holds another network than the run's ({G.config})")
+    for net in (trainer.G, trainer.G_ema):
+        net.load_state_dict(G.state_dict())
+    if config.init_discriminator:
+        D = load_discriminator(config.init_discriminator)
+        if D.config != G.config:
+            raise GantkError(
+                f"{config.init_discriminator} does not fit the generator {config.init} (another "
+                "network); give the discriminator converted with it"
+            )
+        trainer.D.load_state_dict(D.state_dict())
+
+
 def lazy_ratio(interval: int, regularized: bool) -> float:
     return interval / (interval + 1) if regularized else 1.0
 
@@ -792,6 +817,8 @@ def start_training(
 
         config.run = uuid.uuid4().hex[:16]
     trainer = trainer_class(config)(config, dist=dist, log=log)
+    if config.init:
+        start_from(trainer, config)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         # --force replaces an earlier run: remove its artifacts (and nothing else in the folder).
