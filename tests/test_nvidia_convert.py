@@ -75,11 +75,36 @@ def test_convert_command_then_generate_gives_nvidias_images_for_its_seeds(cli, t
 
 
 @needs_fixtures
-def test_what_gantk_does_not_compute_is_one_line(cli, tmp_path) -> None:
-    out = tmp_path / "g.safetensors"
-    line = error_line(cli("convert", FIXTURES / "sg2ada-tiny-32-cond.pkl", "--out", out))
-    assert "class labels (c_dim 4), which gantk does not compute" in line
-    assert not out.exists()
+def test_conditional_models_compute_what_nvidia_computes(cli, tmp_path) -> None:
+    ref = np.load(FIXTURES / "sg2ada-tiny-32-cond-reference.npz")
+    converted = convert(FIXTURES / "sg2ada-tiny-32-cond.pkl")
+    assert converted.config.c_dim == 4
+    z, c = torch.from_numpy(ref["z"]), torch.from_numpy(ref["c"])
+    with torch.no_grad():
+        for psi in (1.0, 0.7):
+            img = converted.G(z, psi=psi, noise_mode="const", c=c).numpy()
+            np.testing.assert_allclose(img, ref[f"img_psi{psi}"], rtol=0, atol=1e-4)
+        logits = converted.D(torch.from_numpy(ref["img_psi1.0"]), c=c).numpy()
+    np.testing.assert_allclose(logits, ref["d_logits"].reshape(-1), rtol=0, atol=1e-4)
+    # the CLI: seed s of class s % 4 is NVIDIA's image; no class, or a wrong one, is one line
+    g = tmp_path / "cond.safetensors"
+    assert cli("convert", FIXTURES / "sg2ada-tiny-32-cond.pkl", "--out", g).exit_code == 0
+    for seed in range(4):
+        out = tmp_path / f"class{seed}"
+        result = cli("generate", g, "--seeds", str(seed), "--class", str(seed % 4), "--out", out)
+        assert result.exit_code == 0, result.stderr
+        made = np.asarray(Image.open(next(out.glob("*.png"))), dtype=np.int16)
+        expected = np.clip(np.round((ref["img_psi1.0"][seed] + 1) * 127.5), 0, 255)
+        assert np.abs(made - expected.transpose(1, 2, 0)).max() <= 1
+    assert "class-conditional (4 classes): give a class" in error_line(
+        cli("generate", g, "--seeds", "0", "--out", tmp_path / "none")
+    )
+    assert "has 4 classes, 0..3" in error_line(
+        cli("generate", g, "--seeds", "0", "--class", "4", "--out", tmp_path / "none")
+    )
+    assert "is class-conditional; gantk trains unconditional GANs" in error_line(
+        cli("train", "gan", "builtin:shapes", "--init", g, "--out", tmp_path / "run")
+    )
 
 
 class Payload:
@@ -188,3 +213,26 @@ def test_init_errors(cli, tmp_path) -> None:
         cli(*base, "--init", g, "--init-discriminator", wider, "--kimg", "0.016")
     )
     assert not run.exists() or not (run / "latest.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"synthesis_kwargs": {"architecture": "orig"}}, "the 'orig' generator architecture"),
+        ({"img_channels": 1}, "1 channels"),
+        ({"synthesis_kwargs": {"resample_filter": [1, 2, 1]}}, "another resampling filter"),
+        ({"mapping_kwargs": {"num_layers": 2, "lr_multiplier": 0.1}},
+         "another mapping learning-rate multiplier"),
+        ({"img_resolution": 48}, "does not fit gantk's networks"),
+    ],
+)  # fmt: skip
+def test_unsupported_settings_are_named(change, message) -> None:
+    from gantk.errors import GantkError
+    from gantk.gan.nvidia import network_config
+
+    g_kwargs = {"z_dim": 64, "w_dim": 64, "c_dim": 0, "img_resolution": 32, "img_channels": 3,
+                "mapping_kwargs": {"num_layers": 2},
+                "synthesis_kwargs": {"channel_base": 1024, "channel_max": 64}}  # fmt: skip
+    g_kwargs.update(change)
+    with pytest.raises(GantkError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        network_config(g_kwargs, None)

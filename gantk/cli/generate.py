@@ -56,6 +56,10 @@ def generate(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Images per forward pass.")
     ] = 32,
+    label: Annotated[
+        int | None,
+        typer.Option("--class", min=0, help="The class to draw, for class-conditional models."),
+    ] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -96,20 +100,21 @@ def generate(
     if out is not None:
         if interpolate is not None:
             keys = parse_seeds(seeds) if seeds else list(range(seed, seed + interpolate))
-            frames = write_interpolation(G, keys, steps, out, truncation, fps, force)
+            frames = write_interpolation(G, keys, steps, out, truncation, fps, force, label)
             summary.update(interpolation=str(out), frames=frames, keyframes=keys)
             output.say(f"wrote a {frames}-frame latent walk to {out}")
         else:
             chosen = parse_seeds(seeds) if seeds else list(range(seed, seed + count))
             with output.progress(len(chosen), "generating") as advance:
-                names = write_images(G, chosen, out, truncation, batch_size, force, advance)
+                names = write_images(G, chosen, out, truncation, batch_size, force, advance,
+                                     label)  # fmt: skip
             summary.update(out=str(out), images=len(names), seeds=[chosen[0], chosen[-1]])
             output.say(f"wrote {len(names)} images to {out}")
     if grid is not None:
         grid_seeds = (
             parse_seeds(seeds)[: rows * cols] if seeds else list(range(seed, seed + rows * cols))
         )
-        write_grid(G, grid_seeds, grid, cols, truncation, batch_size, force)
+        write_grid(G, grid_seeds, grid, cols, truncation, batch_size, force, label)
         summary.update(grid=str(grid), rows=-(-len(grid_seeds) // cols), cols=cols)
         output.say(f"wrote a grid to {grid}")
     output.result(summary)

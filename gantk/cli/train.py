@@ -405,6 +405,11 @@ def _initial_network(init: Path, resolution: int | None, typed: list[str]):
         )
     if network.fingerprint_bits:
         raise GantkError(f"{init} is a fingerprinted generator; --init takes plain generators")
+    if network.c_dim:
+        raise GantkError(
+            f"{init} is class-conditional; gantk trains unconditional GANs (its training takes "
+            "no labels), so it cannot continue this one"
+        )
     return network
 
 

@@ -116,14 +116,34 @@ def sample_uint8(
     return to_uint8(img).permute(0, 3, 1, 2).cpu()
 
 
+def class_vectors(G: torch.nn.Module, label: int | None, count: int) -> torch.Tensor | None:
+    """One-hot class vectors (count, c_dim) of ``label`` for a class-conditional ``G``; None for
+    an unconditional one (where a label is an error, as a missing one is for conditional G)."""
+    classes = G.config.c_dim
+    if label is None:
+        return None  # a conditional G refuses to run without one, with a message saying so
+    if not classes:
+        raise GantkError("--class is for class-conditional models; this generator has no classes")
+    if not 0 <= label < classes:
+        raise GantkError(f"--class {label}: this generator has {classes} classes, 0..{classes - 1}")
+    return torch.nn.functional.one_hot(torch.full((count,), label), classes).float()
+
+
 @torch.no_grad()
 def render(
-    G: Generator, z: torch.Tensor, psi: float, noise_mode: str = "const", batch_size: int = 32
+    G: Generator,
+    z: torch.Tensor,
+    psi: float,
+    noise_mode: str = "const",
+    batch_size: int = 32,
+    label: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """uint8 images (H, W, 3), one by one, for the latents ``z``."""
+    """uint8 images (H, W, 3), one by one, for the latents ``z`` (of class ``label``)."""
     device = next(G.parameters()).device
     for chunk in z.split(batch_size):
-        yield from to_uint8(G(chunk.to(device), psi=psi, noise_mode=noise_mode)).cpu().numpy()
+        c = class_vectors(G, label, len(chunk))
+        c = None if c is None else c.to(device)
+        yield from to_uint8(G(chunk.to(device), psi=psi, noise_mode=noise_mode, c=c)).cpu().numpy()
 
 
 def write_images(
@@ -134,12 +154,14 @@ def write_images(
     batch_size: int = 32,
     force: bool = False,
     advance: Callable[[int], None] | None = None,
+    label: int | None = None,
 ) -> list[str]:
     """One PNG per seed (``seed000123.png``) in the new folder ``out``."""
     names = []
     with atomic_dir(out, force) as tmp:
         z = latents_for(seeds, G)
-        for seed, img in zip(seeds, render(G, z, psi, batch_size=batch_size), strict=True):
+        images = render(G, z, psi, batch_size=batch_size, label=label)
+        for seed, img in zip(seeds, images, strict=True):
             name = f"seed{seed:06d}.png"
             save_image(img, tmp / name)
             names.append(name)
@@ -156,8 +178,9 @@ def write_grid(
     psi: float = 1.0,
     batch_size: int = 32,
     force: bool = False,
+    label: int | None = None,
 ) -> None:
-    images = list(render(G, latents_for(seeds, G), psi, batch_size=batch_size))
+    images = list(render(G, latents_for(seeds, G), psi, batch_size=batch_size, label=label))
     with atomic_file(out, force) as tmp:
         save_image(make_grid(images, cols, padding=0), tmp, named_as=out)
 
@@ -187,6 +210,7 @@ def write_interpolation(
     psi: float = 1.0,
     fps: int = 24,
     force: bool = False,
+    label: int | None = None,
 ) -> int:
     """A latent walk through the seeds' latents: an animated GIF if ``out`` ends in .gif,
     otherwise a folder of numbered PNG frames. Returns the number of frames."""
@@ -197,7 +221,7 @@ def write_interpolation(
         )
     if steps < 1:
         raise GantkError("--steps must be at least 1")
-    frames = list(render(G, walk_latents(latents_for(seeds, G), steps), psi))
+    frames = list(render(G, walk_latents(latents_for(seeds, G), steps), psi, label=label))
     if str(out).lower().endswith(".gif"):
         with atomic_file(out, force) as tmp:
             save_gif(frames, tmp, fps)

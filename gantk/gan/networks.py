@@ -61,6 +61,12 @@ class NetworkConfig:
     # the correlation after upsampling of gantk 0.1, kept for the runs trained with it (their
     # checkpoints hold no resampling filters: see with_resampling_of).
     resampling: str = "reference"
+    # Class-conditional networks (NVIDIA's with c_dim > 0; gantk generates from them, does not
+    # train them): the class, one-hot, is embedded into the mapping's input, and D projects its
+    # features on a mapping of the class (cmap, as wide as D's 4x4 layer) through its own
+    # d_mapping_layers-deep mapping network.
+    c_dim: int = 0
+    d_mapping_layers: int = 8
 
     def channels(self, res: int) -> int:
         return max(1, min(self.channel_base // res, self.channel_max))
@@ -91,6 +97,8 @@ class NetworkConfig:
             (0 <= self.fingerprint_bits <= 4096, "--fingerprint-bits must be in 0..4096"),
             (self.conv_clamp is None or self.conv_clamp > 0, "conv_clamp must be above 0"),
             (self.resampling in RESAMPLING, f"resampling must be one of {', '.join(RESAMPLING)}"),
+            (0 <= self.c_dim <= 100_000, "the number of classes must be in 0..100000"),
+            (1 <= self.d_mapping_layers <= 64, "D's mapping depth must be in 1..64"),
         ]
         for ok, message in checks:
             if not ok:
@@ -119,39 +127,61 @@ def parse_attn(
 # --- generator -----------------------------------------------------------------------------
 
 
+def normalize_2nd_moment(x: torch.Tensor) -> torch.Tensor:
+    return x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+
+
 class MappingNetwork(nn.Module):
-    """z -> w through ``layers`` FC layers (lr multiplier 0.01), broadcast to ``num_ws`` styles.
-    Tracks the running mean of w for the truncation trick."""
+    """z (and a class c) -> w through ``layers`` FC layers (lr multiplier 0.01), broadcast to
+    ``num_ws`` styles. Tracks the running mean of w for the truncation trick. With ``c_dim`` the
+    class is embedded, normalized and concatenated to z (as StyleGAN2-ADA); with ``z_dim`` 0 and
+    ``num_ws`` None it maps the class alone to one vector (the conditional D's cmap)."""
 
     def __init__(
         self,
         z_dim: int,
         w_dim: int,
-        num_ws: int,
+        num_ws: int | None,
         layers: int = 8,
         lr_multiplier: float = 0.01,
-        w_avg_beta: float = 0.995,
+        w_avg_beta: float | None = 0.995,
+        c_dim: int = 0,
     ) -> None:
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.w_avg_beta = z_dim, w_dim, num_ws, w_avg_beta
-        dims = [z_dim] + [w_dim] * layers
+        self.c_dim = c_dim
+        if c_dim:
+            self.embed = EqualLinear(c_dim, w_dim)
+        dims = [z_dim + (w_dim if c_dim else 0)] + [w_dim] * layers
         self.net = nn.Sequential(
             *[
                 EqualLinear(a, b, lr_multiplier=lr_multiplier, activation="lrelu")
                 for a, b in itertools.pairwise(dims)
             ]
         )
-        self.register_buffer("w_avg", torch.zeros(w_dim))
+        if w_avg_beta is not None:
+            self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(
         self,
-        z: torch.Tensor,
+        z: torch.Tensor | None,
         psi: float = 1.0,
         cutoff: int | None = None,
         update_w_avg: bool = False,
+        c: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        z = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()  # 2nd-moment normalization
-        w = self.net(z)
+        parts = [normalize_2nd_moment(z)] if self.z_dim and z is not None else []
+        if self.c_dim:
+            if c is None:
+                raise GantkError(
+                    f"this network is class-conditional ({self.c_dim} classes): give a class "
+                    "(gantk generate --class K); to measure it, generate each class into a "
+                    "folder and evaluate the folder"
+                )
+            parts.append(normalize_2nd_moment(self.embed(c.to(self.net[0].weight.dtype))))
+        w = self.net(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+        if self.num_ws is None:
+            return w
         if update_w_avg:
             self.w_avg.copy_(w.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
@@ -351,7 +381,7 @@ class Generator(nn.Module):
         self.blocks = synthesis_blocks(config)
         self.num_ws = sum(b.num_conv for b in self.blocks) + 1
         self.mapping = MappingNetwork(
-            config.z_dim, config.w_dim, self.num_ws, config.mapping_layers
+            config.z_dim, config.w_dim, self.num_ws, config.mapping_layers, c_dim=config.c_dim
         )
 
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
@@ -363,9 +393,13 @@ class Generator(nn.Module):
         return img
 
     def forward(
-        self, z: torch.Tensor, psi: float = 1.0, noise_mode: str = "random"
+        self,
+        z: torch.Tensor,
+        psi: float = 1.0,
+        noise_mode: str = "random",
+        c: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.synthesis(self.mapping(z, psi), noise_mode)
+        return self.synthesis(self.mapping(z, psi, c=c), noise_mode)
 
 
 # --- discriminator -------------------------------------------------------------------------
@@ -439,14 +473,23 @@ class Discriminator(nn.Module):
         self.mbstd = MinibatchStd(config.mbstd_group) if minibatch_std else None
         self.conv = EqualConv2d(ch + int(minibatch_std), ch, 3, activation="lrelu", clamp=clamp)
         self.fc = EqualLinear(ch * 16, ch, activation="lrelu")
-        self.out = EqualLinear(ch, outputs)
+        # Conditional: the logit is the features' projection on the class's cmap (width ch).
+        self.c_dim = config.c_dim
+        if config.c_dim:
+            self.mapping = MappingNetwork(0, ch, None, config.d_mapping_layers, w_avg_beta=None,
+                                          c_dim=config.c_dim)  # fmt: skip
+        self.out = EqualLinear(ch, ch if config.c_dim else outputs)
 
     @property
     def needs_reference(self) -> bool:
         return self.attn is not None and self.attn[0] == "reference"
 
     def forward(
-        self, img: torch.Tensor, ref: torch.Tensor | None = None, return_features: bool = False
+        self,
+        img: torch.Tensor,
+        ref: torch.Tensor | None = None,
+        return_features: bool = False,
+        c: torch.Tensor | None = None,
     ):
         """Logits (B,) for ``img``; with reference attention ``ref`` (real images, same shape)
         is required. ``return_features`` also returns the last hidden layer (B, C) (FDDF)."""
@@ -464,6 +507,9 @@ class Discriminator(nn.Module):
         x = self.conv(self.mbstd(x) if self.mbstd is not None else x)
         features = self.fc(x.flatten(1))
         logits = self.out(features)
+        if self.c_dim:
+            cmap = self.mapping(None, c=c)
+            logits = (logits * cmap).sum(dim=1, keepdim=True) / math.sqrt(cmap.shape[1])
         logits = logits.squeeze(1) if logits.shape[1] == 1 else logits
         return (logits, features) if return_features else logits
 

@@ -62,7 +62,8 @@ def network_config(g_kwargs: dict[str, Any], d_kwargs: dict[str, Any] | None) ->
     does not carry over."""
     mapping = dict(g_kwargs.get("mapping_kwargs") or {})
     synthesis = dict(g_kwargs.get("synthesis_kwargs") or {})
-    _check(int(g_kwargs.get("c_dim", 0)) == 0, f"class labels (c_dim {g_kwargs.get('c_dim')})")
+    c_dim = int(g_kwargs.get("c_dim", 0))
+    _check(mapping.get("embed_features") in (None, g_kwargs.get("w_dim")), "embedding features")
     _check(int(g_kwargs.get("img_channels", 3)) == 3, f"{g_kwargs.get('img_channels')} channels")
     architecture = synthesis.get("architecture", "skip")
     _check(architecture == "skip", f"the {architecture!r} generator architecture")
@@ -75,9 +76,15 @@ def network_config(g_kwargs: dict[str, Any], d_kwargs: dict[str, Any] | None) ->
     base = int(synthesis.get("channel_base", 32768))
     top = int(synthesis.get("channel_max", 512))
     clamp = synthesis.get("conv_clamp")
-    group = 4
+    group, d_layers = 4, 8
     if d_kwargs is not None:
-        _check(int(d_kwargs.get("c_dim", 0)) == 0, "a conditional discriminator")
+        _check(int(d_kwargs.get("c_dim", 0)) == c_dim, "different classes in G and D")
+        _check(d_kwargs.get("cmap_dim") is None, "a cmap width of its own")
+        d_mapping = dict(d_kwargs.get("mapping_kwargs") or {})
+        d_layers = int(d_mapping.get("num_layers", 8))
+        for key in ("embed_features", "layer_features"):
+            _check(d_mapping.get(key) is None, f"discriminator mapping {key}")
+        _check(d_mapping.get("lr_multiplier", 0.01) == 0.01, "another D mapping multiplier")
         _check(d_kwargs.get("architecture", "resnet") == "resnet",
                f"the {d_kwargs.get('architecture')!r} discriminator architecture")  # fmt: skip
         _check((int(d_kwargs.get("channel_base", 32768)), int(d_kwargs.get("channel_max", 512)))
@@ -95,6 +102,8 @@ def network_config(g_kwargs: dict[str, Any], d_kwargs: dict[str, Any] | None) ->
         channel_max=top,
         mbstd_group=group,
         conv_clamp=None if clamp is None else float(clamp),
+        c_dim=c_dim,
+        d_mapping_layers=d_layers,
     )
     try:
         return config.validate()
@@ -122,7 +131,9 @@ def discriminator_names(tensors: dict[str, torch.Tensor], config: NetworkConfig)
     for name, value in tensors.items():
         if re.fullmatch(r"b\d+\.((fromrgb|conv0|conv)\.)?resample_filter", name):
             continue  # filters of layers that do not resample: never used
-        if m := re.fullmatch(r"b4\.(conv|fc|out)\.(.+)", name):
+        if m := re.fullmatch(r"mapping\.fc(\d+)\.(.+)", name):
+            name = f"mapping.net.{m.group(1)}.{m.group(2)}"
+        elif m := re.fullmatch(r"b4\.(conv|fc|out)\.(.+)", name):
             name = f"{m.group(1)}.{m.group(2)}"
         elif m := re.fullmatch(rf"b{config.resolution}\.fromrgb\.(weight|bias)", name):
             name = f"fromrgb.{m.group(1)}"

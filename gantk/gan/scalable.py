@@ -246,7 +246,11 @@ class GeneratorInstance(nn.Module):
         )
 
     def forward(
-        self, z: torch.Tensor, psi: float = 1.0, noise_mode: str = "random"
+        self,
+        z: torch.Tensor,
+        psi: float = 1.0,
+        noise_mode: str = "random",
+        c: torch.Tensor | None = None,  # the Generator's signature; instances have no classes
     ) -> torch.Tensor:
         if psi != 1.0:
             raise GantkError(
