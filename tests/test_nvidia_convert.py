@@ -236,3 +236,23 @@ def test_unsupported_settings_are_named(change, message) -> None:
     g_kwargs.update(change)
     with pytest.raises(GantkError, match=message.replace("(", r"\(").replace("[", r"\[")):
         network_config(g_kwargs, None)
+
+
+@needs_fixtures
+def test_fddf_of_a_converted_pair(cli, tmp_path) -> None:
+    from gantk.gan.fddf import fddf
+    from gantk.io.datasets import open_dataset
+
+    g, d = tmp_path / "g.safetensors", tmp_path / "d.safetensors"
+    assert cli("convert", FIXTURES / "sg2ada-tiny-32.pkl", "--out", g, "--discriminator", d,
+               "--quiet").exit_code == 0  # fmt: skip
+    result = cli("evaluate", "fddf", g, "builtin:shapes", "-n", "40", "--discriminator", d,
+                 "--device", "cpu", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    value = json.loads(result.stdout)["metrics"]["fddf"]
+    data = open_dataset("builtin:shapes", resolution=32, allow_upscale=True)
+    direct = fddf(load_discriminator(d), load_generator(g), data, 40, 64, seed=0)
+    assert value == pytest.approx(direct, rel=1e-9)
+    assert "also needs its discriminator" in error_line(
+        cli("evaluate", "fddf", g, "builtin:shapes", "-n", "40")
+    )

@@ -21,6 +21,22 @@ from gantk.cli.evaluate_common import (
     report_metrics,
     subset_names,
 )
+from gantk.errors import GantkError
+
+
+def _checkpoint_pair(generator: Path, discriminator: Path | None, device: str):
+    from gantk.gan.generate import load_generator
+    from gantk.gan.nvidia import load_discriminator
+
+    if discriminator is None:
+        raise GantkError(
+            f"{generator} is a generator checkpoint: FDDF also needs its discriminator, "
+            "--discriminator D.safetensors (gantk convert MODEL.pkl --discriminator ...)"
+        )
+    G, D = load_generator(generator, device), load_discriminator(discriminator, device)
+    if D.config != G.config:
+        raise GantkError(f"{discriminator} is not the discriminator of {generator}")
+    return G, D
 
 
 @handle_errors
@@ -29,7 +45,8 @@ def fddf_command(
         Path,
         typer.Argument(
             metavar="RUN",
-            help="A training run folder (uses its latest-state.safetensors).",
+            help="A training run folder (uses its latest-state.safetensors), or a generator "
+            "checkpoint with --discriminator (e.g. from `gantk convert`).",
             show_default=False,
         ),
     ],
@@ -43,6 +60,10 @@ def fddf_command(
         int, typer.Option("-n", "--count", min=2, help="Real and generated images.")
     ] = 10000,
     batch_size: BatchOpt = 64,
+    discriminator: Annotated[
+        Path | None,
+        typer.Option("--discriminator", help="The discriminator, when RUN is a checkpoint."),
+    ] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
@@ -56,8 +77,16 @@ def fddf_command(
     from gantk.io.datasets import open_dataset
 
     out = Output(quiet, as_json)
-    G, D, config = load_run_networks(run, resolve_device(device))
-    dataset = open_dataset(data, resolution=config.network.resolution, allow_upscale=True)
+    dev = resolve_device(device)
+    if run.is_file():
+        G, D = _checkpoint_pair(run, discriminator, dev)
+        resolution = G.config.resolution
+    else:
+        if discriminator is not None:
+            raise GantkError("--discriminator goes with a generator checkpoint; RUN is a folder")
+        G, D, config = load_run_networks(run, dev)
+        resolution = config.network.resolution
+    dataset = open_dataset(data, resolution=resolution, allow_upscale=True)
     value = fddf(D, G, dataset, count, batch_size, seed=seed)
     report_metrics(
         out,
