@@ -18,7 +18,6 @@ them and listed in the record, or stop the command with ``strict``.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from gantk.fingerprint import bits as fpbits
 from gantk.fingerprint.stego import StegoDecoder, StegoEncoder, decode_bits, embed_any_size
 from gantk.io.atomic import atomic_dir, check_output
 from gantk.io.bundled import resolve_model_path
+from gantk.io.checkpoint import file_sha256
 from gantk.io.images import UnreadableImage, list_images, open_image
 
 RECORD = "fingerprint.json"
@@ -47,14 +47,6 @@ def resolve_model(spec: str | Path | None) -> Path:
     return resolve_model_path(
         str(spec or "builtin:stego-100"), "stego model", "gantk train stego (stego.safetensors)"
     )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------

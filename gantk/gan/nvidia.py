@@ -15,7 +15,6 @@ image in both tools.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import torch
 from gantk.errors import GantkError
 from gantk.gan.generate import LATENTS_KEY, NUMPY_LATENTS
 from gantk.gan.networks import GENERATOR_KIND, Discriminator, Generator, NetworkConfig
+from gantk.io.checkpoint import file_sha256
 from gantk.io.config_schema import build_matching
 from gantk.io.nvidia_pickle import PersistentRecord, module_tensors, read_network_pickle
 
@@ -141,14 +141,6 @@ def discriminator_names(tensors: dict[str, torch.Tensor], config: NetworkConfig)
             name = f"blocks.{index.get(int(m.group(1)), -1)}.{m.group(2)}"
         renamed[name] = value
     return renamed
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def convert(path: str | Path, discriminator: bool = True) -> Converted:

@@ -13,6 +13,7 @@ plus a JSON skeleton, and :func:`unflatten_state` reverses it.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import struct
@@ -72,6 +73,15 @@ def save_checkpoint(
             raise OSError(errno.EIO, str(exc).split("message:")[-1].strip(' "})')) from exc
         os.chmod(tmp, default_mode(directory=False))  # save_file recreates the file as 0600
     return Path(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks (recorded for models a file came from)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
