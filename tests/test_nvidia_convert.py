@@ -218,7 +218,8 @@ def test_init_errors(cli, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"synthesis_kwargs": {"architecture": "orig"}}, "the 'orig' generator architecture"),
+        ({"synthesis_kwargs": {"architecture": "progressive"}},
+         "the 'progressive' generator architecture"),
         ({"img_channels": 1}, "1 channels"),
         ({"synthesis_kwargs": {"resample_filter": [1, 2, 1]}}, "another resampling filter"),
         ({"mapping_kwargs": {"num_layers": 2, "lr_multiplier": 0.1}},
@@ -256,3 +257,36 @@ def test_fddf_of_a_converted_pair(cli, tmp_path) -> None:
     assert "also needs its discriminator" in error_line(
         cli("evaluate", "fddf", g, "builtin:shapes", "-n", "40")
     )
+
+
+ARCH_DATA = Path(__file__).parent / "data" / "nvidia-arch"
+
+
+@pytest.mark.parametrize("name", ["g-resnet-d-skip", "g-orig-d-orig"])
+def test_the_other_architectures_compute_what_nvidia_computes(name) -> None:
+    """StyleGAN2's resnet and orig generators and skip and orig discriminators, against outputs
+    of NVIDIA's code stored as data in tests/data/nvidia-arch (see make_reference.py there)."""
+    from safetensors.torch import load_file
+
+    from gantk.gan.nvidia import convert_networks
+
+    tensors = load_file(ARCH_DATA / f"{name}.safetensors")
+    kwargs = json.loads((ARCH_DATA / f"{name}.json").read_text())
+    ref = np.load(ARCH_DATA / f"{name}-reference.npz")
+    part = lambda prefix: {k[2:]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+    converted = convert_networks(kwargs["G_kwargs"], part("G."), kwargs["D_kwargs"], part("D."),
+                                 {})  # fmt: skip
+    g_arch = kwargs["G_kwargs"]["synthesis_kwargs"]["architecture"]
+    assert (converted.config.g_arch, converted.config.d_arch) == (
+        g_arch, kwargs["D_kwargs"]["architecture"]
+    )  # fmt: skip
+    z = torch.from_numpy(ref["z"])
+    with torch.no_grad():
+        np.testing.assert_allclose(converted.G.mapping(z).numpy(), ref["ws"], atol=1e-4, rtol=0)
+        for psi in (1.0, 0.7):
+            img = converted.G(z, psi=psi, noise_mode="const").numpy()
+            np.testing.assert_allclose(img, ref[f"img_psi{psi}"], atol=1e-4, rtol=0)
+        logits = converted.D(torch.from_numpy(ref["img_psi1.0"])).numpy()
+    np.testing.assert_allclose(logits, ref["d_logits"].reshape(-1), atol=1e-4, rtol=0)
+    # only the last generator block draws RGB outside the skip architecture
+    assert [hasattr(b, "torgb") for b in converted.G.blocks] == [False, False, True]

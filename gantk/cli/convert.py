@@ -39,9 +39,9 @@ def convert(
     NVIDIA's code computes (within 1e-4), and `--seeds` draws NVIDIA's latents
     (np.random.RandomState(seed)), so seed 42 is the same image in both tools. The file's
     SHA-256 and training arguments are recorded in the checkpoint. Supported: unconditional and
-    class-conditional models (`gantk generate --class K`), any resolution 4-1024, the skip
-    generator and resnet discriminator (NVIDIA's defaults), any mapping depth, conv_clamp, fp16
-    layers (computed in float32).
+    class-conditional models (`gantk generate --class K`), any resolution 4-1024, the skip,
+    resnet and orig architectures of G and D, any mapping depth, conv_clamp, fp16 layers
+    (computed in float32).
     """
     from gantk.errors import GantkError
     from gantk.gan.nvidia import convert as convert_model

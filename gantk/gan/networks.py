@@ -21,18 +21,21 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gantk.errors import GantkError
 from gantk.gan.attention import make_attention, parse_attention_spec
 from gantk.io.images import check_resolution
-from gantk.nn.layers import EqualConv2d, EqualLinear, MinibatchStd, bias_act
-from gantk.nn.resample import make_filter, upsample2d
+from gantk.nn.layers import LRELU_GAIN, EqualConv2d, EqualLinear, MinibatchStd, bias_act
+from gantk.nn.resample import downsample2d, make_filter, upsample2d
 from gantk.ops.modulated_conv import modulated_conv2d
 
 # Checkpoint kind of a plain generator (latest.safetensors, snapshots).
 GENERATOR_KIND = "gan-generator"
 LEGACY_RESAMPLING = "gantk-0.1"
+G_ARCHS = ("skip", "resnet", "orig")
+D_ARCHS = ("resnet", "skip", "orig")
 RESAMPLING = ("reference", LEGACY_RESAMPLING)
 
 
@@ -67,6 +70,10 @@ class NetworkConfig:
     # d_mapping_layers-deep mapping network.
     c_dim: int = 0
     d_mapping_layers: int = 8
+    # StyleGAN2's architectures (Fig. 7): G "skip" (RGB outputs summed over resolutions, config
+    # E/F), "resnet" or "orig" (one RGB output); D "resnet" (config E/F), "skip" or "orig".
+    g_arch: str = "skip"
+    d_arch: str = "resnet"
 
     def channels(self, res: int) -> int:
         return max(1, min(self.channel_base // res, self.channel_max))
@@ -98,6 +105,13 @@ class NetworkConfig:
             (self.conv_clamp is None or self.conv_clamp > 0, "conv_clamp must be above 0"),
             (self.resampling in RESAMPLING, f"resampling must be one of {', '.join(RESAMPLING)}"),
             (0 <= self.c_dim <= 100_000, "the number of classes must be in 0..100000"),
+            (self.g_arch in G_ARCHS, f"the generator architecture must be one of {G_ARCHS}"),
+            (self.d_arch in D_ARCHS, f"the discriminator architecture must be one of {D_ARCHS}"),
+            (
+                self.g_arch == "skip" or not (self.g_attn or self.fingerprint_bits),
+                "attention and fingerprints need the skip generator",
+            ),
+            (self.d_arch == "resnet" or not self.d_attn, "D attention needs the resnet D"),
             (1 <= self.d_mapping_layers <= 64, "D's mapping depth must be in 1..64"),
         ]
         for ok, message in checks:
@@ -266,7 +280,9 @@ class SynthesisLayer(nn.Module):
             return x + self.noise_const.to(x.dtype) * self.noise_strength.to(x.dtype)
         return x
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", gain: float = 1.0
+    ) -> torch.Tensor:
         styles = self.affine(w)
 
         def conv(inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -279,7 +295,8 @@ class SynthesisLayer(nn.Module):
         else:
             x = conv(x, weight)
         x = self.add_noise(x, noise_mode)
-        return bias_act(x, self.bias, "lrelu", clamp=self.clamp)
+        clamp = None if self.clamp is None else self.clamp * gain
+        return bias_act(x, self.bias, "lrelu", gain=LRELU_GAIN * gain, clamp=clamp)
 
 
 class AttentionLayer(nn.Module):
@@ -313,6 +330,20 @@ class ToRGB(nn.Module):
         return bias_act(x, self.bias, clamp=self.clamp)
 
 
+class UpsampleSkip(nn.Module):
+    """The resnet generator's shortcut: a 1x1 conv without bias, then 2x upsampling."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.weight_gain = 1.0 / math.sqrt(in_channels)
+        self.register_buffer("resample_filter", make_filter())
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        x = F.conv2d(x, (self.weight * self.weight_gain).to(x.dtype))
+        return upsample2d(x, self.resample_filter) * gain
+
+
 class SynthesisBlock(nn.Module):
     def __init__(
         self,
@@ -325,9 +356,11 @@ class SynthesisBlock(nn.Module):
         const_input: bool = True,
         clamp: float | None = None,
         resampling: str = "reference",
+        architecture: str = "skip",
+        is_last: bool = True,
     ) -> None:
         super().__init__()
-        self.first, self.resolution = resolution == 4, resolution
+        self.first, self.resolution, self.architecture = resolution == 4, resolution, architecture
         # Without const_input the 4x4 block takes its input from the caller (the scalable-
         # fingerprint generator feeds z there).
         if self.first:
@@ -341,7 +374,12 @@ class SynthesisBlock(nn.Module):
             if attn
             else SynthesisLayer(out_channels, out_channels, w_dim, resolution, clamp=clamp)
         )
-        self.torgb = ToRGB(out_channels, w_dim, clamp)
+        # Every block draws RGB in the skip architecture, only the last one otherwise.
+        self.has_torgb = is_last or architecture == "skip"
+        if self.has_torgb:
+            self.torgb = ToRGB(out_channels, w_dim, clamp)
+        if architecture == "resnet" and not self.first:
+            self.skip = UpsampleSkip(in_channels, out_channels)
         self.num_conv = 1 if self.first else 2
         self.register_buffer("resample_filter", make_filter())  # saved: checkpoints may differ
 
@@ -353,11 +391,18 @@ class SynthesisBlock(nn.Module):
             if x is None:
                 x = self.const.to(ws.dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
             x = self.conv1(x, ws[:, 0], noise_mode)
+        elif self.architecture == "resnet":
+            shortcut = self.skip(x, gain=math.sqrt(0.5))
+            x = self.conv0(x, ws[:, 0], noise_mode)
+            x = shortcut + self.conv1(x, ws[:, 1], noise_mode, gain=math.sqrt(0.5))
         else:
             x = self.conv0(x, ws[:, 0], noise_mode)
             x = self.conv1(x, ws[:, 1], noise_mode)
-        rgb = self.torgb(x, ws[:, self.num_conv])
-        img = rgb if img is None else upsample2d(img, self.resample_filter) + rgb
+        if img is not None:
+            img = upsample2d(img, self.resample_filter)
+        if self.has_torgb:
+            rgb = self.torgb(x, ws[:, self.num_conv])
+            img = rgb if img is None else img + rgb
         return x, img
 
 
@@ -370,7 +415,8 @@ def synthesis_blocks(config: NetworkConfig, const_input: bool = True) -> nn.Modu
         kind = attn[0] if attn and attn[1] == res else None
         blocks.append(SynthesisBlock(in_ch, config.channels(res), config.w_dim, res, kind,
                                      config.attn_kernel, const_input,
-                                     config.conv_clamp, config.resampling))  # fmt: skip
+                                     config.conv_clamp, config.resampling, config.g_arch,
+                                     res == config.resolution))  # fmt: skip
     return blocks
 
 
@@ -406,7 +452,9 @@ class Generator(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    """Residual block: two 3x3 convs (the second halves the resolution) plus a 1x1 skip."""
+    """Two 3x3 convs (the second halves the resolution); the resnet architecture adds a 1x1
+    shortcut, the skip one reads the image again at this resolution (``fromrgb``, for every
+    block after the first) and downsamples it for the next."""
 
     def __init__(
         self,
@@ -416,9 +464,15 @@ class DiscriminatorBlock(nn.Module):
         attn: str | None,
         attn_kernel: int,
         clamp: float | None = None,
+        architecture: str = "resnet",
+        reads_image: bool = False,
     ) -> None:
         super().__init__()
-        self.attn_kind = attn
+        self.attn_kind, self.architecture = attn, architecture
+        if reads_image:
+            self.fromrgb = EqualConv2d(3, in_channels, 1, activation="lrelu", clamp=clamp)
+        if architecture == "skip":
+            self.register_buffer("resample_filter", make_filter())
         if attn:
             self.conv0 = make_attention("san", in_channels, attn_kernel)
         else:
@@ -427,19 +481,21 @@ class DiscriminatorBlock(nn.Module):
             in_channels, out_channels, 3, activation="lrelu", down=2, clamp=clamp,
             persistent_filter=True,
         )  # fmt: skip
-        self.skip = EqualConv2d(
-            in_channels, out_channels, 1, bias=False, down=2, persistent_filter=True
-        )
+        if architecture == "resnet":
+            self.skip = EqualConv2d(
+                in_channels, out_channels, 1, bias=False, down=2, persistent_filter=True
+            )
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
-        skip = self.skip(x, gain=math.sqrt(0.5))
         if self.attn_kind == "reference":
             h = self.conv0(ref, x)  # keys/queries from the reference, values + residual from x
         elif self.attn_kind == "self":
             h = self.conv0(x, x)
         else:
             h = self.conv0(x)
-        return skip + self.conv1(h, gain=math.sqrt(0.5))
+        if self.architecture != "resnet":
+            return self.conv1(h)
+        return self.skip(x, gain=math.sqrt(0.5)) + self.conv1(h, gain=math.sqrt(0.5))
 
 
 class Discriminator(nn.Module):
@@ -467,8 +523,12 @@ class Discriminator(nn.Module):
                     kind,
                     config.attn_kernel,
                     clamp,
+                    config.d_arch,
+                    reads_image=config.d_arch == "skip" and res != top,
                 )
             )
+        if config.d_arch == "skip":  # the 4x4 epilogue reads the image too
+            self.fromrgb4 = EqualConv2d(3, config.channels(4), 1, activation="lrelu", clamp=clamp)
         ch = config.channels(4)
         self.mbstd = MinibatchStd(config.mbstd_group) if minibatch_std else None
         self.conv = EqualConv2d(ch + int(minibatch_std), ch, 3, activation="lrelu", clamp=clamp)
@@ -498,12 +558,18 @@ class Discriminator(nn.Module):
         x = self.fromrgb(img)
         r = self.fromrgb(ref) if self.needs_reference else None
         for block in self.blocks:
+            if block.architecture == "skip":  # the image again, at each resolution
+                if hasattr(block, "fromrgb"):
+                    x = x + block.fromrgb(img)
+                img = downsample2d(img, block.resample_filter)
             if r is not None and block.attn_kind == "reference":
                 x, r = block(x, r), None  # the branches fuse here
             else:
                 if r is not None:
                     r = block(r)
                 x = block(x)
+        if hasattr(self, "fromrgb4"):
+            x = x + self.fromrgb4(img)
         x = self.conv(self.mbstd(x) if self.mbstd is not None else x)
         features = self.fc(x.flatten(1))
         logits = self.out(features)

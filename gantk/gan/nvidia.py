@@ -25,7 +25,14 @@ import torch
 
 from gantk.errors import GantkError
 from gantk.gan.generate import LATENTS_KEY, NUMPY_LATENTS
-from gantk.gan.networks import GENERATOR_KIND, Discriminator, Generator, NetworkConfig
+from gantk.gan.networks import (
+    D_ARCHS,
+    G_ARCHS,
+    GENERATOR_KIND,
+    Discriminator,
+    Generator,
+    NetworkConfig,
+)
 from gantk.io.checkpoint import file_sha256
 from gantk.io.config_schema import build_matching
 from gantk.io.nvidia_pickle import PersistentRecord, module_tensors, read_network_pickle
@@ -65,8 +72,8 @@ def network_config(g_kwargs: dict[str, Any], d_kwargs: dict[str, Any] | None) ->
     c_dim = int(g_kwargs.get("c_dim", 0))
     _check(mapping.get("embed_features") in (None, g_kwargs.get("w_dim")), "embedding features")
     _check(int(g_kwargs.get("img_channels", 3)) == 3, f"{g_kwargs.get('img_channels')} channels")
-    architecture = synthesis.get("architecture", "skip")
-    _check(architecture == "skip", f"the {architecture!r} generator architecture")
+    g_arch = synthesis.get("architecture", "skip")
+    _check(g_arch in G_ARCHS, f"the {g_arch!r} generator architecture")
     _check(synthesis.get("resample_filter", DEFAULT_FILTER) == DEFAULT_FILTER,
            "another resampling filter")  # fmt: skip
     _check(mapping.get("lr_multiplier", 0.01) == 0.01, "another mapping learning-rate multiplier")
@@ -76,7 +83,7 @@ def network_config(g_kwargs: dict[str, Any], d_kwargs: dict[str, Any] | None) ->
     base = int(synthesis.get("channel_base", 32768))
     top = int(synthesis.get("channel_max", 512))
     clamp = synthesis.get("conv_clamp")
-    group, d_layers = 4, 8
+    group, d_layers, d_arch = 4, 8, "resnet"
     if d_kwargs is not None:
         _check(int(d_kwargs.get("c_dim", 0)) == c_dim, "different classes in G and D")
         _check(d_kwargs.get("cmap_dim") is None, "a cmap width of its own")
@@ -85,8 +92,8 @@ def network_config(g_kwargs: dict[str, Any], d_kwargs: dict[str, Any] | None) ->
         for key in ("embed_features", "layer_features"):
             _check(d_mapping.get(key) is None, f"discriminator mapping {key}")
         _check(d_mapping.get("lr_multiplier", 0.01) == 0.01, "another D mapping multiplier")
-        _check(d_kwargs.get("architecture", "resnet") == "resnet",
-               f"the {d_kwargs.get('architecture')!r} discriminator architecture")  # fmt: skip
+        d_arch = d_kwargs.get("architecture", "resnet")
+        _check(d_arch in D_ARCHS, f"the {d_arch!r} discriminator architecture")
         _check((int(d_kwargs.get("channel_base", 32768)), int(d_kwargs.get("channel_max", 512)))
                == (base, top), "different channel widths in G and D")  # fmt: skip
         _check(d_kwargs.get("conv_clamp") == clamp, "different output clamps in G and D")
@@ -104,6 +111,8 @@ def network_config(g_kwargs: dict[str, Any], d_kwargs: dict[str, Any] | None) ->
         conv_clamp=None if clamp is None else float(clamp),
         c_dim=c_dim,
         d_mapping_layers=d_layers,
+        g_arch=g_arch,
+        d_arch=d_arch,
     )
     try:
         return config.validate()
@@ -129,9 +138,14 @@ def discriminator_names(tensors: dict[str, torch.Tensor], config: NetworkConfig)
     index = {res: i for i, res in enumerate(reversed(config.resolutions()[1:]))}
     renamed = {}
     for name, value in tensors.items():
-        if re.fullmatch(r"b\d+\.((fromrgb|conv0|conv)\.)?resample_filter", name):
-            continue  # filters of layers that do not resample: never used
-        if m := re.fullmatch(r"mapping\.fc(\d+)\.(.+)", name):
+        unused = r"b\d+\.(fromrgb|conv0|conv)\.resample_filter"  # layers that do not resample
+        if config.d_arch != "skip":  # only the skip D downsamples the image itself
+            unused += r"|b\d+\.resample_filter"
+        if re.fullmatch(unused, name):
+            continue
+        if m := re.fullmatch(r"b4\.fromrgb\.(weight|bias)", name):
+            name = f"fromrgb4.{m.group(1)}"
+        elif m := re.fullmatch(r"mapping\.fc(\d+)\.(.+)", name):
             name = f"mapping.net.{m.group(1)}.{m.group(2)}"
         elif m := re.fullmatch(r"b4\.(conv|fc|out)\.(.+)", name):
             name = f"{m.group(1)}.{m.group(2)}"
@@ -155,18 +169,6 @@ def convert(path: str | Path, discriminator: bool = True) -> Converted:
         raise GantkError(f"{path} holds no discriminator (D); convert the generator alone")
     g_kwargs = _kwargs(g_record)
     d_kwargs = _kwargs(d_record) if d_record is not None else None
-    try:
-        config = network_config(g_kwargs, d_kwargs)
-    except GantkError as exc:
-        raise GantkError(f"{path}: {exc}") from None
-    G = build_matching(lambda: Generator(config),
-                       generator_names(module_tensors(g_record), config), path,
-                       "generator (as gantk reads it)")  # fmt: skip
-    D = None
-    if d_record is not None:
-        D = build_matching(lambda: Discriminator(config),
-                           discriminator_names(module_tensors(d_record), config), path,
-                           "discriminator (as gantk reads it)")  # fmt: skip
     source = {
         "file": path.name,
         "sha256": file_sha256(path),
@@ -175,7 +177,34 @@ def convert(path: str | Path, discriminator: bool = True) -> Converted:
         "D_kwargs": d_kwargs,
         "training_set_kwargs": data.get("training_set_kwargs"),
     }
-    return Converted(config, G.eval(), None if D is None else D.eval(), _plain(source))
+    d_tensors = module_tensors(d_record) if d_record is not None else None
+    try:
+        return convert_networks(g_kwargs, module_tensors(g_record), d_kwargs, d_tensors,
+                                _plain(source), path)  # fmt: skip
+    except GantkError as exc:
+        message = str(exc)
+        raise GantkError(
+            message if message.startswith(str(path)) else f"{path}: {message}"
+        ) from None
+
+
+def convert_networks(
+    g_kwargs: dict[str, Any],
+    g_tensors: dict[str, torch.Tensor],
+    d_kwargs: dict[str, Any] | None,
+    d_tensors: dict[str, torch.Tensor] | None,
+    source: dict[str, Any],
+    where: str | Path = "the model",
+) -> Converted:
+    """gantk networks from NVIDIA's construction arguments and tensors (by NVIDIA's names)."""
+    config = network_config(g_kwargs, d_kwargs)
+    G = build_matching(lambda: Generator(config), generator_names(g_tensors, config), where,
+                       "generator (as gantk reads it)")  # fmt: skip
+    D = None
+    if d_tensors is not None:
+        D = build_matching(lambda: Discriminator(config), discriminator_names(d_tensors, config),
+                           where, "discriminator (as gantk reads it)")  # fmt: skip
+    return Converted(config, G.eval(), None if D is None else D.eval(), source)
 
 
 DISCRIMINATOR_KIND = "gan-discriminator"
