@@ -14,22 +14,37 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, sys.argv[1])
-import dnnlib  # noqa: E402  (NVIDIA's, from the path above)
+import dnnlib
 
 out = sys.argv[2]
 CASES = {"g-resnet-d-skip": ("resnet", "skip"), "g-orig-d-orig": ("orig", "orig")}
 for name, (g_arch, d_arch) in CASES.items():
     torch.manual_seed(0)
     common = dict(c_dim=0, img_resolution=16, img_channels=3)
-    g_kwargs = dict(z_dim=16, w_dim=16, mapping_kwargs=dict(num_layers=2),
-                    synthesis_kwargs=dict(channel_base=256, channel_max=16, num_fp16_res=0,
-                                          conv_clamp=256, architecture=g_arch), **common)
-    d_kwargs = dict(channel_base=256, channel_max=16, num_fp16_res=0, conv_clamp=256,
-                    architecture=d_arch, block_kwargs={}, mapping_kwargs={},
-                    epilogue_kwargs=dict(mbstd_group_size=4), **common)
+    g_kwargs = dict(
+        z_dim=16,
+        w_dim=16,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(
+            channel_base=256, channel_max=16, num_fp16_res=0, conv_clamp=256, architecture=g_arch
+        ),
+        **common,
+    )
+    d_kwargs = dict(
+        channel_base=256,
+        channel_max=16,
+        num_fp16_res=0,
+        conv_clamp=256,
+        architecture=d_arch,
+        block_kwargs={},
+        mapping_kwargs={},
+        epilogue_kwargs=dict(mbstd_group_size=4),
+        **common,
+    )
     G = dnnlib.util.construct_class_by_name(class_name="training.networks.Generator", **g_kwargs)
-    D = dnnlib.util.construct_class_by_name(class_name="training.networks.Discriminator",
-                                            **d_kwargs)
+    D = dnnlib.util.construct_class_by_name(
+        class_name="training.networks.Discriminator", **d_kwargs
+    )
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for net in (G, D):
