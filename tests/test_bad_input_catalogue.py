@@ -3,7 +3,6 @@ expected words, exit status 2, writes nothing and leaves its inputs as they were
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from pathlib import Path
@@ -109,4 +108,3 @@ def test_catalogue_row(cli, files, tmp_path, case, command, expected) -> None:
 def test_catalogue_commands_name_real_files(files) -> None:
     names = {m for _, command, _ in rows() for m in re.findall(r"\{(\w+)\}", command)}
     assert names <= {*files, "tmp", "link", "dangling"}, names
-    assert json.loads(json.dumps(sorted(names)))  # the table parsed to something
