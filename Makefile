@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo demo-full test lint man bench models training-data clean
+.PHONY: install demo demo-full test lint man bench models training-data gpu-check gpu-wheels gpu-data clean
 
 install: $(STAMP)
 
@@ -26,8 +26,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check gantk tests bench examples
-	$(BIN)/ruff format --check gantk tests bench examples
+	$(BIN)/ruff check gantk tests bench examples scripts
+	$(BIN)/ruff format --check gantk tests bench examples scripts
 
 man: $(STAMP)
 	$(BIN)/python -m gantk.cli.manpages man
@@ -50,6 +50,25 @@ training-data: $(STAMP)
 models: $(STAMP)
 	scripts/train_stego_100.sh runs/stego-100-v2
 	scripts/train_texture_mixer.sh runs/texture-mixer-v2
+
+# Everything a GPU can tell us in one call of about 9 minutes (scripts/gpu_check.sh; results in
+# $$OUT or out/gpu-check). No venv needed on the GPU machine: its python3 runs this checkout.
+# DEVICE=cpu is the rehearsal (small shapes, a few minutes; tests/test_gpu_check.py runs it).
+DEVICE ?= cuda
+GPU_PY = $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	DEVICE=$(DEVICE) PY=$(GPU_PY) bash scripts/gpu_check.sh
+
+# Wheels the GPU machine lacks (Python 3.12 there), for the device tool to carry as .whl/.
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl lpips==0.1.4 pytorch-fid==0.3.0 PyMaxflow
+
+# A subset of data/training (make training-data) small enough to carry to the GPU machine, for
+# gpu-check's step that continues the bundled models' training.
+gpu-data: $(STAMP)
+	$(BIN)/python scripts/gpu_data.py data/training gpu-data --mib 40
 
 clean:
 	rm -rf out runs build dist *.egg-info .pytest_cache .ruff_cache

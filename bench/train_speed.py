@@ -120,6 +120,11 @@ def main() -> None:
         default=os.environ.get("GANTK_OPS", "auto"),
         help="comma-separated GANTK_OPS values to run every variant with, e.g. ref,cuda",
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated subset of {', '.join(VARIANTS)} (default: all)",
+    )
     parser.add_argument("--only", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     args = parser.parse_args()
@@ -128,10 +133,14 @@ def main() -> None:
     if args.only:
         print(json.dumps(measure(args, args.only)))
         return
+    variants = [v.strip() for v in args.variants.split(",")]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or "baseline" not in variants:
+        parser.error(f"--variants: need baseline (the ratios' base); unknown: {unknown}")
     rows = []
     for ops_path in args.ops.split(","):
         env = {**os.environ, "GANTK_OPS": ops_path.strip()}
-        for variant in VARIANTS:
+        for variant in variants:
             cmd = [sys.executable, __file__, *sys.argv[1:], "--only", variant]
             done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -15,6 +15,7 @@ numbers, so one file holds the whole training curve.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 
 from gantk.io.checkpoint import read_metadata
 
-WIP = Path("models-wip")
+WIP = Path(os.environ.get("WIP_DIR", "models-wip"))  # WIP_DIR: elsewhere, e.g. for a rehearsal
 NAMES = {"stego": ("stego-100-v2", "stego.safetensors"),
          "texture": ("texture-mixer-v2", "latest.safetensors")}  # fmt: skip
 

@@ -15,7 +15,8 @@
 # blur, JPEG, crop, resize, brightness) at 0.94. (The run behind the v2 files went in three
 # phases, each from the previous one's snapshot: steps 0-2000 at chroma weight 1 without --luma
 # and target 0.97, 2000-2750 at chroma weight 8, then --luma and 0.94: docs/models.md.)
-# STEPS (default 40000) and THREADS (default 1) may be set; the shipped file may come from a
+# STEPS (default 40000), THREADS (default 1), DEVICE (default cpu) and SHIP=0 (stop after
+# saving the WIP file, without the held-out scoring) may be set; the shipped file may come from a
 # snapshot of the run, its step count is in the file's gantk.steps metadata (docs/models.md).
 # Between sessions the run lives on as models-wip/stego-100-v2.safetensors (fp16, written by
 # scripts/save_wip.py): with no run folder, this script continues from it.
@@ -26,15 +27,16 @@ GANTK=${GANTK:-.venv/bin/gantk}
 DATA=${DATA:-data/training}
 STEPS=${STEPS:-40000}
 THREADS=${THREADS:-1}
+DEVICE=${DEVICE:-cpu}  # cuda on a GPU machine (make gpu-check continues these runs there)
 
 PY=${PY:-.venv/bin/python}
-WIP=models-wip/stego-100-v2.safetensors
+WIP=${WIP_DIR:-models-wip}/stego-100-v2.safetensors  # WIP_DIR: elsewhere (scripts/save_wip.py)
 ARGS=(--resolution 64 --bits 100 --batch-size 16 --l2-delay 200 --l2-ramp 1000
   --robust noise,blur,jpeg,crop,resize,brightness --chroma-weight 8 --luma --target-acc 0.94
-  --snapshot-every 250 --threads "$THREADS" --device cpu --out "$RUN")
+  --snapshot-every 250 --threads "$THREADS" --device "$DEVICE" --out "$RUN")
 
 if [ -f "$RUN/state.safetensors" ]; then
-  "$GANTK" train stego --resume --out "$RUN" --steps "$STEPS" --threads "$THREADS" --device cpu
+  "$GANTK" train stego --resume --out "$RUN" --steps "$STEPS" --threads "$THREADS" --device "$DEVICE"
 else
   [ -f "$DATA/stego-train-64.h5" ] || scripts/training_data.sh "$DATA"
   mkdir -p "$RUN"
@@ -57,4 +59,4 @@ else
   fi
 fi
 "$PY" scripts/save_wip.py stego "$RUN"
-exec scripts/ship_stego.sh "$RUN/stego.safetensors"
+[ "${SHIP:-1}" = 0 ] || exec scripts/ship_stego.sh "$RUN/stego.safetensors"

@@ -10,7 +10,8 @@
 # (2500 steps on builtin:textures, taken from git history) with the same CPU-sized network:
 # 64 px crops (16x16x32 local latent, 32-d global code), generator width 64 with 5 residual
 # blocks, critics of width 16 (fresh); batch 4 pairs, Adam lr 0.001 (0, 0.99), Gram terms every
-# 4th step at 4x weight. STEPS (default 20000) and THREADS (default 1) may be set; the shipped
+# 4th step at 4x weight. STEPS (default 20000), THREADS (default 1), DEVICE (default cpu) and
+# SHIP=0 (stop after saving the WIP file, without the held-out scoring) may be set; the shipped
 # file may come from a snapshot of the run, its step count is in the gantk.steps metadata.
 # Between sessions the run lives on as models-wip/texture-mixer-v2.safetensors (fp16, written by
 # scripts/save_wip.py): with no run folder, this script continues from it.
@@ -21,12 +22,13 @@ GANTK=${GANTK:-.venv/bin/gantk}
 DATA=${DATA:-data/training}
 STEPS=${STEPS:-20000}
 THREADS=${THREADS:-1}
+DEVICE=${DEVICE:-cpu}  # cuda on a GPU machine (make gpu-check continues these runs there)
 
 PY=${PY:-.venv/bin/python}
-WIP=models-wip/texture-mixer-v2.safetensors
+WIP=${WIP_DIR:-models-wip}/texture-mixer-v2.safetensors  # WIP_DIR: elsewhere (scripts/save_wip.py)
 
 if [ -f "$RUN/state.safetensors" ]; then
-  "$GANTK" train texture --resume --out "$RUN" --steps "$STEPS" --threads "$THREADS" --device cpu
+  "$GANTK" train texture --resume --out "$RUN" --steps "$STEPS" --threads "$THREADS" --device "$DEVICE"
 else
   [ -d "$DATA/texture-train" ] || scripts/training_data.sh "$DATA"
   mkdir -p "$RUN"
@@ -43,7 +45,7 @@ else
   "$GANTK" train texture "$DATA/texture-train" --init "$START" --out "$RUN" --resolution 64 \
     --channels 64 --latent-channels 32 --global-dim 32 --d-channels 16 --batch-size 4 \
     --lr 0.001 --gram-every 4 --steps "$STEPS" --snapshot-every 250 --threads "$THREADS" \
-    --device cpu
+    --device "$DEVICE"
 fi
 "$PY" scripts/save_wip.py texture "$RUN"
-exec scripts/ship_texture_mixer.sh "$RUN/latest.safetensors"
+[ "${SHIP:-1}" = 0 ] || exec scripts/ship_texture_mixer.sh "$RUN/latest.safetensors"

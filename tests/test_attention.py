@@ -99,6 +99,7 @@ def test_patch_attention_reduced_precision(dtype: torch.dtype, tol: float) -> No
     np.testing.assert_allclose(out.double().numpy(), expected, rtol=tol, atol=tol)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
 def test_patch_attention_cuda_matches_cpu(dtype: torch.dtype, tol: float) -> None:

@@ -633,3 +633,24 @@ def test_embed_refuses_modes_it_cannot_keep(cli, model_file: Path, tmp_path: Pat
     line = error_line(cli("fingerprint-embed", root, "--encoder", model_file, "--out", out))
     assert "is a CMYK image" in line and "convert it to RGB" in line
     assert not out.exists()
+
+
+def test_ctrl_c_saves_after_the_step_and_restores_the_handler(tmp_path: Path) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+
+    def interrupt(entry: dict) -> None:
+        if entry["step"] == 1:  # a real SIGINT, as `timeout -s INT` or Ctrl-C sends
+            signal.raise_signal(signal.SIGINT)
+
+    config = replace(_train_config(4), snapshot_every=100)
+    trainer = StegoTrainer(config, tmp_path / "run")
+    trainer.run(on_log=interrupt)
+    assert trainer.step == 1 and signal.getsignal(signal.SIGINT) is before
+    # Saved at the stop although no snapshot was due, and resumable from there.
+    assert (tmp_path / "run" / "stego.safetensors").is_file()
+    resumed = start_or_resume(config, tmp_path / "run", resume=True)
+    assert resumed.step == 1
+    resumed.run()
+    assert resumed.step == 4

@@ -45,9 +45,14 @@ def test_sources_compile_and_import_without_a_gpu(cli, tmp_path: Path, monkeypat
     module = build.build(arch="9.0")
     for name in ("scaled_conv2d", "patch_attention_forward", "patch_attention_backward"):
         assert callable(getattr(module, name))
-    # A second build of the same sources is the cached one: no compiler runs.
+    # A second build of the same sources is the cached one: no compiler runs. It clears the
+    # build's self-check records, so the next use checks again.
+    marks = [library.parent / "selfcheck-failed.json", library.parent / "selfcheck-passed-x.json"]
+    for mark in marks:
+        mark.write_text("{}")
     again = json.loads(cli("ops", "build", "--arch", "9.0", "--json").stdout)
     assert again["was_cached"] is True and again["library"] == summary["library"]
+    assert not any(mark.exists() for mark in marks)
     # A node without the toolkit still loads the prebuild.
     monkeypatch.setattr(build, "find_cuda_home", lambda: None)
     assert callable(build.build(arch="9.0").scaled_conv2d)
@@ -243,7 +248,21 @@ def test_report_with_a_gpu_names_the_build(tmp_path: Path, monkeypatch) -> None:
     (folder / build.FAILED_MARK).write_text("boom")
     assert "earlier build failed" in ops.backend_report()["reason"]
     (folder / f"{build.module_name('9.0')}.so").write_bytes(b"")
+    monkeypatch.setattr(build, "check_device", lambda: torch.device("cpu"))
     assert ops.backend_report()["reason"].startswith("prebuilt kernels in")
+    assert "self-checked against the reference on first use" in ops.backend_report()["reason"]
+    (folder / "selfcheck-passed-cpu.json").write_text("{}")
+    assert "self-check passed on cpu" in ops.backend_report()["reason"]
+    (folder / "selfcheck-failed.json").write_text(
+        json.dumps({"device": "NVIDIA H200", "results": [{
+            "op": "patch_attention", "dtype": "bfloat16", "case": "B2", "max_error": 0.5,
+            "tolerance": 0.002, "passed": False}]})
+    )  # fmt: skip
+    report = ops.backend_report()
+    assert report["active"] == "ref"
+    assert "failed their self-check on NVIDIA H200 (patch_attention bfloat16" in report["reason"]
+    assert "5.00e-01 > tolerance 2.00e-03" in report["reason"]
+    (folder / "selfcheck-failed.json").unlink()
     monkeypatch.setattr(build, "find_cuda_home", lambda: None)
     (folder / f"{build.module_name('9.0')}.so").unlink()
     (folder / build.FAILED_MARK).unlink()

@@ -23,7 +23,10 @@ from gantk.ops.modulated_conv import (
 )
 from gantk.ops.patch_attention import PatchAttentionKernel, patch_attention_ref
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +160,14 @@ def test_short_training_matches_between_paths(tmp_path: Path, kernels) -> None:
     for (d_ref, g_ref), (d_cuda, g_cuda) in zip(losses["ref"], losses["cuda"], strict=True):
         assert abs(d_ref - d_cuda) < 0.05 * max(1.0, abs(d_ref))
         assert abs(g_ref - g_cuda) < 0.05 * max(1.0, abs(g_ref))
+
+
+def test_ops_check_passes_and_records_the_device(cli, kernels) -> None:
+    from gantk.ops import selfcheck
+
+    result = cli("ops", "check", "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["passed"] and len(report["checks"]) == 4 * len(selfcheck.full_cases())
+    folder = Path(report["build_dir"])
+    assert selfcheck.passed_mark(folder, torch.cuda.get_device_name()).is_file()

@@ -848,3 +848,22 @@ def test_load_texture_mixer_errors(tmp_path: Path, model: TextureMixer) -> None:
     )
     with pytest.raises(GantkError, match="does not match its own Texture Mixer config"):
         load_texture_mixer(damaged)
+
+
+@pytest.mark.usefixtures("fast_gram")
+def test_ctrl_c_saves_after_the_step(texture_dir: Path, tmp_path: Path) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+
+    def interrupt(entry: dict) -> None:
+        if entry["step"] == 1:  # a real SIGINT, as `timeout -s INT` or Ctrl-C sends
+            signal.raise_signal(signal.SIGINT)
+
+    trainer = TextureTrainer(
+        _config(texture_dir, steps=3, snapshot_every=100, log_every=1), tmp_path
+    )
+    trainer.run(on_log=interrupt)
+    assert trainer.step == 1 and signal.getsignal(signal.SIGINT) is before
+    for name in ("latest.safetensors", "state.safetensors"):
+        assert (tmp_path / name).is_file(), name

@@ -51,6 +51,7 @@ from gantk.io.checkpoint import (
 )
 from gantk.io.config_schema import build_matching, checked_config, tensors_under
 from gantk.io.runlog import LOG_FILE, append_log, rewind_log
+from gantk.io.stop_request import StopRequest
 from gantk.perturb import RandomPerturbation
 
 MODEL_FILE = "stego.safetensors"
@@ -269,24 +270,27 @@ class StegoTrainer:
         window: list[dict[str, float]] = []
         entry: dict = {}
         rewind_log(self.out / LOG_FILE, self.step)
-        while self.step < cfg.steps:
-            window.append(self.train_step(next(batches)))
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                entry = {
-                    "step": self.step,
-                    **{k: sum(w[k] for w in window) / len(window) for k in window[0]},
-                }
-                entry["accurate_since"] = self.accurate_since
-                entry["weight_scale"] = self.weight_scale
-                window.clear()
-                append_log(self.out / LOG_FILE, entry)
-                if on_log:
-                    on_log(entry)
-                if not math.isfinite(entry["bce"]):
-                    raise GantkError(f"training diverged at step {self.step} (loss is not finite)")
-            if self.step % cfg.snapshot_every == 0 or self.step == cfg.steps:
-                self.save_model()
-                self.save_state()
+        with StopRequest() as stop:
+            while self.step < cfg.steps and not stop.requested:
+                window.append(self.train_step(next(batches)))
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    entry = {
+                        "step": self.step,
+                        **{k: sum(w[k] for w in window) / len(window) for k in window[0]},
+                    }
+                    entry["accurate_since"] = self.accurate_since
+                    entry["weight_scale"] = self.weight_scale
+                    window.clear()
+                    append_log(self.out / LOG_FILE, entry)
+                    if on_log:
+                        on_log(entry)
+                    if not math.isfinite(entry["bce"]):
+                        raise GantkError(
+                            f"training diverged at step {self.step} (loss is not finite)"
+                        )
+                if self.step % cfg.snapshot_every == 0 or self.step == cfg.steps or stop.requested:
+                    self.save_model()
+                    self.save_state()
         return entry
 
 

@@ -7,6 +7,9 @@
 - ``cuda``: the kernels for CUDA tensors, and an error if they cannot be built;
 - ``ref``: always the reference.
 
+Before a process uses a build, the kernels are checked against the reference on its GPU (once
+per build and device, :mod:`gantk.ops.selfcheck`); a build that fails is not used.
+
 CPU tensors always use the reference. Calls the kernels do not cover (other kernel sizes,
 second-order gradients) use the reference whatever the setting; :func:`backend_report` says
 which path each op takes and why.
@@ -15,6 +18,7 @@ which path each op takes and why.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -66,7 +70,9 @@ def _path_and_reason(requested: str) -> tuple[str, str]:
         return "ref", "no CUDA device (the kernels run on NVIDIA GPUs only)"
     state = build.process_state()
     if state["loaded"]:
-        return "cuda", "compiled kernels loaded in this process"
+        return "cuda", (
+            f"compiled kernels loaded in this process; self-check passed on {state['checked_on']}"
+        )
     if state["error"]:
         return "ref", str(state["error"])
     try:
@@ -76,7 +82,7 @@ def _path_and_reason(requested: str) -> tuple[str, str]:
     except GantkError as exc:
         return "ref", str(exc)
     if library is not None:
-        return "cuda", f"prebuilt kernels in {library.parent}"
+        return _prebuilt_path(library.parent)
     if failed.is_file():
         return "ref", f"an earlier build failed (log: {failed}); `gantk ops build` retries"
     if build.find_cuda_home() is None:
@@ -85,6 +91,20 @@ def _path_and_reason(requested: str) -> tuple[str, str]:
         f"built on first use into {build.build_dir(arches)} (about a minute once; "
         "`gantk ops build` prebuilds)"
     )
+
+
+def _prebuilt_path(folder: Path) -> tuple[str, str]:
+    """What a process would do with the finished build in ``folder``, going by its self-check
+    marks (the check itself runs on first use)."""
+    from gantk.ops import build, selfcheck
+
+    mark = folder / selfcheck.FAILED_MARK
+    if mark.is_file():
+        return "ref", selfcheck.failure_message(mark)
+    name = selfcheck.device_name(build.check_device())
+    if selfcheck.passed_mark(folder, name).is_file():
+        return "cuda", f"prebuilt kernels in {folder}; self-check passed on {name}"
+    return "cuda", f"prebuilt kernels in {folder}; self-checked against the reference on first use"
 
 
 def backend_report() -> dict:

@@ -10,6 +10,9 @@ fallbacks that recompile on every call. Here:
   cleared instead of waited on forever, and waiting gives up after ``GANTK_OPS_LOCK_TIMEOUT_S``;
 - a failed build leaves its log in the cache folder and a mark, so later processes do not retry
   the same sources (``gantk ops build`` does); the process warns once and uses the reference;
+- a loaded build is checked against the reference on the GPU before first use (once per build
+  and device; a failure marks the build unusable until ``gantk ops build``:
+  :mod:`gantk.ops.selfcheck`);
 - the sources also compile on a machine with nvcc and no GPU (``TORCH_CUDA_ARCH_LIST`` or
   ``--arch`` names the target), which is how CI checks them and how a cluster login node
   prebuilds for its compute nodes (``gantk ops build``).
@@ -31,8 +34,12 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from gantk.errors import GantkError
+
+if TYPE_CHECKING:
+    import torch
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
 SOURCES = ("bindings.cpp", "modulated_conv.cu", "patch_attention.cu")
@@ -379,20 +386,42 @@ def build(arch: str | None = None, verbose: bool = False, retry_failed: bool = T
 # Per-process state: build at most once, warn at most once.
 
 _lock = threading.Lock()
-_state: dict[str, object] = {"tried": False, "module": None, "error": None}
+_state: dict[str, object] = {"tried": False, "module": None, "error": None, "checked_on": None}
+
+
+def check_device() -> torch.device:
+    """The device the self-check of a freshly loaded build runs on: the current CUDA device."""
+    import torch
+
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def verified(module: ModuleType) -> ModuleType:
+    """``module`` once it has passed its self-check on this process's device (cached beside the
+    build, see :mod:`gantk.ops.selfcheck`); a failed check raises :class:`OpsBuildError`."""
+    from gantk.ops import selfcheck
+
+    device = check_device()
+    reason = selfcheck.verify(module, device)
+    if reason is not None:
+        raise OpsBuildError(reason)
+    _state["checked_on"] = selfcheck.device_name(device)
+    return module
 
 
 def load_kernels(required: bool = False) -> ModuleType | None:
-    """The kernel module, building it on the first call in this process; None if unavailable.
+    """The kernel module, built on the first call in this process and checked against the
+    reference on the device (once per build and device); None if unavailable.
 
-    A failure warns once per process and is remembered, so callers fall back to the reference
-    without another attempt. ``required`` (``GANTK_OPS=cuda``) turns the failure into an error.
+    A failure (no build, or a failed self-check) warns once per process and is remembered, so
+    callers fall back to the reference without another attempt. ``required``
+    (``GANTK_OPS=cuda``) turns the failure into an error.
     """
     with _lock:
         if not _state["tried"]:
             _state["tried"] = True
             try:
-                _state["module"] = build(retry_failed=False)
+                _state["module"] = verified(build(retry_failed=False))
             except OpsBuildError as exc:
                 _state["error"] = str(exc)
                 if not required:
@@ -412,10 +441,11 @@ def process_state() -> dict[str, object]:
         "tried": bool(_state["tried"]),
         "loaded": _state["module"] is not None,
         "error": _state["error"],
+        "checked_on": _state["checked_on"],
     }
 
 
 def reset_process_state() -> None:
     """Forget this process's build attempt (for tests and for ``gantk ops build``)."""
     with _lock:
-        _state.update(tried=False, module=None, error=None)
+        _state.update(tried=False, module=None, error=None, checked_on=None)

@@ -37,6 +37,7 @@ from gantk.io.checkpoint import (
 )
 from gantk.io.config_schema import build_matching, checked_config, parse_config
 from gantk.io.runlog import LOG_FILE, append_log, rewind_log
+from gantk.io.stop_request import StopRequest
 from gantk.nn.penalties import gradient_penalty
 from gantk.texture.gram import GramNet, gram_distance, gram_matrices, load_gram_net
 from gantk.texture.latent import training_tiles
@@ -319,28 +320,33 @@ class TextureTrainer:
         rewind_log(self.out / LOG_FILE, self.step)
         window: list[dict[str, float]] = []
         entry: dict = {}
-        while self.step < cfg.steps:
-            last = self.train_step(*self._pairs())
-            window.append(last)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                # Gram terms are only present on the steps that computed them (--gram-every).
-                keys = dict.fromkeys(k for w in window for k in w)
-                entry = {"step": self.step}
-                for k in keys:
-                    values = [w[k] for w in window if k in w]
-                    entry[k] = sum(values) / len(values)
-                window.clear()
-                append_log(self.out / LOG_FILE, entry)
-                if on_log:
-                    on_log(entry)
-                if not all(math.isfinite(v) for v in entry.values()):
-                    raise GantkError(f"training diverged at step {self.step} (loss is not finite)")
-            if self.step % cfg.snapshot_every == 0 or self.step == cfg.steps:
-                if not all(math.isfinite(v) for v in last.values()):  # never save NaN weights
-                    raise GantkError(f"training diverged at step {self.step} (loss is not finite)")
-                self.save_model()
-                self.save_state()
-                self.save_samples()
+        with StopRequest() as stop:
+            while self.step < cfg.steps and not stop.requested:
+                last = self.train_step(*self._pairs())
+                window.append(last)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    # Gram terms are only present on the steps that computed them (--gram-every).
+                    keys = dict.fromkeys(k for w in window for k in w)
+                    entry = {"step": self.step}
+                    for k in keys:
+                        values = [w[k] for w in window if k in w]
+                        entry[k] = sum(values) / len(values)
+                    window.clear()
+                    append_log(self.out / LOG_FILE, entry)
+                    if on_log:
+                        on_log(entry)
+                    if not all(math.isfinite(v) for v in entry.values()):
+                        raise GantkError(
+                            f"training diverged at step {self.step} (loss is not finite)"
+                        )
+                if self.step % cfg.snapshot_every == 0 or self.step == cfg.steps or stop.requested:
+                    if not all(math.isfinite(v) for v in last.values()):  # never save NaN weights
+                        raise GantkError(
+                            f"training diverged at step {self.step} (loss is not finite)"
+                        )
+                    self.save_model()
+                    self.save_state()
+                    self.save_samples()
         return entry
 
 
