@@ -152,6 +152,59 @@ def train_gan(
     mirror: Annotated[
         bool, typer.Option("--mirror", help="Random left-right flips of real images.")
     ] = False,
+    aug: Annotated[
+        str,
+        typer.Option(
+            "--aug",
+            help="Augment every image D sees (reals and fakes): none, ada (StyleGAN2-ADA's "
+            "adaptive pipeline: flips, rotations, scaling, translation, colour, each with "
+            "probability p tuned so D's sign on reals averages --ada-target) or diffaug "
+            "(DiffAugment: colour, translation, cutout). For small datasets, where D overfits.",
+        ),
+    ] = "none",
+    aug_p: Annotated[
+        float, typer.Option("--aug-p", help="With --aug ada: p at the start (0-1).")
+    ] = 0.0,
+    ada_target: Annotated[
+        float,
+        typer.Option("--ada-target", help="With --aug ada: the E[sign(D(real))] p is tuned to."),
+    ] = 0.6,
+    ada_kimg: Annotated[
+        float,
+        typer.Option(
+            "--ada-kimg",
+            help="With --aug ada: p can move by 1 in this many kimg (StyleGAN2-ADA: 500; "
+            "short runs need less).",
+        ),
+    ] = 500.0,
+    metrics: Annotated[
+        str,
+        typer.Option(
+            "--metrics",
+            help="Measure the EMA generator while training: fid, kid or fid,kid, against the "
+            "training data (its features cached in the run folder). Logged to log.jsonl and "
+            "shown in the progress line; best.safetensors keeps the generator with the best "
+            "first metric. Needs the Inception weights (downloaded on first use).",
+        ),
+    ] = "",
+    metrics_kimg: Annotated[
+        float | None,
+        typer.Option("--metrics-kimg", help="Measure every this many kimg (default: snapshots)."),
+    ] = None,
+    metrics_count: Annotated[
+        int,
+        typer.Option(
+            "--metrics-count", min=2, help="Generated (and at most as many real) images each time."
+        ),
+    ] = 5000,
+    metrics_features: Annotated[
+        str,
+        typer.Option(
+            "--metrics-features",
+            help="Feature network: inception (the standard FID/KID) or random-inception (no "
+            "download; values named fid[random-inception], comparable only with themselves).",
+        ),
+    ] = "inception",
     z_dim: Annotated[int, typer.Option("--z-dim", help="Latent size.")] = 512,
     w_dim: Annotated[int, typer.Option("--w-dim", help="Style size.")] = 512,
     mapping_layers: Annotated[
@@ -263,6 +316,7 @@ def train_gan(
     from gantk.errors import GantkError
     from gantk.gan.networks import NetworkConfig
     from gantk.gan.train import TrainConfig, resume_training, start_training
+    from gantk.gan.train_metrics import parse_metrics
     from gantk.io.images import check_resolution
     from gantk.perturb import parse_names
 
@@ -324,6 +378,14 @@ def train_gan(
             style_mixing=style_mixing,
             ema_kimg=ema_kimg,
             mirror=mirror,
+            aug=aug,
+            aug_p=aug_p,
+            ada_target=ada_target,
+            ada_kimg=ada_kimg,
+            metrics=parse_metrics(metrics),
+            metrics_kimg=metrics_kimg,
+            metrics_count=metrics_count,
+            metrics_features=metrics_features,
             snapshot_kimg=snapshot_kimg,
             sample_kimg=sample_kimg,
             tick_kimg=tick_kimg,
@@ -384,6 +446,10 @@ def _explicit_options(ctx: typer.Context) -> dict:
             from gantk.perturb import parse_names
 
             value = parse_names(value) if value else []
+        if name == "metrics":
+            from gantk.gan.train_metrics import parse_metrics
+
+            value = parse_metrics(value)
         given[f"network.{name}" if name in _NETWORK_OPTIONS else name] = value
     return given
 
@@ -416,11 +482,14 @@ def _initial_network(init: Path, resolution: int | None, typed: list[str]):
 def _progress(advance, kimg: float):
     """Map kimg to a 0-1000 progress bar showing kimg and the latest losses."""
     done = {"value": 0}
+    shown: dict[str, float] = {}
 
     def update(at_kimg: float, stats: dict) -> None:
         target = min(1000, round(1000 * at_kimg / max(kimg, 1e-9)))
-        losses = " ".join(f"{k}={stats[k]:.3f}" for k in ("loss_d", "loss_g") if k in stats)
-        advance(target - done["value"], f"{at_kimg:.1f} kimg {losses}")
+        # Metric values arrive on their own calls; the line keeps the latest of each.
+        shown.update({k: v for k, v in stats.items() if k.startswith(("loss_", "fid", "kid"))})
+        text = " ".join(f"{k}={v:.3f}" for k, v in shown.items())
+        advance(target - done["value"], f"{at_kimg:.1f} kimg {text}")
         done["value"] = target
 
     return update
@@ -433,6 +502,33 @@ def _dataset_resolution(data: str) -> int:
     if not data.startswith("builtin:") and not data.lower().endswith((".h5", ".hdf5")):
         raise GantkError("training on a folder needs --resolution (a power of two, e.g. 64)")
     return int(open_dataset(data, count=1).resolution or 0)
+
+
+@app.command("report")
+@handle_errors
+def train_report(
+    run: Annotated[Path, typer.Argument(help="The folder of a `gantk train gan` run.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG to write.")],
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """One picture of a GAN run: losses, the metrics measured while training (--metrics), ADA's
+    p (--aug ada) and up to four sample grids from first to last.
+
+    Reads RUN/log.jsonl and RUN/samples-*.png; works on a run still training.
+    Example: gantk train report runs/faces --out faces-report.png
+    """
+    from gantk.gan.report import write_report
+
+    output = Output(quiet, as_json)
+    summary = write_report(run, out, force)
+    output.say(
+        f"wrote {out}: {summary['ticks']} ticks to {summary['last_kimg']} kimg, "
+        f"{summary['measures']} measures of {', '.join(summary['metrics']) or 'no metric'}, "
+        f"{len(summary['grids'])} sample grids"
+    )
+    output.result(summary)
 
 
 @app.command("digit-classifier")

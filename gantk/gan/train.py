@@ -51,6 +51,7 @@ from gantk.io.config_schema import build_matching, parse_config, section, with_d
 from gantk.io.datasets import ImageDataset, open_dataset
 from gantk.io.images import make_grid, save_image, to_uint8
 from gantk.io.runlog import LOG_FILE, append_log, rewind_log
+from gantk.nn.augment import AdaController, AdaptiveAugment, diff_augment
 
 STATE_KIND = "gan-training-state"
 CONFIG_FILE = "train-config.json"
@@ -60,8 +61,12 @@ RUN_ARTIFACTS = (
     "snapshot-*.safetensors",
     "samples-*.png",
     "log.jsonl",
+    "best.safetensors",
+    "metrics-real-*.npz",
     CONFIG_FILE,
 )
+AUGMENTATIONS = ("none", "ada", "diffaug")
+ADA_INTERVAL = 4  # steps between adjustments of p (StyleGAN2-ADA's ada_interval)
 # Options that may differ on --resume (how long and how often), the rest must match.
 # lr and r1_gamma may change so that a diverged run can continue more gently.
 RESUMABLE_CHANGES = (
@@ -73,6 +78,7 @@ RESUMABLE_CHANGES = (
     "device",
     "lr",
     "r1_gamma",
+    "metrics_kimg",
 )
 
 
@@ -116,6 +122,19 @@ class TrainConfig:
     ema_kimg: float = 10.0
     ema_rampup: float | None = 0.05
     mirror: bool = False
+    # Augmentation of every image D sees (gantk.nn.augment): none, ada (StyleGAN2-ADA's
+    # pipeline, p tuned every ADA_INTERVAL steps towards E[sign(D(real))] = ada_target, able to
+    # move by 1 in ada_kimg kimg) or diffaug (DiffAugment's colour, translation, cutout).
+    aug: str = "none"
+    aug_p: float = 0.0  # ada: p at the start
+    ada_target: float = 0.6
+    ada_kimg: float = 500.0
+    # Metrics of the EMA generator while training (gantk.gan.train_metrics): names from
+    # fid, kid; every metrics_kimg (default: at each snapshot) on metrics_count images.
+    metrics: list[str] = field(default_factory=list)
+    metrics_kimg: float | None = None
+    metrics_count: int = 5000
+    metrics_features: str = "inception"
     snapshot_kimg: float = 10.0
     sample_kimg: float = 5.0
     tick_kimg: float = 1.0
@@ -179,6 +198,15 @@ class TrainConfig:
             ),
             (self.preset in PRESETS, f"--config must be one of {', '.join(PRESETS)}"),
             (self.batch_size >= 2, "--batch-size must be at least 2"),
+            (self.aug in AUGMENTATIONS, f"--aug must be one of {', '.join(AUGMENTATIONS)}"),
+            (0 <= self.aug_p <= 1, "--aug-p is a probability, between 0 and 1"),
+            (-1 < self.ada_target < 1, "--ada-target is a mean sign of D's outputs, in (-1, 1)"),
+            (self.ada_kimg > 0, "--ada-kimg must be above 0"),
+            (
+                self.metrics_kimg is None or self.metrics_kimg > 0,
+                "--metrics-kimg must be above 0",
+            ),
+            (self.metrics_count >= 2, "--metrics-count must be at least 2"),
         ]
         for ok, message in checks:
             if not ok:
@@ -374,6 +402,23 @@ class Trainer:
             self.warmup_steps = config.contrastive_warmup + math.ceil(epochs)
         else:
             self.warmup_steps = 0
+        self.augment = AdaptiveAugment(config.aug_p) if config.aug == "ada" else None
+        self.ada = (
+            AdaController(config.ada_target, ADA_INTERVAL, config.ada_kimg)
+            if self.augment is not None
+            else None
+        )
+        # Each process augments its own shard differently; a resumed run draws the same.
+        self.aug_gen = torch.Generator().manual_seed(config.seed + 777 + self.dist.rank)
+        self.metrics = None
+        if config.metrics and self.dist.main:
+            from gantk.gan.train_metrics import TrainingMetrics
+
+            self.metrics = TrainingMetrics(
+                config.metrics, self.dataset, config.data, self.out, config.metrics_count,
+                config.metrics_features, self.device,
+            )  # fmt: skip
+        self.best_value = math.inf  # of the first metric, for best.safetensors
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
         self.latent_gen = torch.Generator().manual_seed(config.seed + 12345)
         self.step = 0
@@ -404,6 +449,12 @@ class Trainer:
             "elapsed": self.elapsed,
             "rng": rng_state(),
             "latent_gen": self.latent_gen.get_state(),
+            "aug": {
+                "gen": self.aug_gen.get_state(),
+                "p": self.augment.p.clone() if self.augment is not None else torch.zeros([]),
+                "ada": self.ada.state() if self.ada is not None else {},
+            },
+            "best_value": self.best_value,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -423,6 +474,13 @@ class Trainer:
         self.elapsed = float(state["elapsed"])
         set_rng_state(state["rng"])
         self.latent_gen.set_state(state["latent_gen"])
+        self.best_value = float(state.get("best_value", math.inf))
+        aug = state.get("aug")  # runs saved before augmentation existed have none
+        if isinstance(aug, dict):
+            self.aug_gen.set_state(aug["gen"])
+            if self.augment is not None and self.ada is not None:
+                self.augment.p.copy_(aug["p"])
+                self.ada.load_state(aug["ada"])
 
     @property
     def nimg(self) -> int:
@@ -517,6 +575,9 @@ class Trainer:
         stats["loss_g"] = float(self.dist.mean(loss_g))
         self._update_ema(n)
         self.step += 1
+        if self.ada is not None and self.augment is not None:
+            self.ada.step(self.augment, self.cfg.batch_size)
+            stats["aug_p"] = float(self.augment.p)
         return stats
 
     def path_length_due(self) -> bool:
@@ -550,8 +611,17 @@ class Trainer:
         return losses.g_loss(kind, fake_logits, real_logits)
 
     def _d_fn(self, real: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """D as every loss and penalty sees it: behind the augmentation (so R1 differentiates
+        through it, as StyleGAN2-ADA's does)."""
         ref = real.roll(1, dims=0) if self.D.needs_reference else None  # another real image
-        return lambda x: self.D(x, ref)
+        return lambda x: self.D(self.augmented(x), ref)
+
+    def augmented(self, images: torch.Tensor) -> torch.Tensor:
+        if self.augment is not None:
+            return self.augment(images, self.aug_gen)
+        if self.cfg.aug == "diffaug":
+            return diff_augment(images, self.aug_gen)
+        return images
 
     def discriminator_step(
         self, real: torch.Tensor, fake: torch.Tensor, kind: str
@@ -576,6 +646,8 @@ class Trainer:
         self._backward_and_step(total_d, self.D, self.opt_D)
         stats["loss_d"] = float(self.dist.mean(loss_d))
         stats["real_logit"] = float(self.dist.mean(real_logits.mean()))
+        if self.ada is not None:
+            self.ada.accumulate(float(self.dist.mean(real_logits.detach().sign().mean())))
         stats["fake_logit"] = float(self.dist.mean(fake_logits.mean()))
         self.D.requires_grad_(False)
         return stats
@@ -658,6 +730,7 @@ class Trainer:
         total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch_size)
         every = lambda kimg: max(1, round(kimg * 1000 / cfg.batch_size))  # noqa: E731
         tick, snap, sample = every(cfg.tick_kimg), every(cfg.snapshot_kimg), every(cfg.sample_kimg)
+        measure = every(cfg.metrics_kimg or cfg.snapshot_kimg)
         if self.dist.main:
             rewind_log(self.out / LOG_FILE, self.step)
         if self.step == 0:
@@ -703,6 +776,10 @@ class Trainer:
                     self.write_samples()
                 if self.step % snap == 0 or done:
                     self.save(snapshot=True)
+                if cfg.metrics and (self.step % measure == 0 or done):
+                    values = self.measure()
+                    if progress is not None and values:
+                        progress(self.nimg / 1000, values)
                 if self._stop_requested:
                     if tick_stats:  # log the steps since the last tick before stopping
                         seconds = time.perf_counter() - tick_start
@@ -722,6 +799,29 @@ class Trainer:
             "checkpoint": str(self.out / "latest.safetensors"),
         }
 
+    def measure(self) -> dict[str, float]:
+        """The metrics of G_ema now: logged, and best.safetensors when the first improved."""
+        values: dict[str, float] = {}
+        improved = False
+        if self.metrics is not None:  # the main process only
+            values = self.metrics.evaluate(self.G_ema)
+            entry = {"step": self.step, "kimg": round(self.nimg / 1000, 4), **values}
+            append_log(self.out / LOG_FILE, entry)
+            first = values[self.metrics.first]
+            if first < self.best_value:
+                improved = True
+                self.best_value = first
+                tensors, kind = self.exported()
+                meta = {"network": self.cfg.network.to_dict(), "run_id": self.cfg.run,
+                        "kimg": round(self.nimg / 1000, 3), "step": self.step,
+                        "metric": self.metrics.first, "value": first}  # fmt: skip
+                save_checkpoint(self.out / "best.safetensors", tensors, kind, meta)
+        # Every process learns whether the main one improved (save() synchronises them all):
+        # the state must know the new best, or a resumed run would replace it with a worse one.
+        if float(self.dist.mean(torch.tensor(float(improved), device=self.device))) > 0:
+            self.save()
+        return values
+
     def _on_sigint(self, signum, frame) -> None:
         if self._stop_requested:  # a second Ctrl-C stops at once
             raise KeyboardInterrupt
@@ -735,6 +835,8 @@ class Trainer:
         entry = {"step": self.step, "kimg": round(self.nimg / 1000, 4)}
         for k in keys:
             entry[k] = float(np.mean([s[k] for s in stats if k in s]))
+        if self.augment is not None:
+            entry["aug_p"] = float(self.augment.p)  # where p stands, not its mean over the tick
         images = len(stats) * self.cfg.batch_size
         entry["sec_per_kimg"] = round(seconds / images * 1000, 3)
         if self.device.type == "cuda":
