@@ -205,6 +205,17 @@ def train_gan(
             "download; values named fid[random-inception], comparable only with themselves).",
         ),
     ] = "inception",
+    batch_gpu: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-gpu",
+            min=1,
+            help="Images per forward/backward pass on each device; gradients accumulate over "
+            "the --batch-size, so a device that cannot hold the batch trains the same recipe "
+            "(the contrastive loss still compares the whole batch's logits; minibatch-std "
+            "works within each slice, as in StyleGAN2-ADA). Default: the whole batch.",
+        ),
+    ] = None,
     z_dim: Annotated[int, typer.Option("--z-dim", help="Latent size.")] = 512,
     w_dim: Annotated[int, typer.Option("--w-dim", help="Style size.")] = 512,
     mapping_layers: Annotated[
@@ -386,6 +397,7 @@ def train_gan(
             metrics_kimg=metrics_kimg,
             metrics_count=metrics_count,
             metrics_features=metrics_features,
+            batch_gpu=batch_gpu,
             snapshot_kimg=snapshot_kimg,
             sample_kimg=sample_kimg,
             tick_kimg=tick_kimg,

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from gantk.errors import GantkError
-from gantk.gan import losses
+from gantk.gan import losses, microbatch
 from gantk.gan.networks import (
     GENERATOR_KIND,
     Discriminator,
@@ -79,6 +79,7 @@ RESUMABLE_CHANGES = (
     "lr",
     "r1_gamma",
     "metrics_kimg",
+    "batch_gpu",  # the recipe stays the same: only how the batch is sliced changes
 )
 
 
@@ -135,6 +136,9 @@ class TrainConfig:
     metrics_kimg: float | None = None
     metrics_count: int = 5000
     metrics_features: str = "inception"
+    # Per-process micro-batch (gantk.gan.microbatch): gradients accumulate over slices of this
+    # many images; None: the whole per-process batch at once.
+    batch_gpu: int | None = None
     snapshot_kimg: float = 10.0
     sample_kimg: float = 5.0
     tick_kimg: float = 1.0
@@ -207,6 +211,7 @@ class TrainConfig:
                 "--metrics-kimg must be above 0",
             ),
             (self.metrics_count >= 2, "--metrics-count must be at least 2"),
+            (self.batch_gpu is None or self.batch_gpu >= 1, "--batch-gpu must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -420,6 +425,15 @@ class Trainer:
             )  # fmt: skip
         self.best_value = math.inf  # of the first metric, for best.safetensors
         self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+        per_process = config.batch_size // self.dist.world
+        if config.batch_gpu is not None and per_process % config.batch_gpu:
+            raise GantkError(
+                f"--batch-gpu {config.batch_gpu} must divide the batch each process trains on "
+                f"({per_process} = --batch-size {config.batch_size} / {self.dist.world} "
+                "processes)"
+            )
+        # Replays noise inputs and augmentation when the contrastive loss takes two passes.
+        self._replay = microbatch.RandomReplay(self.device, self.aug_gen)
         self.latent_gen = torch.Generator().manual_seed(config.seed + 12345)
         self.step = 0
         self.pl_mean = torch.zeros([], device=self.device)
@@ -556,22 +570,31 @@ class Trainer:
     def train_step(self, real: torch.Tensor) -> dict[str, float]:
         n = real.shape[0]
         kind = self._loss_kind()
+        parts = microbatch.slices(n, self.cfg.batch_gpu)
         with torch.no_grad(), self._autocast():
-            fake = self.G.synthesis(self._mixed_ws(n))
+            ws = self._mixed_ws(n)
+            fake = torch.cat([self.G.synthesis(ws[part]) for part in parts])
         stats = self.discriminator_step(real, fake, kind)
 
-        # Generator step.
-        with self._autocast():
-            loss_g = self.adversarial_loss(self.G.synthesis(self._mixed_ws(n)), real, kind)
-        total_g = loss_g
+        # Generator step: gradients accumulated over the slices, then one update.
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_g = self._generator_adversarial(self._mixed_ws(n), real, kind, parts)
         if self.path_length_due():
             m = max(1, n // 2)  # a half batch, as StyleGAN2 (pl_batch_shrink 2)
-            total_g = total_g + self.path_length_term(self.G.synthesis, self._mixed_ws(m), stats)
+            ws_pl = self._mixed_ws(m)
+            pl_parts = microbatch.slices(m, self.cfg.batch_gpu)
+            if len(pl_parts) == 1:
+                term = self.path_length_term(self.G.synthesis, ws_pl, stats)
+                self._accumulate("the generator loss", term)
+            else:
+                with microbatch.StyleLeaf(ws_pl) as leaf:
+                    for part in pl_parts:
+                        term = self.path_length_term(self.G.synthesis, leaf.styles[part], stats)
+                        self._accumulate("the generator loss", term * (len(leaf.styles[part]) / m))
         extra = self.extra_generator_loss(n, stats)
         if extra is not None:
-            total_g = total_g + extra
-        self._check("the generator loss", total_g)
-        self._backward_and_step(total_g, self.G, self.opt_G)
+            self._accumulate("the generator loss", extra)
+        self._step(self.G, self.opt_G)
         stats["loss_g"] = float(self.dist.mean(loss_g))
         self._update_ema(n)
         self.step += 1
@@ -610,10 +633,55 @@ class Trainer:
             real_logits = d_fn(real).float() if kind == "contrastive" else None
         return losses.g_loss(kind, fake_logits, real_logits)
 
+    def _generator_adversarial(
+        self, ws: torch.Tensor, real: torch.Tensor, kind: str, parts: list[slice]
+    ) -> torch.Tensor:
+        """The adversarial loss of G(ws), its gradients accumulated slice by slice (see
+        gantk.gan.microbatch); returns the loss, detached."""
+        n = real.shape[0]
+        if len(parts) == 1:
+            with self._autocast():
+                loss = self.adversarial_loss(self.G.synthesis(ws), real, kind)
+            self._accumulate("the generator loss", loss)
+            return loss.detach()
+        ref = self._reference(real)
+        with microbatch.StyleLeaf(ws) as leaf:
+            if kind != "contrastive":
+                total = torch.zeros([], device=self.device)
+                for part in parts:
+                    with self._autocast():
+                        image = self.G.synthesis(leaf.styles[part])
+                        logits = self._d_on(image, ref, part).float()
+                        loss = losses.g_loss(kind, logits) * (len(logits) / n)
+                    self._accumulate("the generator loss", loss)
+                    total += loss.detach()
+                return total
+            with torch.no_grad(), self._autocast():
+                real_logits = torch.cat([self._d_on(real[p], ref, p).float() for p in parts])
+
+            def fake_logits(part: slice) -> tuple[torch.Tensor]:
+                with self._autocast():
+                    return (self._d_on(self.G.synthesis(leaf.styles[part]), ref, part),)
+
+            loss, _ = microbatch.two_pass_backward(
+                parts, fake_logits, lambda fake: losses.g_loss(kind, fake, real_logits),
+                lambda surrogate: self._accumulate("the generator loss", surrogate),
+                self._replay,
+            )  # fmt: skip
+            return loss
+
+    def _reference(self, real: torch.Tensor) -> torch.Tensor | None:
+        """The real image reference attention in D compares each input with: another one."""
+        return real.roll(1, dims=0) if self.D.needs_reference else None
+
+    def _d_on(self, x: torch.Tensor, ref: torch.Tensor | None, part: slice) -> torch.Tensor:
+        """D on a slice of the batch (behind the augmentation), with that slice's references."""
+        return self.D(self.augmented(x), ref[part] if ref is not None else None)
+
     def _d_fn(self, real: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """D as every loss and penalty sees it: behind the augmentation (so R1 differentiates
         through it, as StyleGAN2-ADA's does)."""
-        ref = real.roll(1, dims=0) if self.D.needs_reference else None  # another real image
+        ref = self._reference(real)
         return lambda x: self.D(self.augmented(x), ref)
 
     def augmented(self, images: torch.Tensor) -> torch.Tensor:
@@ -626,41 +694,73 @@ class Trainer:
     def discriminator_step(
         self, real: torch.Tensor, fake: torch.Tensor, kind: str
     ) -> dict[str, float]:
-        """One D update on ``real`` and (detached) ``fake``; leaves D frozen for the G step."""
-        cfg, d_fn = self.cfg, self._d_fn(real)
+        """One D update on ``real`` and (detached) ``fake``, gradients accumulated over the
+        slices of --batch-gpu; leaves D frozen for the G step."""
+        cfg, n = self.cfg, real.shape[0]
+        parts = microbatch.slices(n, cfg.batch_gpu)
+        ref = self._reference(real)
         stats: dict[str, float] = {}
         self.D.requires_grad_(True)
-        with self._autocast():
-            real_logits, fake_logits = d_fn(real).float(), d_fn(fake.float()).float()
-            loss_d = losses.d_loss(kind, real_logits, fake_logits)
-        total_d = loss_d
-        if kind == "wgan-gp":
-            gp = losses.gradient_penalty(d_fn, real, fake.float())
-            total_d = total_d + cfg.gp_weight * gp
-            stats["gp"] = float(self.dist.mean(gp))
-        elif cfg.gamma > 0 and self.step % cfg.r1_interval == 0:
-            r1 = losses.r1_penalty(d_fn, real)
-            total_d = total_d + r1 * (cfg.gamma / 2) * cfg.r1_interval
-            stats["r1"] = float(self.dist.mean(r1))
-        self._check("the discriminator loss", total_d)
-        self._backward_and_step(total_d, self.D, self.opt_D)
+        self.opt_D.zero_grad(set_to_none=True)
+        fake = fake.float()
+
+        def logits(part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            with self._autocast():
+                return self._d_on(real[part], ref, part), self._d_on(fake[part], ref, part)
+
+        if kind == "contrastive" and len(parts) > 1:
+            loss_d, (real_logits, fake_logits) = microbatch.two_pass_backward(
+                parts, logits, lambda r, f: losses.d_loss(kind, r, f),
+                lambda surrogate: self._accumulate("the discriminator loss", surrogate),
+                self._replay,
+            )  # fmt: skip
+        else:
+            loss_d = torch.zeros([], device=self.device)
+            real_pieces, fake_pieces = [], []
+            for part in parts:
+                r, f = (t.float() for t in logits(part))
+                loss = losses.d_loss(kind, r, f) * (len(r) / n)
+                self._accumulate("the discriminator loss", loss)
+                loss_d += loss.detach()
+                real_pieces.append(r.detach())
+                fake_pieces.append(f.detach())
+            real_logits, fake_logits = torch.cat(real_pieces), torch.cat(fake_pieces)
+        if kind == "wgan-gp" or (cfg.gamma > 0 and self.step % cfg.r1_interval == 0):
+            name = "gp" if kind == "wgan-gp" else "r1"
+            penalty_total = 0.0
+            for part in parts:
+                d_fn = lambda x, p=part: self._d_on(x, ref, p)  # noqa: E731
+                share = len(real[part]) / n
+                if kind == "wgan-gp":
+                    penalty = losses.gradient_penalty(d_fn, real[part], fake[part])
+                    weight = cfg.gp_weight
+                else:
+                    penalty = losses.r1_penalty(d_fn, real[part])
+                    weight = (cfg.gamma / 2) * cfg.r1_interval
+                self._accumulate("the discriminator loss", penalty * weight * share)
+                penalty_total += float(penalty.detach()) * share
+            stats[name] = float(self.dist.mean(torch.tensor(penalty_total, device=self.device)))
+        self._step(self.D, self.opt_D)
         stats["loss_d"] = float(self.dist.mean(loss_d))
         stats["real_logit"] = float(self.dist.mean(real_logits.mean()))
         if self.ada is not None:
-            self.ada.accumulate(float(self.dist.mean(real_logits.detach().sign().mean())))
+            self.ada.accumulate(float(self.dist.mean(real_logits.sign().mean())))
         stats["fake_logit"] = float(self.dist.mean(fake_logits.mean()))
         self.D.requires_grad_(False)
         return stats
 
-    def _backward_and_step(
-        self, loss: torch.Tensor, net: nn.Module, opt: torch.optim.Optimizer
-    ) -> None:
-        opt.zero_grad(set_to_none=True)
+    def _accumulate(self, name: str, loss: torch.Tensor) -> None:
+        """Check ``loss`` and add its gradients to the networks' (scaled under --amp fp16)."""
+        self._check(name, loss)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
-            self.scaler.unscale_(opt)
         else:
             loss.backward()
+
+    def _step(self, net: nn.Module, opt: torch.optim.Optimizer) -> None:
+        """Average the accumulated gradients over processes and update ``net``."""
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
         self.dist.average_gradients(net)
         for p in net.parameters():  # a stray inf/NaN gradient must not poison the weights
             if p.grad is not None:
@@ -670,6 +770,14 @@ class Trainer:
             self.scaler.update()
         else:
             opt.step()
+
+    def _backward_and_step(
+        self, loss: torch.Tensor, net: nn.Module, opt: torch.optim.Optimizer
+    ) -> None:
+        """One loss, one update (trainers whose generator step is not sliced)."""
+        opt.zero_grad(set_to_none=True)
+        self._accumulate("the generator loss", loss)
+        self._step(net, opt)
 
     @torch.no_grad()
     def _update_ema(self, n: int) -> None:
