@@ -114,7 +114,7 @@ def run(cli, tmp_path) -> Path:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda text: text[: len(text) // 2], "is damaged (Unterminated"),
+        (lambda text: text[: len(text) // 2], "is damaged ("),  # a JSON error follows
         (lambda text: "[]", "holds list, not an object of settings"),
         (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "data"}),
          "train-config.data is missing"),

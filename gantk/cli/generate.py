@@ -57,8 +57,12 @@ def generate(
         int, typer.Option("--batch-size", min=1, help="Images per forward pass.")
     ] = 32,
     label: Annotated[
-        int | None,
-        typer.Option("--class", min=0, help="The class to draw, for class-conditional models."),
+        str | None,
+        typer.Option(
+            "--class",
+            help="The class to draw, for class-conditional models: a class name stored in the "
+            "checkpoint (as `train gan --cond` names them) or an index from 0.",
+        ),
     ] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -75,6 +79,7 @@ def generate(
     from gantk.cli.common import resolve_device
     from gantk.errors import GantkError
     from gantk.gan.generate import (
+        class_index,
         load_generator,
         parse_seeds,
         write_grid,
@@ -96,6 +101,7 @@ def generate(
     if out is not None and grid is not None:
         check_output(grid, True, [out])  # the grid may not go into (or be) the images' folder
     G = load_generator(checkpoint, resolve_device(device))
+    label = class_index(G, label)
     summary: dict = {"checkpoint": str(checkpoint), "truncation": truncation}
     if out is not None:
         if interpolate is not None:

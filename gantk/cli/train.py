@@ -205,6 +205,16 @@ def train_gan(
             "download; values named fid[random-inception], comparable only with themselves).",
         ),
     ] = "inception",
+    cond: Annotated[
+        bool,
+        typer.Option(
+            "--cond",
+            help="Class-conditional: G and D take the dataset's labels (a folder of class "
+            "subfolders, a pack made with --labels, or a labeled built-in such as "
+            "builtin:digits); the checkpoint keeps the class names for `gantk generate --class "
+            "NAME`.",
+        ),
+    ] = False,
     batch_gpu: Annotated[
         int | None,
         typer.Option(
@@ -398,6 +408,7 @@ def train_gan(
             metrics_count=metrics_count,
             metrics_features=metrics_features,
             batch_gpu=batch_gpu,
+            cond=cond,
             snapshot_kimg=snapshot_kimg,
             sample_kimg=sample_kimg,
             tick_kimg=tick_kimg,

@@ -106,14 +106,42 @@ def seeded_noise(seed: int, device: torch.device | str) -> Iterator[None]:
 
 
 def sample_uint8(
-    G: torch.nn.Module, z: torch.Tensor, noise_seed: int, psi: float = 1.0
+    G: torch.nn.Module,
+    z: torch.Tensor,
+    noise_seed: int,
+    psi: float = 1.0,
+    c: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """uint8 (B, 3, H, W) images of latents ``z`` for metrics: random noise inputs drawn from
     ``noise_seed`` (so one batch is reproducible on its own)."""
     device = next(G.parameters()).device
     with torch.no_grad(), seeded_noise(noise_seed, device):
-        img = G(z.to(device), psi=psi, noise_mode="random")
+        img = G(z.to(device), psi=psi, noise_mode="random",
+                c=c.to(device) if c is not None else None)  # fmt: skip
     return to_uint8(img).permute(0, 3, 1, 2).cpu()
+
+
+def class_index(G: torch.nn.Module, label: str | int | None) -> int | None:
+    """``--class`` as an index: a class name of the checkpoint, or a number 0..c_dim-1."""
+    if label is None or isinstance(label, int):
+        return label
+    names = list(G.config.class_names)
+    if label in names:
+        return names.index(label)
+    if label.isdigit():
+        return int(label)
+    known = f"one of {', '.join(names)} or " if names else ""
+    raise GantkError(f"--class {label!r} is not a class of this generator: give {known}an index")
+
+
+def seed_classes(G: torch.nn.Module, seeds: Sequence[int]) -> torch.Tensor | None:
+    """One-hot classes for metrics on a conditional G: seed s draws class s mod c_dim (every
+    class equally often, the same images every run); None for an unconditional G."""
+    classes = G.config.c_dim
+    if not classes:
+        return None
+    labels = torch.tensor([s % classes for s in seeds])
+    return torch.nn.functional.one_hot(labels, classes).float()
 
 
 def class_vectors(G: torch.nn.Module, label: int | None, count: int) -> torch.Tensor | None:

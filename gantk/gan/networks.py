@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -64,12 +64,13 @@ class NetworkConfig:
     # the correlation after upsampling of gantk 0.1, kept for the runs trained with it (their
     # checkpoints hold no resampling filters: see with_resampling_of).
     resampling: str = "reference"
-    # Class-conditional networks (NVIDIA's with c_dim > 0; gantk generates from them, does not
-    # train them): the class, one-hot, is embedded into the mapping's input, and D projects its
-    # features on a mapping of the class (cmap, as wide as D's 4x4 layer) through its own
-    # d_mapping_layers-deep mapping network.
+    # Class-conditional networks (`train gan --cond`, or NVIDIA's with c_dim > 0): the class,
+    # one-hot, is embedded into the mapping's input, and D projects its features on a mapping of
+    # the class (cmap, as wide as D's 4x4 layer) through its own d_mapping_layers-deep mapping
+    # network. class_names: the dataset's names of the classes (empty: unnamed, e.g. NVIDIA's).
     c_dim: int = 0
     d_mapping_layers: int = 8
+    class_names: list[str] = field(default_factory=list)
     # StyleGAN2's architectures (Fig. 7): G "skip" (RGB outputs summed over resolutions, config
     # E/F), "resnet" or "orig" (one RGB output); D "resnet" (config E/F), "skip" or "orig".
     g_arch: str = "skip"
@@ -105,6 +106,10 @@ class NetworkConfig:
             (self.conv_clamp is None or self.conv_clamp > 0, "conv_clamp must be above 0"),
             (self.resampling in RESAMPLING, f"resampling must be one of {', '.join(RESAMPLING)}"),
             (0 <= self.c_dim <= 100_000, "the number of classes must be in 0..100000"),
+            (
+                len(self.class_names) in (0, self.c_dim),
+                "class_names must name every class (c_dim of them) or none",
+            ),
             (self.g_arch in G_ARCHS, f"the generator architecture must be one of {G_ARCHS}"),
             (self.d_arch in D_ARCHS, f"the discriminator architecture must be one of {D_ARCHS}"),
             (

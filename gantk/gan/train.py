@@ -16,6 +16,7 @@ and takes its contiguous shard; gradients are averaged across processes after ea
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gantk.errors import GantkError
@@ -139,6 +141,9 @@ class TrainConfig:
     # Per-process micro-batch (gantk.gan.microbatch): gradients accumulate over slices of this
     # many images; None: the whole per-process batch at once.
     batch_gpu: int | None = None
+    # Class-conditional training on the dataset's labels (the network's c_dim and class_names
+    # are taken from the data when the run starts).
+    cond: bool = False
     snapshot_kimg: float = 10.0
     sample_kimg: float = 5.0
     tick_kimg: float = 1.0
@@ -373,7 +378,9 @@ class Trainer:
         self.dataset = (
             dataset
             if dataset is not None
-            else open_dataset(config.data, resolution=config.network.resolution)
+            else open_dataset(
+                config.data, resolution=config.network.resolution, labeled=config.cond
+            )
         )
         if self.dataset.resolution != config.network.resolution:
             raise GantkError(
@@ -386,6 +393,11 @@ class Trainer:
                 f"of {config.batch_size}; lower --batch-size or add images"
             )
 
+        self.label_pool = self._conditioning(config)
+        # This step's one-hot classes of the real and the fake images (None: unconditional).
+        self.c_real: torch.Tensor | None = None
+        self.c_fake: torch.Tensor | None = None
+        self.batch_labels = torch.zeros(0, dtype=torch.long)
         torch.manual_seed(config.seed)
         np.random.seed(config.seed % 2**32)
         self.build_networks()
@@ -440,6 +452,44 @@ class Trainer:
         self.elapsed = 0.0
         self._stop_requested = False
         self.saved_step = 0
+
+    def _conditioning(self, config: TrainConfig) -> torch.Tensor | None:
+        """With --cond: the network's classes from the data, and the labels fake images are
+        drawn from (the data's own, so every class is generated as often as it is seen)."""
+        if not config.cond:
+            return None
+        if config.imle or config.network.fingerprint_bits:
+            raise GantkError("--cond trains a plain conditional StyleGAN2: drop --imle and "
+                             "--fingerprint-bits")  # fmt: skip
+        labels = getattr(self.dataset, "labels", None)
+        if labels is None or not getattr(self.dataset, "has_labels", True):
+            raise GantkError(f"--cond needs labels and {config.data} has none: give a folder "
+                             "of class subfolders, a pack made with --labels or a labeled "
+                             "built-in (e.g. builtin:digits)")  # fmt: skip
+        labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        names = list(getattr(self.dataset, "class_names", None) or [])
+        count = len(names) if names else int(labels.max()) + 1
+        names = [str(n) for n in names] or [str(i) for i in range(count)]
+        net = config.network
+        if net.c_dim == 0:
+            config.network = dataclasses.replace(net, c_dim=count, class_names=names)
+        elif net.c_dim != count or (net.class_names and net.class_names != names):
+            raise GantkError(f"{config.data} has {count} classes ({', '.join(names)}), the "
+                             f"network {net.c_dim} ({', '.join(net.class_names)})")  # fmt: skip
+        return labels
+
+    def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(labels.long(), self.cfg.network.c_dim).float().to(self.device)
+
+    def _fake_labels(self, n: int) -> torch.Tensor | None:
+        """Classes for this process's n fake images, drawn from the data's labels (global batch
+        drawn on every process alike, then sharded, as the latents are)."""
+        if self.label_pool is None:
+            return None
+        picks = torch.randint(len(self.label_pool), (self.cfg.batch_size,),
+                              generator=self.latent_gen)  # fmt: skip
+        labels = self.label_pool[picks][self.dist.rank * n : (self.dist.rank + 1) * n]
+        return self.one_hot(labels)
 
     def build_networks(self) -> None:
         """Create ``self.G`` and ``self.D`` (subclasses add their own networks here)."""
@@ -546,14 +596,14 @@ class Trainer:
         z = torch.randn(self.cfg.batch_size, self.cfg.network.z_dim, generator=self.latent_gen)
         return z[self.dist.rank * n : (self.dist.rank + 1) * n].to(self.device)
 
-    def _mixed_ws(self, n: int) -> torch.Tensor:
-        ws = self.G.mapping(self._latents(n), update_w_avg=True)
+    def _mixed_ws(self, n: int, c: torch.Tensor | None = None) -> torch.Tensor:
+        ws = self.G.mapping(self._latents(n), update_w_avg=True, c=c)
         mix = torch.rand([], generator=self.latent_gen).item() < self.cfg.style_mixing
         cutoff = int(torch.randint(1, self.G.num_ws, [], generator=self.latent_gen))
         z2 = self._latents(n)  # drawn every step so the latent stream does not depend on `mix`
         if mix:
             ws = ws.clone()
-            ws[:, cutoff:] = self.G.mapping(z2)[:, cutoff:]
+            ws[:, cutoff:] = self.G.mapping(z2, c=c)[:, cutoff:]
         return ws
 
     def _loss_kind(self) -> str:
@@ -571,17 +621,21 @@ class Trainer:
         n = real.shape[0]
         kind = self._loss_kind()
         parts = microbatch.slices(n, self.cfg.batch_gpu)
+        if self.label_pool is not None:
+            self.c_real = self.one_hot(self.batch_labels)
+            self.c_fake = self._fake_labels(n)
         with torch.no_grad(), self._autocast():
-            ws = self._mixed_ws(n)
+            ws = self._mixed_ws(n, self.c_fake)
             fake = torch.cat([self.G.synthesis(ws[part]) for part in parts])
         stats = self.discriminator_step(real, fake, kind)
 
         # Generator step: gradients accumulated over the slices, then one update.
         self.opt_G.zero_grad(set_to_none=True)
-        loss_g = self._generator_adversarial(self._mixed_ws(n), real, kind, parts)
+        self.c_fake = self._fake_labels(n)
+        loss_g = self._generator_adversarial(self._mixed_ws(n, self.c_fake), real, kind, parts)
         if self.path_length_due():
             m = max(1, n // 2)  # a half batch, as StyleGAN2 (pl_batch_shrink 2)
-            ws_pl = self._mixed_ws(m)
+            ws_pl = self._mixed_ws(m, self._fake_labels(m))
             pl_parts = microbatch.slices(m, self.cfg.batch_gpu)
             if len(pl_parts) == 1:
                 term = self.path_length_term(self.G.synthesis, ws_pl, stats)
@@ -627,10 +681,11 @@ class Trainer:
     def adversarial_loss(self, fake: torch.Tensor, real: torch.Tensor, kind: str) -> torch.Tensor:
         """The generator's adversarial loss for ``fake`` (D frozen; the contrastive loss also
         needs D's view of the real batch)."""
-        d_fn = self._d_fn(real)
-        fake_logits = d_fn(fake).float()
+        fake_logits = self._d_fn(real, self.c_fake)(fake).float()
         with torch.no_grad():
-            real_logits = d_fn(real).float() if kind == "contrastive" else None
+            real_logits = (
+                self._d_fn(real, self.c_real)(real).float() if kind == "contrastive" else None
+            )
         return losses.g_loss(kind, fake_logits, real_logits)
 
     def _generator_adversarial(
@@ -651,17 +706,20 @@ class Trainer:
                 for part in parts:
                     with self._autocast():
                         image = self.G.synthesis(leaf.styles[part])
-                        logits = self._d_on(image, ref, part).float()
+                        logits = self._d_on(image, ref, part, self.c_fake).float()
                         loss = losses.g_loss(kind, logits) * (len(logits) / n)
                     self._accumulate("the generator loss", loss)
                     total += loss.detach()
                 return total
             with torch.no_grad(), self._autocast():
-                real_logits = torch.cat([self._d_on(real[p], ref, p).float() for p in parts])
+                real_logits = torch.cat(
+                    [self._d_on(real[p], ref, p, self.c_real).float() for p in parts]
+                )
 
             def fake_logits(part: slice) -> tuple[torch.Tensor]:
                 with self._autocast():
-                    return (self._d_on(self.G.synthesis(leaf.styles[part]), ref, part),)
+                    image = self.G.synthesis(leaf.styles[part])
+                    return (self._d_on(image, ref, part, self.c_fake),)
 
             loss, _ = microbatch.two_pass_backward(
                 parts, fake_logits, lambda fake: losses.g_loss(kind, fake, real_logits),
@@ -674,15 +732,28 @@ class Trainer:
         """The real image reference attention in D compares each input with: another one."""
         return real.roll(1, dims=0) if self.D.needs_reference else None
 
-    def _d_on(self, x: torch.Tensor, ref: torch.Tensor | None, part: slice) -> torch.Tensor:
-        """D on a slice of the batch (behind the augmentation), with that slice's references."""
-        return self.D(self.augmented(x), ref[part] if ref is not None else None)
+    def _d_on(
+        self,
+        x: torch.Tensor,
+        ref: torch.Tensor | None,
+        part: slice,
+        c: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """D on a slice of the batch (behind the augmentation), with that slice's references
+        and classes."""
+        return self.D(
+            self.augmented(x),
+            ref[part] if ref is not None else None,
+            c=c[part] if c is not None else None,
+        )
 
-    def _d_fn(self, real: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _d_fn(
+        self, real: torch.Tensor, c: torch.Tensor | None = None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         """D as every loss and penalty sees it: behind the augmentation (so R1 differentiates
-        through it, as StyleGAN2-ADA's does)."""
+        through it, as StyleGAN2-ADA's does), conditioned on classes ``c`` when given."""
         ref = self._reference(real)
-        return lambda x: self.D(self.augmented(x), ref)
+        return lambda x: self.D(self.augmented(x), ref, c=c)
 
     def augmented(self, images: torch.Tensor) -> torch.Tensor:
         if self.augment is not None:
@@ -706,7 +777,10 @@ class Trainer:
 
         def logits(part: slice) -> tuple[torch.Tensor, torch.Tensor]:
             with self._autocast():
-                return self._d_on(real[part], ref, part), self._d_on(fake[part], ref, part)
+                return (
+                    self._d_on(real[part], ref, part, self.c_real),
+                    self._d_on(fake[part], ref, part, self.c_fake),
+                )
 
         if kind == "contrastive" and len(parts) > 1:
             loss_d, (real_logits, fake_logits) = microbatch.two_pass_backward(
@@ -729,7 +803,7 @@ class Trainer:
             name = "gp" if kind == "wgan-gp" else "r1"
             penalty_total = 0.0
             for part in parts:
-                d_fn = lambda x, p=part: self._d_on(x, ref, p)  # noqa: E731
+                d_fn = lambda x, p=part: self._d_on(x, ref, p, self.c_real)  # noqa: E731
                 share = len(real[part]) / n
                 if kind == "wgan-gp":
                     penalty = losses.gradient_penalty(d_fn, real[part], fake[part])
@@ -800,8 +874,16 @@ class Trainer:
     def grid_images(self) -> np.ndarray:
         """The sample grid's images, uint8 (grid², H, W, 3)."""
         images = []
-        for z in self.grid_latents().split(16):
-            images.append(to_uint8(self.G_ema(z.to(self.device), noise_mode="const")))
+        z_all = self.grid_latents()
+        # Conditional: row r shows class r mod c_dim.
+        classes = None
+        if self.label_pool is not None:
+            rows = torch.arange(len(z_all)) // self.cfg.grid
+            classes = self.one_hot(rows % self.cfg.network.c_dim)
+        for start in range(0, len(z_all), 16):
+            z = z_all[start : start + 16].to(self.device)
+            c = classes[start : start + 16] if classes is not None else None
+            images.append(to_uint8(self.G_ema(z, noise_mode="const", c=c)))
         return torch.cat(images).cpu().numpy()
 
     @torch.no_grad()
@@ -854,7 +936,7 @@ class Trainer:
         stopped = False
         try:
             while self.step < total_steps:
-                images, _ = next(batches)
+                images, self.batch_labels = next(batches)
                 # Flips are drawn for the global batch so every process count sees the same ones.
                 flip = torch.rand(cfg.batch_size, generator=self.latent_gen) < 0.5
                 real = to_float_images(

@@ -40,7 +40,12 @@ class ImageSource:
         if self.kind == "stats":
             raise GantkError(f"{self.spec} holds statistics only; this metric needs images")
         if self.kind == "generator":
-            from gantk.gan.generate import NOISE_SEED_OFFSET, latents_for, sample_uint8
+            from gantk.gan.generate import (
+                NOISE_SEED_OFFSET,
+                latents_for,
+                sample_uint8,
+                seed_classes,
+            )
 
             G = self._generator
             seeds = range(self.seed, self.seed + self.count)
@@ -50,7 +55,9 @@ class ImageSource:
             ):  # fmt: skip
                 # Noise inputs random (as StyleGAN2's metrics sample), seeded by the batch's
                 # first latent seed: the same images on every run.
-                yield sample_uint8(G, chunk, NOISE_SEED_OFFSET + start, self.truncation)
+                batch_seeds = seeds[start - self.seed : start - self.seed + len(chunk)]
+                yield sample_uint8(G, chunk, NOISE_SEED_OFFSET + start, self.truncation,
+                                   seed_classes(G, batch_seeds))  # fmt: skip
             return
         loader = torch.utils.data.DataLoader(
             self._dataset, batch_size=batch_size, num_workers=workers, shuffle=False
