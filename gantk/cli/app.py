@@ -20,6 +20,7 @@ from gantk.cli import (
     generate,
     info,
     ops,
+    project,
     texture,
     train,
     weights,
@@ -76,6 +77,7 @@ app.command("fingerprint-decode", help=fingerprint.fingerprint_decode.__doc__)(
 )
 app.command("attribute", help=attribution.attribute.__doc__)(attribution.attribute)
 app.command("convert", help=convert.convert.__doc__)(convert.convert)
+app.command("project", help=project.project.__doc__)(project.project)
 app.command("texture-mix", help=texture.texture_mix.__doc__)(texture.texture_mix)
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(data.app, name="data")

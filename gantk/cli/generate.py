@@ -64,6 +64,14 @@ def generate(
             "checkpoint (as `train gan --cond` names them) or an index from 0.",
         ),
     ] = None,
+    latents: Annotated[
+        Path | None,
+        typer.Option(
+            "--latents",
+            help="Render the projections in this latents file of `gantk project` (styles and "
+            "noise maps) into --out as NAME.png, instead of random seeds.",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -86,6 +94,7 @@ def generate(
         write_images,
         write_interpolation,
     )
+    from gantk.gan.projector import render_latents
     from gantk.io.atomic import check_output
 
     output = Output(quiet, as_json)
@@ -100,6 +109,17 @@ def generate(
             check_output(target, force, [checkpoint])
     if out is not None and grid is not None:
         check_output(grid, True, [out])  # the grid may not go into (or be) the images' folder
+    if latents is not None:
+        if out is None or grid is not None or interpolate is not None or label is not None:
+            raise GantkError("--latents renders into --out FOLDER; drop --grid, --interpolate "
+                             "and --class")  # fmt: skip
+        check_output(out, force, [checkpoint, latents])
+        G = load_generator(checkpoint, resolve_device(device))
+        count = render_latents(G, str(latents), out, force)
+        output.say(f"rendered {count} projections to {out}")
+        output.result({"checkpoint": str(checkpoint), "latents": str(latents), "out": str(out),
+                       "images": count})  # fmt: skip
+        return
     G = load_generator(checkpoint, resolve_device(device))
     label = class_index(G, label)
     summary: dict = {"checkpoint": str(checkpoint), "truncation": truncation}

@@ -74,6 +74,39 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return a * torch.cos(angle) + towards * torch.sin(angle)
 
 
+def optimise(
+    params: list[torch.Tensor],
+    render: Callable[[int], torch.Tensor],
+    target: torch.Tensor,
+    lpips_model: nn.Module,
+    steps: int,
+    lr: float,
+    schedule: str,
+    regularizer: Callable[[], torch.Tensor] | None = None,
+    after_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> None:
+    """The projector's loop, shared by IvOM and ``gantk project``: Adam (0.9, 0.999) on
+    ``params`` for ``steps`` steps with :func:`learning_rate`'s schedule, minimising the summed
+    LPIPS between ``render(step)`` (images in [-1, 1], the step's latent noise applied by the
+    caller) and ``target``, plus ``regularizer()``. ``after_step(step, image)`` runs after each
+    update (noise renormalisation, progress frames)."""
+    optimizer = torch.optim.Adam(params, lr=lr)
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, steps, lr, schedule)
+        image = render(step)
+        loss = lpips_distance(lpips_model, image, target).sum()
+        if regularizer is not None:
+            loss = loss + regularizer()
+        # autograd.grad rather than backward(): only the latents need a gradient, and the
+        # caller's generator must not accumulate .grad on its parameters.
+        for param, grad in zip(params, torch.autograd.grad(loss, params), strict=True):
+            param.grad = grad
+        optimizer.step()
+        if after_step is not None:
+            after_step(step, image.detach())
+
+
 def _reconstruct(
     G: Generator,
     target: torch.Tensor,
@@ -87,21 +120,15 @@ def _reconstruct(
     """LPIPS (B,) between ``target`` and G(z) after ``steps`` Adam steps on z from ``z0``;
     ``noise`` holds one seeded stream per query for the latent noise."""
     z = z0.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([z], lr=lr)
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, schedule)
+
+    def render(step: int) -> torch.Tensor:
         strength = noise_strength(step, steps, schedule)
         if strength > 0:
             n = torch.stack([torch.randn(z.shape[1], generator=g) for g in noise]).to(z.device)
-            z_step = slerp(z, n, strength)
-        else:
-            z_step = z
-        loss = lpips_distance(lpips_model, G(z_step, noise_mode="const"), target).sum()
-        # autograd.grad rather than backward(): only z needs a gradient, and the caller's
-        # generator must not accumulate .grad on its parameters if they still require one.
-        (z.grad,) = torch.autograd.grad(loss, [z])
-        optimizer.step()
+            return G(slerp(z, n, strength), noise_mode="const")
+        return G(z, noise_mode="const")
+
+    optimise([z], render, target, lpips_model, steps, lr, schedule)
     with torch.no_grad():
         return lpips_distance(lpips_model, G(z, noise_mode="const"), target)
 
