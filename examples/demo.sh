@@ -94,6 +94,16 @@ gantk evaluate all "$out/gan/latest.safetensors" "builtin:shapes?n=$eval_n&resol
   --kid-subsets 20
 gantk evaluate swd "$out/gan/latest.safetensors" 'builtin:shapes?n=256&resolution=32' -n 256
 
+step workflow "training workflow: a class-conditional GAN on digits with adaptive augmentation (ADA) and
+micro-batches, its report picture (losses, ADA p, samples; $out/workflow-report.png) and a grid of sevens"
+gantk train gan 'builtin:digits?n=200' --resolution 16 --kimg 0.064 --batch-size 16 --batch-gpu 8 \
+  --cond --aug ada --aug-p 0.2 --ada-kimg 1 --z-dim 32 --w-dim 32 --mapping-layers 2 \
+  --channel-base 256 --channel-max 32 --tick-kimg 0.016 --sample-kimg 0.032 --snapshot-kimg 0.032 \
+  --out "$out/workflow" --force --quiet
+gantk train report "$out/workflow" --out "$out/workflow-report.png" --force
+gantk generate "$out/workflow/latest.safetensors" --class 7 --grid "$out/workflow-sevens.png" \
+  --rows 2 --cols 4 --force
+
 step nvidia "NVIDIA StyleGAN2-ADA models: convert a network pickle made with NVIDIA's code (read as data,
 never run) and draw its seeds 0-7 as NVIDIA's generate.py would (examples/nvidia_convert.sh also
 compares with NVIDIA's own outputs)"
