@@ -375,13 +375,7 @@ class Trainer:
                 f"--batch-size {config.batch_size} must be divisible by the "
                 f"{self.dist.world} processes"
             )
-        self.dataset = (
-            dataset
-            if dataset is not None
-            else open_dataset(
-                config.data, resolution=config.network.resolution, labeled=config.cond
-            )
-        )
+        self.dataset = dataset if dataset is not None else self._open_data(config)
         if self.dataset.resolution != config.network.resolution:
             raise GantkError(
                 f"{config.data} is {self.dataset.resolution}px but the network is "
@@ -453,6 +447,23 @@ class Trainer:
         self._stop_requested = False
         self.saved_step = 0
 
+    @staticmethod
+    def _open_data(config: TrainConfig) -> ImageDataset:
+        """The training set; with --cond a folder's subfolders are its classes (packs and
+        built-ins carry theirs, checked in _conditioning)."""
+        folder = not config.data.startswith("builtin:") and not config.data.lower().endswith(
+            (".h5", ".hdf5")
+        )
+        try:
+            return open_dataset(config.data, resolution=config.network.resolution,
+                                labeled=config.cond and folder)  # fmt: skip
+        except GantkError as exc:
+            if config.cond and folder and str(exc).startswith("--labels needs"):
+                raise GantkError(
+                    str(exc).replace("--labels needs", "--cond needs labels, so", 1)
+                ) from None
+            raise
+
     def _conditioning(self, config: TrainConfig) -> torch.Tensor | None:
         """With --cond: the network's classes from the data, and the labels fake images are
         drawn from (the data's own, so every class is generated as often as it is seen)."""
@@ -462,7 +473,7 @@ class Trainer:
             raise GantkError("--cond trains a plain conditional StyleGAN2: drop --imle and "
                              "--fingerprint-bits")  # fmt: skip
         labels = getattr(self.dataset, "labels", None)
-        if labels is None or not getattr(self.dataset, "has_labels", True):
+        if labels is None or not getattr(self.dataset, "has_labels", False):
             raise GantkError(f"--cond needs labels and {config.data} has none: give a folder "
                              "of class subfolders, a pack made with --labels or a labeled "
                              "built-in (e.g. builtin:digits)")  # fmt: skip
