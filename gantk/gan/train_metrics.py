@@ -1,6 +1,7 @@
 """FID and KID of the EMA generator while a GAN trains (``train gan --metrics fid,kid``).
 
-The training data's features are computed once and cached in the run folder
+The training data's features (a seeded random subset of at most --metrics-count images) are
+computed once and cached in the run folder
 (``metrics-real-<features>-<count>.npz``: Gaussian statistics for FID, the features themselves
 for KID), so every later evaluation, and a resumed run, only samples the generator. Generated
 images use fixed seeds 0…count-1 with seeded random noise, as ``gantk evaluate`` samples a
@@ -76,8 +77,12 @@ class TrainingMetrics:
             if features is not None or not self.needs_features:
                 self._real = (stats, features)
                 return self._real
-        n = min(self.count, len(self.dataset))  # type: ignore[arg-type]
-        subset = torch.utils.data.Subset(self.dataset, range(n))
+        total = len(self.dataset)  # type: ignore[arg-type]
+        n = min(self.count, total)
+        # A seeded random subset: folders list their images class by class, so the first n
+        # would miss whole classes.
+        rows = np.sort(np.random.RandomState(0).permutation(total)[:n]).tolist()
+        subset = torch.utils.data.Subset(self.dataset, rows)
         source = ImageSource(self.data_spec, "dataset", n, None, _dataset=subset)
         stats, kept = self._pass(source)
         features = kept.get(self.net.name)
