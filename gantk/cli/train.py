@@ -138,7 +138,11 @@ def train_gan(
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate of G and D.")] = 0.002,
     r1_gamma: Annotated[
         float | None,
-        typer.Option("--r1-gamma", help="R1 weight; default: --config's (auto or 10)."),
+        typer.Option(
+            "--r1-gamma",
+            help="R1 weight; default: --config's (auto's heuristic or 10). Short runs on small "
+            "images: 10 with --config auto trained best (docs/results.md).",
+        ),
     ] = None,
     pl_weight: Annotated[
         float, typer.Option("--pl-weight", help="Path length regularization weight (0: off).")
