@@ -92,3 +92,23 @@ def fast_gram(monkeypatch: pytest.MonkeyPatch, random_gram) -> None:
         return random_gram if choice == "random-vgg19" else real(choice, weights, device)
 
     monkeypatch.setattr(train_module, "load_gram_net", load)
+
+
+@pytest.fixture(scope="session")
+def cpu_patch_kernels(tmp_path_factory: pytest.TempPathFactory):
+    """The CUDA kernels' per-element patch-attention math (gantk/ops/csrc) compiled for the CPU
+    from tests/csrc, to check it without a GPU (test_ops_kernels, test_ops_selfcheck)."""
+    import shutil
+
+    if shutil.which("c++") is None:
+        pytest.skip("no C++ compiler (c++) to build the CPU copy of the kernel math")
+    from torch.utils import cpp_extension
+
+    root = Path(__file__).resolve().parent.parent
+    return cpp_extension.load(
+        name="gantk_patch_attention_cpu_test",
+        sources=[str(root / "tests" / "csrc" / "patch_attention_cpu.cpp")],
+        extra_include_paths=[str(root / "gantk" / "ops" / "csrc")],
+        extra_cflags=["-O1"],
+        build_directory=str(tmp_path_factory.mktemp("patch_attention_cpu")),
+    )

@@ -11,8 +11,6 @@ GPU runs of the real kernels are in test_ops_gpu.py.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from types import ModuleType
 from typing import ClassVar
 
@@ -31,23 +29,6 @@ from gantk.ops.modulated_conv import (
 from gantk.ops.patch_attention import PatchAttentionKernel, patch_attention_ref
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def cpu_patch_kernels(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
-    if shutil.which("c++") is None:
-        pytest.skip("no C++ compiler (c++) to build the CPU copy of the kernel math")
-    from torch.utils import cpp_extension
-
-    return cpp_extension.load(
-        name="gantk_patch_attention_cpu_test",
-        sources=[str(ROOT / "tests" / "csrc" / "patch_attention_cpu.cpp")],
-        extra_include_paths=[str(ROOT / "gantk" / "ops" / "csrc")],
-        extra_cflags=["-O1"],
-        build_directory=str(tmp_path_factory.mktemp("patch_attention_cpu")),
-    )
 
 
 def _patch_inputs(kernel_size: int, w_channels: int, shape=(2, 4, 5, 6), seed: int = 0):

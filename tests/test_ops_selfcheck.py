@@ -10,7 +10,6 @@ kernel's contract with torch's convolution; the wrong ones perturb one output or
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -26,24 +25,8 @@ from gantk.ops.patch_attention import patch_attention_ref
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
 FLOAT_TYPES = (torch.float32, torch.float64)  # what the CPU copy of the kernel math covers
-
-
-@pytest.fixture(scope="module")
-def patch_math(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
-    if shutil.which("c++") is None:
-        pytest.skip("no C++ compiler (c++) to build the CPU copy of the kernel math")
-    from torch.utils import cpp_extension
-
-    return cpp_extension.load(
-        name="gantk_patch_attention_cpu_test",
-        sources=[str(ROOT / "tests" / "csrc" / "patch_attention_cpu.cpp")],
-        extra_include_paths=[str(ROOT / "gantk" / "ops" / "csrc")],
-        extra_cflags=["-O1"],
-        build_directory=str(tmp_path_factory.mktemp("patch_attention_cpu")),
-    )
 
 
 def _reference_patch_backward(grad, values, weights, k, dilation, reflect, need_v, need_w):
@@ -97,8 +80,8 @@ def _by_op(results: list[selfcheck.Result]) -> dict[tuple[str, str], selfcheck.R
 # Verdicts
 
 
-def test_right_kernels_pass_in_every_dtype(tmp_path: Path, patch_math) -> None:
-    kernels = Kernels(tmp_path, patch_math)
+def test_right_kernels_pass_in_every_dtype(tmp_path: Path, cpu_patch_kernels) -> None:
+    kernels = Kernels(tmp_path, cpu_patch_kernels)
     results = selfcheck.run_checks(kernels, CPU, dtypes=FLOAT_TYPES)
     assert len(results) == 2 * len(selfcheck.quick_cases()) and all(r.passed for r in results)
     # The compiled math is a different program from the reference: tiny but nonzero errors.
@@ -137,14 +120,14 @@ def test_half_tolerance_follows_the_references_own_error(tmp_path: Path) -> None
     assert not selfcheck.run_checks(wrong, CPU, [case], (torch.bfloat16,))[0].passed
 
 
-def test_a_wrong_gradient_alone_is_caught(tmp_path: Path, patch_math) -> None:
+def test_a_wrong_gradient_alone_is_caught(tmp_path: Path, cpu_patch_kernels) -> None:
     def backward_off(grad, values, weights, k, dilation, reflect, need_v, need_w):
-        gv, gw = patch_math.patch_attention_backward(
+        gv, gw = cpu_patch_kernels.patch_attention_backward(
             grad, values, weights, k, dilation, reflect, need_v, need_w
         )
         return gv, gw * 1.01  # weight gradient 1 % off, output right
 
-    kernels = Kernels(tmp_path, patch_math, patch_attention_backward=backward_off)
+    kernels = Kernels(tmp_path, cpu_patch_kernels, patch_attention_backward=backward_off)
     results = _by_op(selfcheck.run_checks(kernels, CPU, dtypes=FLOAT_TYPES))
     assert not results[("patch_attention", "float32")].passed
     assert results[("patch_attention", "float64")].max_error == pytest.approx(0.01, rel=0.05)
