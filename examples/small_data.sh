@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Augmentation for small data (issue 20, after StyleGAN2-ADA's Fig. 1/Table 2 at toy scale): the
 # 32 px shapes GAN of examples/train_shapes.sh trained on only N scenes (default 500), without
-# augmentation and with --aug ada (and DiffAugment with AUGS="none ada diffaug"), same seed and
+# augmentation, with --aug ada and with --aug diffaug (AUGS picks; default all three), same seed and
 # kimg; every snapshot is scored against the full distribution of builtin:shapes (fid[shapes-cnn],
 # examples/shapes_fid.py, 2000 vs 2000 images), and ADA's p curve is drawn from log.jsonl.
 #
@@ -14,7 +14,7 @@ OUT=${1:-out/small-data}
 KIMG=${KIMG:-20}
 N=${N:-500}
 ADA_KIMG=${ADA_KIMG:-10}
-AUGS=${AUGS:-none ada}
+AUGS=${AUGS:-none ada diffaug}
 GANTK=${GANTK:-gantk}
 PY=${PY:-python3}
 mkdir -p "$OUT"
