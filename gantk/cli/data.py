@@ -170,11 +170,11 @@ def pack(
     """
     from gantk.errors import GantkError
     from gantk.io.atomic import check_output
+    from gantk.io.datasets import is_folder_spec
     from gantk.io.packs import write_pack
 
     out = Output(quiet, as_json)
-    is_folder = not images.startswith("builtin:") and not images.lower().endswith((".h5", ".hdf5"))
-    if is_folder and resolution is None:
+    if is_folder_spec(images) and resolution is None:
         raise GantkError("packing a folder needs --resolution (a power of two, e.g. 64)")
     check_output(out_file, force, [] if images.startswith("builtin:") else [images])
     ds = _open(
@@ -245,14 +245,12 @@ def preview(
     Folders are shown at 64 px unless --resolution is given.
     """
     from gantk.io.atomic import check_output
+    from gantk.io.datasets import is_folder_spec
     from gantk.io.export import write_preview
 
     out = Output(quiet, as_json)
     check_output(out_file, force, [] if dataset.startswith("builtin:") else [dataset])
-    is_folder = not dataset.startswith("builtin:") and not dataset.lower().endswith(
-        (".h5", ".hdf5")
-    )
-    if is_folder and resolution is None:
+    if is_folder_spec(dataset) and resolution is None:
         resolution = 64
     ds = _open(out, dataset, resolution, labels, allow_upscale=True)
     result = write_preview(ds, out_file, rows, cols, seed, force)

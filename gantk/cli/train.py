@@ -524,9 +524,9 @@ def _progress(advance, kimg: float):
 
 def _dataset_resolution(data: str) -> int:
     from gantk.errors import GantkError
-    from gantk.io.datasets import open_dataset
+    from gantk.io.datasets import is_folder_spec, open_dataset
 
-    if not data.startswith("builtin:") and not data.lower().endswith((".h5", ".hdf5")):
+    if is_folder_spec(data):
         raise GantkError("training on a folder needs --resolution (a power of two, e.g. 64)")
     return int(open_dataset(data, count=1).resolution or 0)
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gantk.errors import GantkError
+from gantk.io.images import to_uint8
 from gantk.metrics.ivom import noise_strength, optimise
 from gantk.metrics.lpips_metric import lpips_distance, resize_to, to_unit_range
 
@@ -156,7 +157,8 @@ def project(
 
 
 def _uint8(image: torch.Tensor) -> np.ndarray:
-    return ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    """One (3, R, R) image in [-1, 1] as uint8 (R, R, 3), the way every gantk image is saved."""
+    return to_uint8(image[None])[0].cpu().numpy()
 
 
 @torch.no_grad()

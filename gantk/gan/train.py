@@ -50,7 +50,7 @@ from gantk.io.checkpoint import (
     set_rng_state,
 )
 from gantk.io.config_schema import build_matching, parse_config, section, with_defaults
-from gantk.io.datasets import ImageDataset, open_dataset
+from gantk.io.datasets import ImageDataset, is_folder_spec, open_dataset
 from gantk.io.images import make_grid, save_image, to_uint8
 from gantk.io.runlog import LOG_FILE, append_log, rewind_log
 from gantk.nn.augment import AdaController, AdaptiveAugment, diff_augment
@@ -451,9 +451,7 @@ class Trainer:
     def _open_data(config: TrainConfig) -> ImageDataset:
         """The training set; with --cond a folder's subfolders are its classes (packs and
         built-ins carry theirs, checked in _conditioning)."""
-        folder = not config.data.startswith("builtin:") and not config.data.lower().endswith(
-            (".h5", ".hdf5")
-        )
+        folder = is_folder_spec(config.data)
         try:
             return open_dataset(config.data, resolution=config.network.resolution,
                                 labeled=config.cond and folder)  # fmt: skip

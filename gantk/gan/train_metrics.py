@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from gantk.errors import GantkError
+from gantk.io.atomic import atomic_file
 from gantk.metrics import distribution
 from gantk.metrics.features import FeatureNet, load_feature_net, metric_name
 from gantk.metrics.frechet import GaussianStats
@@ -90,10 +91,8 @@ class TrainingMetrics:
         arrays = {"mu": mu, "cov": cov, "count": np.array(stats.count)}
         if features is not None:
             arrays["features"] = features.numpy()
-        tmp = self.cache.with_name(self.cache.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_file(self.cache, force=True) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        tmp.replace(self.cache)
         self._real = (stats, features)
         return self._real
 

@@ -392,6 +392,12 @@ def attach_attributes(dataset: ImageDataset, csv_path: str | Path) -> ImageDatas
     return dataset
 
 
+def is_folder_spec(spec: str | Path) -> bool:
+    """Whether a dataset spec names a folder of images (not ``builtin:…`` nor an .h5 pack)."""
+    text = str(spec)
+    return not text.startswith("builtin:") and not text.lower().endswith((".h5", ".hdf5"))
+
+
 def open_dataset(
     spec: str | Path,
     resolution: int | None = None,
