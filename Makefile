@@ -51,7 +51,7 @@ models: $(STAMP)
 	scripts/train_stego_100.sh runs/stego-100-v2
 	scripts/train_texture_mixer.sh runs/texture-mixer-v2
 
-# Everything a GPU can tell us in one call of about 9 minutes (scripts/gpu_check.sh; results in
+# Everything a GPU can tell us in one call budgeted at 540 s (scripts/gpu_check.sh; results in
 # $$OUT or out/gpu-check). No venv needed on the GPU machine: its python3 runs this checkout.
 # DEVICE=cpu is the rehearsal (small shapes, a few minutes; tests/test_gpu_check.py runs it).
 DEVICE ?= cuda

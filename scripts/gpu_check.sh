@@ -18,8 +18,8 @@
 # out/gpu-check: summary.md, gpu-check.log, ops-check.json, bench-ops.json, train-speed.json,
 # models.tar (at most 8 files, as the device tool brings back). Scratch: $GPU_CHECK_WORK.
 #
-#   make gpu-check                     # on the GPU machine, about 9 minutes in all
-#   make gpu-check DEVICE=cpu          # the rehearsal: same steps, small shapes, ~2 minutes
+#   make gpu-check                     # on the GPU machine, within a 540 s budget
+#   make gpu-check DEVICE=cpu          # the rehearsal: same steps, small shapes (51 s here)
 #
 # Environment: DEVICE (cuda or cpu), GPU_CHECK_BUDGET (seconds in all; 540 on cuda, 240 on cpu),
 # PY (python3), DATA (the bundled models' training data: data/training, else the subset in
