@@ -1,8 +1,9 @@
 """Feature networks for distribution metrics, loaded offline.
 
-- ``inception``: pytorch-fid's InceptionV3 with the standard FID weights
+- ``inception``: the FID InceptionV3 with the standard weights
   (pt_inception-2015-12-05-6726825d.pth), 2048-d pool3 features; images are resized to 299x299
   bilinearly inside the network, exactly as the pytorch-fid command line does. FID and KID use it.
+  fid_inception.py computes pytorch-fid's features (to float32 rounding) in half the time.
 - ``vgg16``: torchvision's VGG16 with ImageNet weights (vgg16-397923af.pth), 4096-d activations
   of the second fully connected layer (after ReLU) on 224x224 inputs: the feature space of
   improved precision and recall (Kynkäänniemi et al. 2019).
@@ -76,9 +77,10 @@ def _variance_preserving_init(net: nn.Module) -> None:
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
 
 
-def fid_inception_architecture(state: dict | None = None) -> nn.Module:
-    """The bare FID InceptionV3 (the network whose state dict the FID weight file holds), with
-    ``state`` loaded or seeded random weights. pytorch-fid builds it by downloading the
+def fid_inception_architecture() -> nn.Module:
+    """pytorch-fid's bare FID InceptionV3 (the network whose state dict the FID weight file
+    holds) with seeded random weights: the reference the fast network is checked against, and
+    the source of ``random-inception``'s weights. pytorch-fid builds it only by downloading the
     weights; this builds the same architecture through its own classes without a network."""
     import pytorch_fid.inception as pfi
 
@@ -94,43 +96,18 @@ def fid_inception_architecture(state: dict | None = None) -> nn.Module:
     net.Mixed_6e = pfi.FIDInceptionC(768, channels_7x7=192)
     net.Mixed_7b = pfi.FIDInceptionE_1(1280)
     net.Mixed_7c = pfi.FIDInceptionE_2(2048)
-    if state is None:
-        _variance_preserving_init(net)
-        return net
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise GantkError(
-            "the Inception weight file does not fit the FID InceptionV3 architecture "
-            f"({str(exc).splitlines()[0]}); use pt_inception-2015-12-05-6726825d.pth"
-        ) from None
+    _variance_preserving_init(net)
     return net
 
 
 def _fid_inception(state: dict | None) -> nn.Module:
-    """pytorch-fid's InceptionV3 wrapper (resizing, normalisation, pool3 output) around
-    :func:`fid_inception_architecture`."""
-    import pytorch_fid.inception as pfi
+    """The FID network's pool3 features (gantk.metrics.fid_inception: pytorch-fid's numbers in
+    half the time); ``state`` None gives the seeded random weights."""
+    from gantk.metrics.fid_inception import FIDInception
 
-    original = pfi.fid_inception_v3
-    pfi.fid_inception_v3 = lambda: fid_inception_architecture(state)
-    try:
-        block = pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]
-        model = pfi.InceptionV3(
-            [block], resize_input=True, normalize_input=True, use_fid_inception=True
-        )
-    finally:
-        pfi.fid_inception_v3 = original
-
-    class Pool3(nn.Module):
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.inner(x)[0]
-
-    return Pool3(model).eval()
+    if state is None:
+        state = fid_inception_architecture().state_dict()
+    return FIDInception(state)
 
 
 def _vgg16_fc2(state: dict | None) -> nn.Module:
@@ -147,7 +124,8 @@ def _vgg16_fc2(state: dict | None) -> nn.Module:
                 f"({str(exc).splitlines()[0]}); use vgg16-397923af.pth"
             ) from None
     net.classifier = net.classifier[:5]  # up to the ReLU after the second FC layer (fc2)
-    return net.eval()
+    # Channels-last: oneDNN's fastest CPU layout (1.4x on the 2-core VM, same features to 1e-6).
+    return net.to(memory_format=torch.channels_last).eval()
 
 
 _IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -161,7 +139,8 @@ def _prepare_inception(images: torch.Tensor) -> torch.Tensor:
 def _prepare_vgg(images: torch.Tensor) -> torch.Tensor:
     x = images.float() / 255.0
     x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
-    return (x - _IMAGENET_MEAN.to(x.device)) / _IMAGENET_STD.to(x.device)
+    x = (x - _IMAGENET_MEAN.to(x.device)) / _IMAGENET_STD.to(x.device)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 FEATURE_NETS = ("inception", "vgg16", "random-inception", "random-vgg16")

@@ -18,6 +18,7 @@ import torch
 from gantk import __version__
 from gantk.errors import GantkError
 from gantk.io.atomic import atomic_file
+from gantk.io.prefetch import prefetch
 from gantk.metrics.frechet import GaussianStats
 
 DEFAULT_GENERATOR_SAMPLES = 10000
@@ -62,8 +63,9 @@ class ImageSource:
         loader = torch.utils.data.DataLoader(
             self._dataset, batch_size=batch_size, num_workers=workers, shuffle=False
         )
-        for images, _ in loader:
-            yield images
+        batches = (images for images, _ in loader)
+        # Without worker processes, a reader thread decodes the next batch during the forward.
+        yield from (prefetch(batches) if workers == 0 else batches)
 
 
 def _common_size(dataset) -> int | None:
