@@ -63,11 +63,11 @@ def test_gradients_reach_the_input(state) -> None:
 def test_weight_files_that_do_not_fit_are_refused(state) -> None:
     assert set(expected_shapes()) <= set(state)
     missing = {k: v for k, v in state.items() if k != "Mixed_6b.branch7x7_2.conv.weight"}
-    with pytest.raises(GantkError, match="missing Mixed_6b.branch7x7_2.conv.weight"):
+    with pytest.raises(GantkError, match=r"missing Mixed_6b\.branch7x7_2\.conv\.weight"):
         FIDInception(missing)
     wrong = {**state, "Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 5, 5)}
     with pytest.raises(GantkError, match=r"shape \(32, 3, 5, 5\), expected \(32, 3, 3, 3\)"):
         FIDInception(wrong)
     extra = {**state, "AuxLogits.fc.weight": torch.zeros(1)}
-    with pytest.raises(GantkError, match="unexpected AuxLogits.fc.weight"):
+    with pytest.raises(GantkError, match=r"unexpected AuxLogits\.fc\.weight"):
         FIDInception(extra)

@@ -34,7 +34,7 @@ def test_a_producer_error_is_raised_at_its_item() -> None:
 
     stream = prefetch(items())
     assert next(stream) == "a"
-    with pytest.raises(ValueError, match="unreadable file x.png"):
+    with pytest.raises(ValueError, match=r"unreadable file x\.png"):
         next(stream)
 
 
