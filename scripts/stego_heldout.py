@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from skimage.metrics import structural_similarity
 
 from gantk.fingerprint import bits as fpbits
-from gantk.fingerprint.artificial import psnr_db, to_rgb, to_tensor
+from gantk.fingerprint.artificial import to_rgb, to_tensor
 from gantk.fingerprint.stego import decode_bits, embed_any_size
 from gantk.fingerprint.train_stego import load_stego
 from gantk.io.bundled import resolve_model_path
 from gantk.io.checkpoint import read_metadata
 from gantk.io.images import list_images, load_rgb
+from gantk.metrics.image_quality import psnr_db, ssim
 from gantk.perturb import jpeg, resize
 
 TARGETS = {"psnr_mean": 33.0, "psnr_min": 30.0, "ssim_mean": 0.97, "acc_clean": 0.99,
@@ -56,8 +56,7 @@ def evaluate(model: str, folder: Path, seed: int = 0) -> tuple[dict, list[tuple]
             codes.append(code)
             rows.append({"image": path.name, "width": original.shape[1],
                          "height": original.shape[0], "psnr": psnr_db(original, marked),
-                         "ssim": structural_similarity(original, marked, channel_axis=2,
-                                                       data_range=255)})  # fmt: skip
+                         "ssim": ssim(original, marked)})  # fmt: skip
             examples.append((original, marked))
     code_arr = np.stack(codes)
     need = fpbits.threshold(n, 1e-6)

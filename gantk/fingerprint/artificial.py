@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from gantk.io.atomic import atomic_dir, check_output
 from gantk.io.bundled import resolve_model_path
 from gantk.io.checkpoint import file_sha256
 from gantk.io.images import UnreadableImage, list_images, open_image
+from gantk.metrics.image_quality import psnr_db, ssim
 
 RECORD = "fingerprint.json"
 PER_IMAGE_MAP = "fingerprints.csv"
@@ -189,8 +192,6 @@ def embed_folder(
     image listed in ``fingerprints.csv``. Writes ``fingerprint.json`` describing the embedding
     (with the unreadable files skipped). Nothing is written unless every other image succeeds.
     """
-    from skimage.metrics import structural_similarity
-
     if image_format not in FORMATS:
         raise GantkError(f"--format must be one of {', '.join(FORMATS)}, got {image_format!r}")
     if not 1 <= jpeg_quality <= 100:
@@ -210,7 +211,21 @@ def embed_folder(
     bits_count = encoder.config.bits
     psnrs, ssims, rows, skipped = [], [], [], []
     device = next(encoder.parameters()).device
-    with atomic_dir(out, force) as tmp, torch.no_grad():
+    writers = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+    pending: list = []
+
+    def collect(jobs: list) -> None:
+        for job, relative, code in jobs:
+            psnr, similarity = job.result()
+            psnrs.append(psnr)
+            ssims.append(similarity)
+            if per_image_seed is not None:
+                rows.append([str(relative), fpbits.to_hex(code)])
+            if advance:
+                advance(1)
+
+    # Writers stop (finishing their jobs) before atomic_dir publishes or removes the folder.
+    with atomic_dir(out, force) as tmp, writers, torch.no_grad():
         for start in range(0, len(paths), EMBED_BATCH):
             batch = paths[start : start + EMBED_BATCH]
             readable = load_readable(batch, source, skipped, strict, warn)
@@ -227,21 +242,15 @@ def embed_folder(
                 for index, _ in chunk
             }
             marked = _embed_batched(encoder, loaded, codes, device)
-            for index, path in chunk:
-                relative = path.relative_to(source).with_suffix(FORMATS[image_format])
-                saved = _write(marked[index], loaded[index], tmp / relative, image_format,
-                               jpeg_quality)  # fmt: skip
-                original = loaded[index].rgb
-                psnrs.append(psnr_db(original, saved))
-                ssims.append(
-                    structural_similarity(original, saved, channel_axis=2, data_range=255)
-                    if min(saved.shape[:2]) >= 7
-                    else float("nan")
-                )
-                if per_image_seed is not None:
-                    rows.append([str(relative), fpbits.to_hex(codes[index])])
-                if advance:
-                    advance(1)
+            relatives = {index: path.relative_to(source).with_suffix(FORMATS[image_format])
+                         for index, path in chunk}  # fmt: skip
+            # Encoding PNG/JPEG and measuring SSIM release the GIL: writer threads do it for
+            # this batch while the next one is read and embedded; one batch is in flight.
+            collect(pending)
+            pending = [(writers.submit(_write_and_measure, marked[index], loaded[index],
+                                       tmp / relatives[index], image_format, jpeg_quality),
+                        relatives[index], codes[index]) for index, _ in chunk]  # fmt: skip
+        collect(pending)
         if not psnrs:
             raise GantkError(f"{source} holds no readable images; nothing was written")
         record = {
@@ -308,15 +317,19 @@ def _write(
         flat = _eight_bit(image)
         flat.convert("L" if flat.mode in ("L", "LA") else "RGB").save(target, quality=quality)
         return np.asarray(Image.open(target).convert("RGB"))
-    image.save(target)
+    # zlib level 3 instead of Pillow's 6: half the encoding time (3.6 vs 6.9 ms for a 128 px
+    # photo) for files ~7 % larger; the pixels are the same either way.
+    image.save(target, compress_level=3)
     # PNG is lossless: the saved pixels are the image's own.
     return np.asarray(_eight_bit(image).convert("RGB"))
 
 
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 RGB arrays (peak 255)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+def _write_and_measure(
+    rgb: np.ndarray, loaded: LoadedImage, target: Path, image_format: str, quality: int
+) -> tuple[float, float]:
+    """Write one fingerprinted image; PSNR and SSIM of what was saved against the original."""
+    saved = _write(rgb, loaded, target, image_format, quality)
+    return psnr_db(loaded.rgb, saved), ssim(loaded.rgb, saved)
 
 
 def _stats(values: list[float]) -> dict:

@@ -11,6 +11,7 @@ false-positive rate is the smallest k whose p-value is at most that rate.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -60,27 +61,40 @@ def random_bits(length: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 2, length, dtype=np.uint8)
 
 
+@functools.lru_cache(maxsize=16)
+def _upper_tail(length: int) -> np.ndarray:
+    """P(X >= k) for X ~ Binomial(length, 1/2), k = 0..length, in float64.
+
+    Summed in log space (log C(n, i) as a running sum of log((n - i + 1) / i), then a reversed
+    running log-add), so tails far below 1e-308 of a single term do not underflow early and the
+    relative error stays near 1e-13 for thousands of bits. numpy only: scipy.stats took 2 s to
+    import, longer than decoding 200 images."""
+    i = np.arange(1, length + 1, dtype=np.float64)
+    log_comb = np.concatenate([[0.0], np.cumsum(np.log((length - i + 1) / i))])
+    log_pmf = log_comb - length * math.log(2.0)
+    return np.exp(np.logaddexp.accumulate(log_pmf[::-1])[::-1])
+
+
 def p_value(matches: int | np.ndarray, length: int | np.ndarray) -> np.ndarray:
     """P(X >= matches) for X ~ Binomial(length, 1/2)."""
-    from scipy.stats import binom
-
-    return binom.sf(np.asarray(matches) - 1, length, 0.5)
+    matches, length = np.broadcast_arrays(np.asarray(matches), np.asarray(length))
+    out = np.empty(matches.shape, dtype=np.float64)
+    for n in np.unique(length):
+        n = int(n)
+        where = length == n
+        k = matches[where].astype(np.int64)
+        tail = _upper_tail(n)
+        out[where] = np.where(k <= 0, 1.0, np.where(k > n, 0.0, tail[np.clip(k, 0, n)]))
+    return out if out.ndim else out[()]
 
 
 def threshold(length: int, fpr: float) -> int:
     """Smallest number of matching bits whose p-value is at most ``fpr`` (length + 1 if none:
     then no image can be declared fingerprinted at that rate)."""
-    from scipy.stats import binom
-
     if not 0 < fpr < 1:
         raise GantkError(f"--fpr must be in (0, 1), got {fpr}")
-    # sf(k - 1) <= fpr  <=>  k - 1 >= isf(fpr); guard the discrete edge by checking neighbours.
-    k = int(binom.isf(fpr, length, 0.5)) + 1
-    while k > 0 and binom.sf(k - 2, length, 0.5) <= fpr:
-        k -= 1
-    while k <= length and binom.sf(k - 1, length, 0.5) > fpr:
-        k += 1
-    return k
+    passing = np.flatnonzero(_upper_tail(length) <= fpr)  # tails decrease with k
+    return int(passing[0]) if passing.size else length + 1
 
 
 def majority(decoded: np.ndarray) -> np.ndarray:
