@@ -41,7 +41,12 @@ InceptionWeightsOpt = Annotated[
 VggWeightsOpt = Annotated[
     Path | None, typer.Option("--vgg-weights", help="Path of vgg16-397923af.pth.")
 ]
-WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Data loading processes.")]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers", min=0, help="Data loading processes (0: a reader thread beside the network)."
+    ),
+]
 
 
 def _weights_for(features: str, inception: Path | None, vgg: Path | None) -> Path | None:
