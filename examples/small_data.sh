@@ -42,14 +42,22 @@ print("fid[shapes-cnn] against the full set:")
 for a, rows in scores.items():
     print(f"  {a:<8}", "  ".join(f"{k.removeprefix('generator at ')}: {v:.0f}"
                                   for k, v in rows.items()))
+# D's mean logit on real images is the overfitting signal ADA steers (through its sign).
+logs = {a: [json.loads(line) for line in (out / a / "log.jsonl").read_text().splitlines()]
+        for a in augs}
+panels = 2 if "ada" in augs else 1
+fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3), squeeze=False)
+for a, log in logs.items():
+    axes[0, 0].plot([e["kimg"] for e in log], [e["real_logit"] for e in log], label=a)
+axes[0, 0].set_ylabel("D logit on real images")
+axes[0, 0].legend()
 if "ada" in augs:
-    log = [json.loads(line) for line in (out / "ada" / "log.jsonl").read_text().splitlines()]
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot([e["kimg"] for e in log], [e["aug_p"] for e in log])
+    axes[0, 1].plot([e["kimg"] for e in logs["ada"]], [e["aug_p"] for e in logs["ada"]])
+    axes[0, 1].set_ylabel("ADA p")
+for ax in axes[0]:
     ax.set_xlabel("kimg")
-    ax.set_ylabel("ADA p")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "ada-p.png", dpi=100)
-    print(f"wrote {out / 'ada-p.png'}")
+fig.tight_layout()
+fig.savefig(out / "ada-p.png", dpi=100)
+print(f"wrote {out / 'ada-p.png'}")
 PY
