@@ -98,21 +98,25 @@ def measure(args: argparse.Namespace, variant: str) -> dict:
     }
 
 
+SHAPE_ARGUMENTS = ("resolution", "batch_size", "steps", "warmup", "z_dim", "w_dim",
+                   "channel_base", "channel_max")  # fmt: skip
+
+
+def add_shape_arguments(parser: argparse.ArgumentParser) -> None:
+    """The network and step-count options (bench/train_speed_vs_nvidia.py passes them on)."""
+    defaults = (32, 16, 16, 2, 64, 64, 2048, 64)
+    for name, default in zip(SHAPE_ARGUMENTS, defaults, strict=True):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--resolution", type=int, default=32)
+    add_shape_arguments(parser)
     parser.add_argument(
         "--attn-res", type=int, default=None, help="default: resolution/2 (32 at 64+)"
     )
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--z-dim", type=int, default=64)
-    parser.add_argument("--w-dim", type=int, default=64)
-    parser.add_argument("--channel-base", type=int, default=2048)
-    parser.add_argument("--channel-max", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", default="none")
     parser.add_argument(

@@ -29,6 +29,8 @@ import types
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from train_speed import SHAPE_ARGUMENTS, add_shape_arguments  # noqa: E402  (the sibling script)
 
 
 def measure_nvidia(args: argparse.Namespace) -> dict:
@@ -54,7 +56,8 @@ def measure_nvidia(args: argparse.Namespace) -> dict:
     D = Discriminator(c_dim=0, img_resolution=args.resolution, img_channels=3,
                       architecture="resnet", channel_base=args.channel_base,
                       channel_max=args.channel_max, num_fp16_res=0, conv_clamp=None,
-                      epilogue_kwargs={"mbstd_group_size": 4}).train().requires_grad_(False)  # fmt: skip
+                      epilogue_kwargs={"mbstd_group_size": 4})  # fmt: skip
+    D = D.train().requires_grad_(False)
     G_ema = copy.deepcopy(G).eval()
     loss = StyleGAN2Loss(device, G.mapping, G.synthesis, D, r1_gamma=args.r1_gamma)
     phases = []
@@ -112,14 +115,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--nvidia", type=Path, required=True, help="stylegan2-ada-pytorch checkout")
-    parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--z-dim", type=int, default=64)
-    parser.add_argument("--w-dim", type=int, default=64)
-    parser.add_argument("--channel-base", type=int, default=2048)
-    parser.add_argument("--channel-max", type=int, default=64)
+    add_shape_arguments(parser)
     parser.add_argument("--r1-gamma", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only-nvidia", action="store_true", help=argparse.SUPPRESS)
@@ -130,15 +126,20 @@ def main() -> None:
         return
     if not (args.nvidia / "training" / "loss.py").is_file():
         sys.exit(f"{args.nvidia} is not a checkout of stylegan2-ada-pytorch")
-    shapes = ["--resolution", str(args.resolution), "--batch-size", str(args.batch_size),
-              "--steps", str(args.steps), "--warmup", str(args.warmup), "--z-dim",
-              str(args.z_dim), "--w-dim", str(args.w_dim), "--channel-base",
-              str(args.channel_base), "--channel-max", str(args.channel_max)]  # fmt: skip
+    shapes = [part for name in SHAPE_ARGUMENTS
+              for part in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]  # fmt: skip
     commands = {
         "gantk": [sys.executable, str(HERE / "train_speed.py"), *shapes, "--only", "baseline"],
-        "stylegan2-ada-pytorch": [sys.executable, __file__, *shapes, "--nvidia",
-                                  str(args.nvidia), "--r1-gamma", str(args.r1_gamma),
-                                  "--only-nvidia"],  # fmt: skip
+        "stylegan2-ada-pytorch": [
+            sys.executable,
+            __file__,
+            *shapes,
+            "--nvidia",
+            str(args.nvidia),
+            "--r1-gamma",
+            str(args.r1_gamma),
+            "--only-nvidia",
+        ],
     }
     env = {**os.environ, "GANTK_OPS": "ref"}
     runs: dict[str, list[dict]] = {name: [] for name in commands}
