@@ -17,7 +17,7 @@ if [ "${DEMO_FULL:-0}" = 1 ]; then
   kimg=1 half_kimg=0.5 eval_n=200 kid_subset=100 attr_steps=300 pr_n=200 pr_features=random-vgg16
   tex_steps=20 tex_pairs=4
 else
-  kimg=0.5 half_kimg=0.25 eval_n=32 kid_subset=16 attr_steps=200 pr_n=64
+  kimg=0.5 half_kimg=0.25 eval_n=32 kid_subset=16 attr_steps=120 pr_n=64
   pr_features=random-inception tex_steps=10 tex_pairs=3
 fi
 mkdir -p "$out"
@@ -55,15 +55,32 @@ print(f"{'total':<14}{total:>9.1f}{allowed:>9.0f}{'  over budget' if total > all
 PYEOF
 }
 
+# together F G ...: run the named shell functions side by side (each gantk command spends most
+# of its few seconds starting Python and torch, on one core), then show their outputs in order.
+together() {
+  local logs=() pids=() name i status=0
+  for name in "$@"; do
+    logs+=("$(mktemp)")
+    "$name" >"${logs[-1]}" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || status=1
+    cat "${logs[$i]}"
+    rm -f "${logs[$i]}"
+  done
+  return "$status"
+}
+
 step info "what this installation can do"
 gantk info
 
 step datasets "built-in datasets"
 gantk data list
 
-step previews "a sample grid of each built-in dataset -> $out/previews/"
+step previews "sample grids of five built-in datasets (gantk data preview builtin:NAME) -> $out/previews/"
 # Two at a time: each command spends most of its few seconds starting Python and torch.
-for name in digits stacked-digits faces textures photos shapes 'shapes?minority=triangle:0.02'; do
+for name in digits faces textures photos 'shapes?minority=triangle:0.02'; do
   echo "$name"
 done | xargs -P 2 -I{} sh -c 'gantk data preview "builtin:$1" "$2/previews/$(echo "$1" |
   sed "s/?minority=.*/-minority/").png" --rows 6 --cols 10 --force --quiet' _ {} "$out"
@@ -84,15 +101,26 @@ step gan "train a small GAN on shapes for $kimg kimg, then sample from it"
 gantk train gan 'builtin:shapes?n=2000' --resolution 32 --kimg "$kimg" --batch-size 16 --z-dim 64 \
   --w-dim 64 --mapping-layers 4 --channel-base 1024 --channel-max 32 --mirror \
   --sample-kimg "$half_kimg" --snapshot-kimg "$half_kimg" --out "$out/gan" --force
-gantk generate "$out/gan/latest.safetensors" --grid "$out/gan-grid.png" --rows 4 --cols 8 --force
-gantk generate "$out/gan/latest.safetensors" --interpolate 3 --steps 8 --out "$out/gan-walk.gif" --force
+gan_grid() {
+  gantk generate "$out/gan/latest.safetensors" --grid "$out/gan-grid.png" --rows 4 --cols 8 --force
+}
+gan_walk() {
+  gantk generate "$out/gan/latest.safetensors" --interpolate 3 --steps 8 --out "$out/gan-walk.gif" \
+    --force
+}
+together gan_grid gan_walk
 
 step evaluate "evaluate it against the data: KID and precision/recall with random features (no weight files
 needed; the metric names say so), and SWD, which needs no network"
-gantk evaluate all "$out/gan/latest.safetensors" "builtin:shapes?n=$eval_n&resolution=32" \
-  -n "$eval_n" --metrics kid,pr --features random-inception --kid-subset-size "$kid_subset" \
-  --kid-subsets 20
-gantk evaluate swd "$out/gan/latest.safetensors" 'builtin:shapes?n=256&resolution=32' -n 256
+evaluate_kid_pr() {
+  gantk evaluate all "$out/gan/latest.safetensors" "builtin:shapes?n=$eval_n&resolution=32" \
+    -n "$eval_n" --metrics kid,pr --features random-inception --kid-subset-size "$kid_subset" \
+    --kid-subsets 20
+}
+evaluate_swd() {
+  gantk evaluate swd "$out/gan/latest.safetensors" 'builtin:shapes?n=256&resolution=32' -n 256
+}
+together evaluate_kid_pr evaluate_swd
 
 step workflow "training workflow: a class-conditional GAN on digits with adaptive augmentation (ADA) and
 micro-batches, its report picture (losses, ADA p, samples; $out/workflow-report.png) and a grid of sevens"
@@ -100,9 +128,12 @@ gantk train gan 'builtin:digits?n=200' --resolution 16 --kimg 0.064 --batch-size
   --cond --aug ada --aug-p 0.2 --ada-kimg 1 --z-dim 32 --w-dim 32 --mapping-layers 2 \
   --channel-base 256 --channel-max 32 --tick-kimg 0.016 --sample-kimg 0.032 --snapshot-kimg 0.032 \
   --out "$out/workflow" --force --quiet
-gantk train report "$out/workflow" --out "$out/workflow-report.png" --force
-gantk generate "$out/workflow/latest.safetensors" --class 7 --grid "$out/workflow-sevens.png" \
-  --rows 2 --cols 4 --force
+workflow_report() { gantk train report "$out/workflow" --out "$out/workflow-report.png" --force; }
+workflow_sevens() {
+  gantk generate "$out/workflow/latest.safetensors" --class 7 --grid "$out/workflow-sevens.png" \
+    --rows 2 --cols 4 --force
+}
+together workflow_report workflow_sevens
 
 step nvidia "NVIDIA StyleGAN2-ADA models: convert a network pickle made with NVIDIA's code (read as data,
 never run) and draw its seeds 0-7 as NVIDIA's generate.py would (examples/nvidia_convert.sh also
@@ -131,17 +162,20 @@ step attribution "attribution: tell real shapes from the demo GAN at two snapsho
 attributor vs the spectral baseline, clean and after JPEG (confusion: $out/attribution/confusion.png)"
 a="$out/attribution"
 rm -rf "$a/sources" "$a/test"
-# 400 images per source in one command each; images 300-399 become the test set.
+# 400 images per source in one command each, the three side by side (each spends most of its
+# time starting Python and torch); images 300-399 become the test set.
 split_off_test() { mkdir -p "$a/test/$1" && mv "$a/sources/$1"/*0003[0-9][0-9].png "$a/test/$1/"; }
-gantk data export builtin:shapes "$a/sources/real" -n 400 --resolution 32 --flat --quiet
-split_off_test real
+gantk data export builtin:shapes "$a/sources/real" -n 400 --resolution 32 --flat --quiet &
+makers=($!)
 # The half-way snapshot (the second one written: 0, half, all kimg) and the final generator.
 half=$(ls "$out/gan"/snapshot-*.safetensors | sort | sed -n 2p)
 for snap in half final; do
   ckpt=$([ "$snap" = half ] && echo "$half" || echo "$out/gan/latest.safetensors")
-  gantk generate "$ckpt" -n 400 --out "$a/sources/gan-$snap" --quiet
-  split_off_test "gan-$snap"
+  gantk generate "$ckpt" -n 400 --out "$a/sources/gan-$snap" --quiet &
+  makers+=($!)
 done
+for pid in "${makers[@]}"; do wait "$pid"; done  # each wait fails (set -e) if its command did
+for source in real gan-half gan-final; do split_off_test "$source"; done
 gantk train attributor "$a/sources" --steps "$attr_steps" --channel-base 256 --out "$a/run" --force
 gantk attribute "$a/test" --model "$a/run/latest.safetensors" --eval --attack clean,jpeg \
   --confusion "$a/confusion.png" --out "$a/predictions.csv" --force
