@@ -66,9 +66,9 @@ def _upper_tail(length: int) -> np.ndarray:
     """P(X >= k) for X ~ Binomial(length, 1/2), k = 0..length, in float64.
 
     Summed in log space (log C(n, i) as a running sum of log((n - i + 1) / i), then a reversed
-    running log-add), so tails far below 1e-308 of a single term do not underflow early and the
-    relative error stays near 1e-13 for thousands of bits. numpy only: scipy.stats took 2 s to
-    import, longer than decoding 200 images."""
+    running log-add), so tails far below 1e-308 of a single term do not underflow early.
+    Against scipy's binom.sf: within 4e-14 relative at 128 bits, 9e-13 at 1000, 3e-11 at
+    20000. numpy only: scipy.stats took 2 s to import, longer than decoding 200 images."""
     i = np.arange(1, length + 1, dtype=np.float64)
     log_comb = np.concatenate([[0.0], np.cumsum(np.log((length - i + 1) / i))])
     log_pmf = log_comb - length * math.log(2.0)

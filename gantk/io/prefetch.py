@@ -3,7 +3,7 @@
 Decoding images (Pillow) and running a network (torch) both release the GIL, so one thread
 reading batch i+1 during the forward pass of batch i overlaps the two without worker
 processes, their start-up time or their memory copies. A 1024 px PNG takes ~60 ms to decode on
-one core of the 2-core development VM, about two thirds of an Inception forward per image.
+one core of the 2-core development VM, against ~95 ms of FID Inception forward per image there.
 """
 
 from __future__ import annotations
