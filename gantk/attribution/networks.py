@@ -78,9 +78,11 @@ class AttributionModel(nn.Module):
         """One fingerprint per class, (C, D)."""
         raise TypeError(f"{type(self).__name__} must define model_fingerprints()")
 
-    def make_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
-        # The authors' Adam: beta1 0 (ProGAN's choice), beta2 0.99.
-        return [torch.optim.Adam(self.parameters(), lr=lr, betas=(0.0, 0.99))]
+    def make_optimizers(
+        self, lr: float, betas: tuple[float, float] = (0.0, 0.99)
+    ) -> list[torch.optim.Optimizer]:
+        """Adam over every parameter; the default betas are the authors' (ProGAN's beta1 0)."""
+        return [torch.optim.Adam(self.parameters(), lr=lr, betas=betas)]
 
     def train_step(
         self, x: Tensor, y: Tensor, optimizers: list[torch.optim.Optimizer]

@@ -1,8 +1,9 @@
 """Training attributors (``gantk train attributor``) and reading them back.
 
-The authors' recipe: Adam lr 1e-3, betas (0, 0.99), batch 32, left-right mirroring, inputs in
-[-1, 1]. A stratified validation split is held out and its accuracy logged; ``latest.safetensors``
-is rewritten at every evaluation and ``best.safetensors`` keeps the best validation accuracy.
+Batch 32, inputs in [-1, 1]; the optimizer, mirroring and default width come from a named recipe
+(gantk.attribution.recipes: ``fast`` by default, ``paper`` the authors'). A stratified
+validation split is held out and its accuracy logged; ``latest.safetensors`` is rewritten at
+every evaluation and ``best.safetensors`` keeps the best validation accuracy.
 Immunization (thesis §4.4.6) is fine-tuning a trained attributor with ``augment``: each batch is
 attacked image by image with the Table 4.7 perturbations (``gantk.perturb.random_attack``).
 """
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from gantk.attribution.data import read_images, split, to_float
 from gantk.attribution.networks import KIND, AttributionModel, AttributorConfig, build_model
+from gantk.attribution.recipes import get_recipe
 from gantk.errors import GantkError
 from gantk.io.checkpoint import load_checkpoint, save_checkpoint
 from gantk.io.config_schema import build_matching, checked_config
@@ -35,13 +37,15 @@ class AttributorTrainConfig:
     variant: str = "full"
     steps: int = 2000
     batch_size: int = 32
-    lr: float = 1e-3
+    # None: from the recipe (see gantk.attribution.recipes).
+    recipe: str | None = None
+    lr: float | None = None
     val_fraction: float = 0.1
     augment: list[str] = field(default_factory=list)
     # Probability that a batch image is attacked during immunization (the rest stay clean so
     # clean accuracy is kept).
     augment_p: float = 0.5
-    channel_base: int = 2048
+    channel_base: int | None = None
     channel_max: int = 512
     seed: int = 0
     device: str = "cpu"
@@ -49,6 +53,13 @@ class AttributorTrainConfig:
     finetune: str | None = None
 
     def validate(self) -> AttributorTrainConfig:
+        """Checks the values and fills those left to the recipe."""
+        recipe = get_recipe(self.recipe, self.variant)
+        self.recipe = recipe.name
+        if self.lr is None:
+            self.lr = recipe.lr
+        if self.channel_base is None:
+            self.channel_base = recipe.default_channel_base(self.resolution)
         for name in ("steps", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise GantkError(f"--{name.replace('_', '-')} must be positive")
@@ -105,7 +116,8 @@ class AttributorTrainer:
         self.train_set, self.val_set = data.subset(train_idx), data.subset(val_idx)
         if len(self.train_set) < 2:
             raise GantkError(f"{config.data} has too few images to train on; add images")
-        self.optimizers = self.model.make_optimizers(config.lr)
+        self.recipe = get_recipe(config.recipe, config.variant)
+        self.optimizers = self.model.make_optimizers(config.lr, self.recipe.betas)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.best = -1.0
@@ -128,8 +140,9 @@ class AttributorTrainer:
         idx = torch.randint(len(self.train_set), (cfg.batch_size,), generator=self.generator)
         x = to_float(self.train_set.images[idx])
         y = torch.as_tensor(self.train_set.labels[idx.numpy()])
-        flip = torch.rand(len(idx), generator=self.generator) < 0.5  # left-right mirroring
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        if self.recipe.mirror:
+            flip = torch.rand(len(idx), generator=self.generator) < 0.5  # left-right
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
         if cfg.augment:
             x = self.attack(x)
         return x.to(self.device), y.to(self.device)
@@ -142,6 +155,12 @@ class AttributorTrainer:
                 name = names[int(torch.randint(len(names), (), generator=self.generator))]
                 out[i : i + 1] = random_attack(name, x[i : i + 1], self.generator)
         return out
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step on a fresh batch: the step's loss and batch accuracy."""
+        stats = self.model.train_step(*self.batch(), self.optimizers)
+        self.step += 1
+        return stats
 
     def validate(self) -> float:
         if not len(self.val_set):
@@ -167,8 +186,7 @@ class AttributorTrainer:
         window: list[dict[str, float]] = []
         entry: dict = {}
         while self.step < cfg.steps:
-            window.append(self.model.train_step(*self.batch(), self.optimizers))
-            self.step += 1
+            window.append(self.train_step())
             if self.step % cfg.eval_every and self.step != cfg.steps:
                 continue
             entry = {"step": self.step, **{k: float(np.mean([w[k] for w in window]))

@@ -186,11 +186,13 @@ class VisNet(AttributionModel):
         critic = {id(p) for p in self.critic.parameters()}
         return [p for p in self.parameters() if id(p) not in critic]
 
-    def make_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
-        """[R + model fingerprints + logit scale, critic], the base class's Adam for both."""
+    def make_optimizers(
+        self, lr: float, betas: tuple[float, float] = (0.0, 0.99)
+    ) -> list[torch.optim.Optimizer]:
+        """[R + model fingerprints + logit scale, critic], the same Adam for both."""
         return [
-            torch.optim.Adam(self._reconstruction_parameters(), lr=lr, betas=(0.0, 0.99)),
-            torch.optim.Adam(self.critic.parameters(), lr=lr, betas=(0.0, 0.99)),
+            torch.optim.Adam(self._reconstruction_parameters(), lr=lr, betas=betas),
+            torch.optim.Adam(self.critic.parameters(), lr=lr, betas=betas),
         ]
 
     def train_step(

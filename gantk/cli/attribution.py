@@ -49,7 +49,20 @@ def train_attributor(
     variant: Annotated[str, typer.Option("--variant", help=VARIANT_HELP)] = "full",
     steps: Annotated[int, typer.Option("--steps", help="Training steps (batches).")] = 2000,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per step.")] = 32,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            help="Training recipe: fast (default; Adam lr 1e-2, betas 0.9/0.99, 16 channels at the "
+            "input) or paper (the authors': lr 1e-3, betas 0/0.99, --channel-base 2048); both "
+            "mirror images left-right. visnet defaults to paper.",
+            show_default=False,
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option("--lr", help="Adam learning rate [default: the recipe's]", show_default=False),
+    ] = None,
     val_fraction: Annotated[
         float, typer.Option("--val-fraction", help="Share of each source held out for validation.")
     ] = 0.1,
@@ -73,11 +86,14 @@ def train_attributor(
         int, typer.Option("--eval-every", help="Validate and save every N steps.")
     ] = 200,
     channel_base: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--channel-base", help="Width: channels at size r are this / r (paper: 2048), max 512."
+            "--channel-base",
+            help="Width: channels at size r are this / r, max 512 [default: the recipe's: 16 x "
+            "the resolution for fast, 2048 for paper]",
+            show_default=False,
         ),
-    ] = 2048,
+    ] = None,
     threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -113,15 +129,15 @@ def train_attributor(
         resolution = base.config.resolution if resolution is None else resolution
         variant = base.config.variant
     resolution = native_size(data) if resolution is None else resolution
-    # Fail on a bad variant before reading any image.
-    AttributorConfig(resolution, ["a", "b"], variant, channel_base).validate()
     config = AttributorTrainConfig(
         data=str(data), resolution=resolution, variant=variant, steps=steps,
-        batch_size=batch_size, lr=lr, val_fraction=val_fraction,
+        batch_size=batch_size, recipe=recipe, lr=lr, val_fraction=val_fraction,
         augment=parse_attacks(augment) if augment else [], channel_base=channel_base,
         seed=seed, device=resolve_device(device), eval_every=eval_every,
         finetune=str(finetune) if finetune else None,
-    )  # fmt: skip
+    ).validate()  # fmt: skip
+    # Fail on a bad variant before reading any image.
+    AttributorConfig(resolution, ["a", "b"], variant, config.channel_base).validate()
     trainer = AttributorTrainer(config, out, warn=output.warn)
     done = {"step": 0}
     with output.progress(steps, "training") as advance:
