@@ -19,6 +19,9 @@ NTEST=${NTEST:-300}
 STEPS=${STEPS:-2000}
 DEVICE=${DEVICE:-auto}
 CHANNEL_BASE=${CHANNEL_BASE:-512}
+# Attributor training recipe: fast (gantk's default) or paper (the authors'; docs/results.md's
+# Tables 4.3/4.7 rows were measured with it). visNet keeps its own default (paper).
+RECIPE=${RECIPE:-fast}
 GANTK=${GANTK:-gantk}
 ATTACKS=clean,noise,blur,crop,jpeg,combo
 # Component analysis (Tables 4.4-4.5): e.g. VARIANTS="predownsample@8 residual@16 postpool@8"
@@ -45,9 +48,9 @@ for seed in $SEEDS; do
 done
 
 # 3. Our attributor, its immunized fine-tune, visNet; then every method on the test sources.
-$GANTK train attributor "$OUT/sources" --out "$OUT/attr" --steps "$STEPS" \
+$GANTK train attributor "$OUT/sources" --out "$OUT/attr" --steps "$STEPS" --recipe "$RECIPE" \
   --channel-base "$CHANNEL_BASE" --device "$DEVICE" --force --quiet
-$GANTK train attributor "$OUT/sources" --out "$OUT/attr-immunized" \
+$GANTK train attributor "$OUT/sources" --out "$OUT/attr-immunized" --recipe "$RECIPE" \
   --finetune "$OUT/attr/latest.safetensors" --augment all --steps "$((STEPS / 2))" \
   --device "$DEVICE" --force --quiet
 $GANTK train attributor "$OUT/sources" --out "$OUT/visnet" --variant visnet --steps "$((STEPS / 2))" \
@@ -71,7 +74,7 @@ done
 for variant in $VARIANTS; do
   name=${variant/@/-}
   $GANTK train attributor "$OUT/sources" --out "$OUT/attr-$name" --variant "$variant" \
-    --steps "$STEPS" --channel-base "$CHANNEL_BASE" --device "$DEVICE" --force --quiet
+    --recipe "$RECIPE" --steps "$STEPS" --channel-base "$CHANNEL_BASE" --device "$DEVICE" --force --quiet
   $GANTK attribute "$OUT/test" --eval --json --quiet --model "$OUT/attr-$name/latest.safetensors" \
     > "$OUT/eval-variant-$name.json"
 done
