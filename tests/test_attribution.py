@@ -281,7 +281,9 @@ def test_finetune_with_attacks_keeps_classes(trained, cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["classes"] == CLASSES and doc["step"] == 20
-    assert json.loads((out / "config.json").read_text())["augment"] == ["jpeg", "combo"]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["augment"] == ["jpeg", "combo"]
+    assert (saved["channel_base"], saved["recipe"]) == (128, "fast")  # the model's width
 
 
 def test_baseline_through_the_cli(trained, cli):

@@ -106,6 +106,8 @@ class AttributorTrainer:
         if config.finetune:
             self.model = load_attributor(config.finetune, self.device).train()
             self._check_finetune(data.class_names)
+            # The width is the trained model's, whatever the recipe's default (config.json).
+            config.channel_base = self.model.config.channel_base
         else:
             model_config = AttributorConfig(
                 config.resolution, data.class_names, config.variant,
