@@ -39,7 +39,7 @@ from torch import nn
 
 from gantk.attribution.data import read_images, to_float
 from gantk.attribution.recipes import RECIPES, Recipe
-from gantk.attribution.train import AttributorTrainConfig, AttributorTrainer
+from gantk.attribution.train import AttributorTrainConfig, AttributorTrainer, predict_logits
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pixel_provenance.py"
 # Each of fast's changes applied alone to the paper's recipe ("paper+X"), each taken back alone
@@ -99,11 +99,8 @@ def gantk_trainer(name: str, data: Path, seed: int) -> AttributorTrainer:
     return trainer
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, test) -> float:
-    model.eval()
-    predictions = torch.cat([model(to_float(chunk)).argmax(1) for chunk in test.images.split(256)])
-    model.train()
+    predictions = predict_logits(model, test.images, batch_size=256).argmax(1)
     return float((predictions.numpy() == test.labels).mean())
 
 

@@ -12,7 +12,8 @@ each alone keep the paper's recipe at chance for minutes of CPU time, and one th
   (1/sqrt(fan_in): 0.19 for the first convolution, 0.011-0.022 for the linear layer), so
   lr 1e-3 moves the network far slower than the same Adam moves a plainly parametrized CNN;
 - 16 channels at the input whatever its size (the paper's 16 at 128 px), doubling as the
-  resolution halves: at 32 px a quarter of the paper rule's channels, 6-7x the steps per CPU second;
+  resolution halves: at 32 px a quarter of the paper rule's channels, 5.7-7x the steps
+  per CPU second;
 - betas (0.9, 0.99): momentum, which ProGAN dropped for the adversarial game, speeds a plain
   classifier's first minutes.
 
