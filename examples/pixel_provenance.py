@@ -17,13 +17,13 @@ from the two others (china, flower), content the attributor never saw.
     gantk train attributor out/provenance/train --out out/prov-attr --steps 1000
     gantk attribute out/provenance/test --model out/prov-attr/best.safetensors --eval
 
-bench/attributor_learning.py times ``gantk train attributor`` on these against a plain CNN.
+bench/attributor_learning.py times the attributor's trainer (the one ``gantk train attributor``
+runs) on these against a plain CNN.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gantk.io.builtin.crops import build_photos
+from gantk.perturb import jpeg
 
 SOURCES = ("nearest", "bilinear", "tconv", "jpeg")
 TRAIN_PHOTOS = "astronaut,coffee,chelsea,rocket"
@@ -59,23 +60,15 @@ def upsample(small: torch.Tensor, source: str) -> torch.Tensor:
     return F.interpolate(small, scale_factor=2, mode="bilinear", align_corners=False)
 
 
-def jpeg(images: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
-    out = []
-    for image in images:
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-        out.append(np.asarray(Image.open(buffer).convert("RGB")))
-    return np.stack(out)
-
-
 def make_source(source: str, count: int, photos: str, seed: int) -> np.ndarray:
     """``count`` images (N, 32, 32, 3) uint8 of one source, content drawn with ``seed``."""
     crops = build_photos(count, 32, seed, photos).images
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
     small = F.avg_pool2d(x, 2)
-    up = upsample(small, source).round().clamp(0, 255).to(torch.uint8)
-    images = up.permute(0, 2, 3, 1).numpy()
-    return jpeg(images) if source == "jpeg" else images
+    up = upsample(small, source).round().clamp(0, 255) / 127.5 - 1
+    if source == "jpeg":
+        up = jpeg(up, JPEG_QUALITY)
+    return ((up + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def write_split(root: Path, count: int, photos: str, seed: int) -> None:
