@@ -3,7 +3,7 @@ the run can continue in a later session (processes end when a session does; runs
 git). The scripts that train the bundled models start from these files when their run folder is
 gone.
 
-    python scripts/save_wip.py stego runs/stego-100-v2
+    python scripts/save_wip.py stego runs/stego-100-v3
     python scripts/save_wip.py texture runs/texture-mixer-v2
     python scripts/save_wip.py start models-wip/NAME.safetensors RUN   # before continuing one
 
@@ -24,7 +24,7 @@ import torch
 from gantk.io.checkpoint import read_metadata
 
 WIP = Path(os.environ.get("WIP_DIR", "models-wip"))  # WIP_DIR: elsewhere, e.g. for a rehearsal
-NAMES = {"stego": ("stego-100-v2", "stego.safetensors"),
+NAMES = {"stego": ("stego-100-v3", "stego.safetensors"),
          "texture": ("texture-mixer-v2", "latest.safetensors")}  # fmt: skip
 
 

@@ -13,7 +13,11 @@ Writes under OUT:
   archive), group, kind, split, width, height, bytes, sha256 of the written file;
 - heldout-mixed/: held-out photos and textures at their own mixed sizes (64 px to 1536 px, any
   aspect), the set the stego model's held-out figures are measured on;
-- stego-train-64.h5: multi-scale random crops (64 px) of the training photos and textures;
+- stego-train-64.h5: multi-scale random crops (64 px) of the training photos and textures (the
+  paper's design, whose encoder sees the image shrunk to 64 px);
+- stego-train-128.h5: 128 px crops (canvases of 2x2 tiles) for the native-resolution design,
+  from the images at their own resolution down to 1/16 of it (photos) or 1/4 (textures), so
+  the canvases have the pixel statistics of photos as people keep them, large and small;
 - texture-{train,heldout}/: the textures the Texture Mixer trains and is scored on (hard links):
   those at most 4:1 in aspect (strips of trim are not textures) with a short side of at least
   128 px, so a 64 px crop fits in the top 75 % of rows the trainer uses.
@@ -54,8 +58,8 @@ MIN_SIDE = {"photos": 512, "textures": 128}
 MAX_SIDE = 2048
 HELDOUT_BYTE = 38  # sha256(group)[0] < 38: about 15 % of groups
 MIXED_SIDES = [64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536]
-STEGO_CROPS = 30000
-STEGO_RESOLUTION = 64
+# (crops, resolution, largest zoom of photos, of textures) of each stego training pack.
+STEGO_PACKS = [(30000, 64, 32.0, 8.0), (16000, 128, 16.0, 4.0)]
 
 
 @dataclass
@@ -195,7 +199,9 @@ def write_mixed_heldout(out: Path, rows: list[dict]) -> None:
         small.save(folder / f"{i:03d}_{row['kind']}_{Path(row['file']).stem[:60]}.png")
 
 
-def write_stego_pack(out: Path, rows: list[dict]) -> None:
+def write_stego_pack(
+    out: Path, rows: list[dict], count: int, resolution: int, photo_zoom: float, texture_zoom: float
+) -> None:
     """Multi-scale random crops: 60 % from photos, 40 % from textures, balanced over files."""
     from gantk.io.builtin.crops import random_crops
     from gantk.io.datasets import ArrayDataset
@@ -206,15 +212,16 @@ def write_stego_pack(out: Path, rows: list[dict]) -> None:
         return {r["file"]: (lambda p=out / r["file"]: np.asarray(Image.open(p).convert("RGB")))
                 for r in chosen}  # fmt: skip
 
-    n_photos = int(STEGO_CROPS * 0.6)
+    n_photos = int(count * 0.6)
     parts = [
-        random_crops(loaders("photos"), n_photos, STEGO_RESOLUTION, 1, 32.0, "photos"),
-        random_crops(loaders("textures"), STEGO_CROPS - n_photos, STEGO_RESOLUTION, 2, 8.0, "t"),
+        random_crops(loaders("photos"), n_photos, resolution, 1, photo_zoom, "photos"),
+        random_crops(loaders("textures"), count - n_photos, resolution, 2, texture_zoom, "t"),
     ]
     images = np.concatenate([p.images for p in parts])
     order = np.random.default_rng(3).permutation(len(images))
-    write_pack(ArrayDataset(images[order], "stego-train-64"), out / "stego-train-64.h5",
-               with_labels=False, force=True)  # fmt: skip
+    name = f"stego-train-{resolution}"
+    write_pack(ArrayDataset(images[order], name), out / f"{name}.h5", with_labels=False,
+               force=True)  # fmt: skip
 
 
 TEXTURE_MIN_SIDE = 128
@@ -245,7 +252,8 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     write_mixed_heldout(out, rows)
-    write_stego_pack(out, rows)
+    for pack in STEGO_PACKS:
+        write_stego_pack(out, rows, *pack)
     write_texture_sets(out, rows)
     for kind in ("photos", "textures"):
         for split in ("train", "heldout"):

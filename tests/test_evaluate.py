@@ -139,6 +139,27 @@ def test_cli_all_metrics_with_random_features(cli) -> None:
     assert "singular" in result.stderr  # 40 samples for 2048-d features
 
 
+def test_fid_between_two_statistics_files_needs_no_weights(cli, tmp_path, monkeypatch) -> None:
+    from scipy import linalg
+
+    # The tests run offline with an empty hub: loading the Inception weights would fail.
+    monkeypatch.setenv("GANTK_OFFLINE", "1")
+    rng = np.random.default_rng(0)
+    stats = {}
+    for name, shift in (("a", 0.0), ("b", 0.3)):
+        features = rng.normal(shift, 1.0, (200, 2048))
+        stats[name] = (features.mean(0), np.cov(features, rowvar=False))
+        np.savez(tmp_path / f"{name}.npz", mu=stats[name][0], sigma=stats[name][1])
+    result = cli("evaluate", "fid", tmp_path / "a.npz", tmp_path / "b.npz", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    (mu1, s1), (mu2, s2) = stats["a"], stats["b"]
+    root = linalg.sqrtm(s1 @ s2).real
+    expected = float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * root))
+    assert report["metrics"]["fid"] == pytest.approx(expected, rel=1e-6)
+    assert report["features"]["inception"]["weights"] == "statistics files"
+
+
 def test_cli_saved_stats_give_the_same_fid(cli, tmp_path) -> None:
     stats = tmp_path / "real.npz"
     common = ["--features", "random-inception", "--device", "cpu", "--json"]

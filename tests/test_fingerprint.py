@@ -18,6 +18,7 @@ from PIL import Image
 from gantk.errors import GantkError
 from gantk.fingerprint import bits as fpbits
 from gantk.fingerprint.stego import StegoConfig, StegoDecoder, StegoEncoder, grow_decoder_head
+from gantk.fingerprint.stego_runs import start_or_resume
 from gantk.fingerprint.train_stego import (
     WEIGHT_RATE,
     StegoTrainConfig,
@@ -26,7 +27,6 @@ from gantk.fingerprint.train_stego import (
     l2_weight_at,
     load_stego,
     save_stego,
-    start_or_resume,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -488,12 +488,12 @@ def test_ats_paper_protocol_counts_marks_as_the_thesis(monkeypatch) -> None:
     test on the test set encoded once; a perfect feature must then be a perfect attack."""
     from gantk.fingerprint import secrecy
 
-    def mark(attacker, images, generator):
+    def mark(attacker, images, generator, design="paper"):
         return [image + 1.0 for image in images]
 
     monkeypatch.setattr(secrecy, "_mark", mark)
 
-    def marks(images, resolution):
+    def marks(images, resolution, design="paper"):
         return np.array([[float(image[0, 0, 0, 0])] for image in images])
 
     monkeypatch.setattr(secrecy, "residual_features", marks)

@@ -751,6 +751,21 @@ def test_training_writes_its_files(texture_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("fast_gram")
+def test_bf16_training_is_finite_close_to_fp32_and_recorded(
+    texture_dir: Path, tmp_path: Path
+) -> None:
+    firsts = {}
+    for name in ("fp32", "bf16"):
+        trainer = TextureTrainer(_config(texture_dir, precision=name), tmp_path / name)
+        firsts[name] = trainer.train_step(*trainer._pairs())
+        final = trainer.run()
+        assert all(math.isfinite(v) for v in final.values()), name
+        assert json.loads((tmp_path / name / "config.json").read_text())["precision"] == name
+    # The same weights and crops: the first L1 differs only by bf16's rounding.
+    assert firsts["bf16"]["l1"] == pytest.approx(firsts["fp32"]["l1"], rel=0.05)
+
+
+@pytest.mark.usefixtures("fast_gram")
 def test_resume_equals_an_uninterrupted_run(texture_dir: Path, tmp_path: Path) -> None:
     first = TextureTrainer(_config(texture_dir), tmp_path / "a")
     first.run()

@@ -27,6 +27,7 @@ from gantk.errors import GantkError
 from gantk.io.checkpoint import load_checkpoint, save_checkpoint
 from gantk.io.config_schema import build_matching, checked_config
 from gantk.io.runlog import LOG_FILE, append_log, rewind_log
+from gantk.nn.precision import autocast, resolve_precision
 from gantk.perturb import random_attack
 
 
@@ -47,6 +48,8 @@ class AttributorTrainConfig:
     augment_p: float = 0.5
     channel_base: int | None = None
     channel_max: int = 512
+    # auto, fp32, bf16 or fp16; config.json records what 'auto' resolved to.
+    precision: str = "fp32"
     seed: int = 0
     device: str = "cpu"
     eval_every: int = 200
@@ -67,6 +70,7 @@ class AttributorTrainConfig:
             raise GantkError("--val-fraction must be in [0, 1)")
         if self.lr <= 0:
             raise GantkError("--lr must be positive")
+        self.precision = resolve_precision(self.precision, self.device)
         return self
 
 
@@ -160,7 +164,11 @@ class AttributorTrainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step on a fresh batch: the step's loss and batch accuracy."""
-        stats = self.model.train_step(*self.batch(), self.optimizers)
+        batch = self.batch()
+        # The whole step (forward, backward, update) under autocast: backward ops run in the
+        # precision their forward ops chose; weights and Adam's state stay float32.
+        with autocast(self.config.precision, self.device):
+            stats = self.model.train_step(*batch, self.optimizers)
         self.step += 1
         return stats
 

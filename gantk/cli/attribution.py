@@ -12,6 +12,7 @@ from gantk.cli.common import (
     ForceOpt,
     JsonOpt,
     Output,
+    PrecisionOpt,
     QuietOpt,
     SeedOpt,
     ThreadsOpt,
@@ -94,6 +95,7 @@ def train_attributor(
             show_default=False,
         ),
     ] = None,
+    precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -133,7 +135,7 @@ def train_attributor(
         data=str(data), resolution=resolution, variant=variant, steps=steps,
         batch_size=batch_size, recipe=recipe, lr=lr, val_fraction=val_fraction,
         augment=parse_attacks(augment) if augment else [], channel_base=channel_base,
-        seed=seed, device=resolve_device(device), eval_every=eval_every,
+        precision=precision, seed=seed, device=resolve_device(device), eval_every=eval_every,
         finetune=str(finetune) if finetune else None,
     ).validate()  # fmt: skip
     # Fail on a bad variant before reading any image.

@@ -39,6 +39,14 @@ SeedOpt = Annotated[
     int, typer.Option("--seed", min=0, max=2**62, help="Random seed (same seed, same result).")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="auto (bf16 autocast where the CPU or GPU has native bf16, else fp32), fp32, "
+        "bf16, or fp16 (CUDA). Recorded in the run; --resume keeps it.",
+    ),
+]
 ThreadsOpt = Annotated[
     int | None, typer.Option("--threads", help="CPU threads for torch (default: all).")
 ]

@@ -93,19 +93,23 @@ def _distribution(
     if save_stats is not None:
         check_output(save_stats, force, [s for s in (set_a, set_b) if s and is_path(s)])
     chosen = {m: features or STANDARD_FOR[m] for m in metrics}
-    nets = {
-        name: load_feature_net(name, _weights_for(name, inception_weights, vgg_weights), dev)
-        for name in sorted(set(chosen.values()))
-    }
+    wanted = sorted(set(chosen.values()))
     keep = sorted({chosen[m] for m in metrics if m in ("kid", "pr", "prd")})
     sources = [
         open_source(s, count, resolution, seed, truncation, dev, subset, attributes)
         for s in ([set_a] if set_b is None else [set_a, set_b])
     ]
+    # Statistics files need no network: FID between two of them loads no weights (and so
+    # works offline, with no weight file at hand).
+    nets = {
+        name: load_feature_net(name, _weights_for(name, inception_weights, vgg_weights), dev)
+        for name in wanted
+        if any(src.kind != "stats" for src in sources)
+    }
     passes = []
     for src in sources:
         if src.kind == "stats":
-            missing = [n for n in nets if n not in src.stats]
+            missing = [n for n in wanted if n not in src.stats]
             if keep:
                 raise GantkError(
                     f"{src.spec} holds statistics only; KID, precision/recall and PRD "
@@ -129,7 +133,10 @@ def _distribution(
             {"set": s.spec, "kind": s.kind, "count": s.count or None, "resolution": s.resolution}
             for s in sources
         ],
-        "features": {n: {"network": n, "weights": net.weights} for n, net in nets.items()},
+        "features": {
+            n: {"network": n, "weights": nets[n].weights if n in nets else "statistics files"}
+            for n in wanted
+        },
     }
     if save_stats is not None:
         write_stats(save_stats, sources[0], passes[0][0], force)

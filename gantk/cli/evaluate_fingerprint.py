@@ -98,7 +98,9 @@ def robustness_command(
     dev = resolve_device(device)
     _, dec = load_stego(resolve_model(decoder), dev)
     n = dec.config.bits
-    expected, _ = read_expectation(expect, n, dec.config.resolution)
+    expected, record = read_expectation(expect, n, dec.config.resolution)
+    # As fingerprint-decode: the record's design (records older than it: the paper's).
+    design = record.get("design", "paper") if record else "native"
     tensors, targets = [], []
     for path in paths:
         target = expected_for(expected, str(path.relative_to(images)))
@@ -110,12 +112,12 @@ def robustness_command(
         raise GantkError(f"no image in {images} is listed in the record's fingerprint map")
     steps = sum(len(SWEEPS[name]) for name in names)
     with out.progress(steps, "perturbing") as advance:
-        rows = image_sweep(tensors, np.stack(targets), dec, names, fpr, seed, advance)
+        rows = image_sweep(tensors, np.stack(targets), dec, names, fpr, seed, advance, design)
     if generator is not None:
         if not isinstance(expected, np.ndarray):
             raise GantkError("--generator needs one fingerprint in --expect, not a per-image map")
         with out.progress(12, "perturbing the generator") as advance:
-            rows += model_sweep(generator, expected, dec, count, fpr, seed, dev, advance)
+            rows += model_sweep(generator, expected, dec, count, fpr, seed, dev, advance, design)
     limit = fpbits.threshold(n, fpr)
     out.table(
         f"robustness ({len(tensors)} images, detection at >= {limit}/{n} bits, FPR {fpr:g})",
@@ -131,7 +133,7 @@ def robustness_command(
             plot(rows, tmp.with_suffix(".png"), limit / n)
             tmp.with_suffix(".png").replace(tmp)
     out.result({"images": len(tensors), "bits": n, "fpr": fpr, "threshold_matches": limit,
-                "rows": rows})  # fmt: skip
+                "design": design, "rows": rows})  # fmt: skip
 
 
 @handle_errors
@@ -167,6 +169,14 @@ def secrecy_command(
             "owner's marked ones.",
         ),
     ] = "paper",
+    design: Annotated[
+        str,
+        typer.Option(
+            "--design",
+            help="How the owner fingerprinted (fingerprint.json's design): native or paper; "
+            "the attacker marks and looks the same way.",
+        ),
+    ] = "native",
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -189,7 +199,9 @@ def secrecy_command(
     attacker, _ = load_stego(resolve_model(str(attack_encoder)))
     owner = [to_tensor(load_or_stop(p).rgb) for p in list_images(marked)[:count]]
     plain = [to_tensor(load_or_stop(p).rgb) for p in list_images(clean)[:count]]
-    result = ats_attack(owner, plain, attacker, seed, protocol)
+    if design not in ("native", "paper"):
+        raise GantkError(f"--design must be native or paper, got {design!r}")
+    result = ats_attack(owner, plain, attacker, seed, protocol, design)
     out.table(
         "secrecy (ATS attack)",
         ["item", "value"],

@@ -18,6 +18,15 @@ from gantk.cli.common import (
     resolve_device,
 )
 
+DesignOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--design",
+        help="native (the fingerprint made and read on the image's own pixels, tile by tile; "
+        "the default) or paper (the image resized to the model's resolution, as published). "
+        "fingerprint-decode: default from the --expect record, else native.",
+    ),
+]
 ModelOpt = Annotated[
     str,
     typer.Option(
@@ -101,6 +110,26 @@ def fingerprint_embed(
             "operating system, so nobody can guess them).",
         ),
     ] = None,
+    design: DesignOpt = None,
+    strength: Annotated[
+        str | None,
+        typer.Option(
+            "--strength",
+            help="auto: per image, the faintest fingerprint whose every bit still decodes after "
+            "JPEG 75 and after halving the size; or a number (native: 1 is the model's own PSNR "
+            "budget, 0.5 is 6 dB fainter; paper: 1 is the encoder's residual as trained). "
+            "Default: auto with the native design, 1 with the paper's (as published).",
+            show_default=False,
+        ),
+    ] = None,
+    min_psnr: Annotated[
+        float | None,
+        typer.Option(
+            "--min-psnr",
+            help="With --strength auto: never below this PSNR (dB); an image that needs more is "
+            "embedded at it and flagged in a warning and the record.",
+        ),
+    ] = 33.0,
     device: DeviceOpt = "auto",
     strict: StrictOpt = False,
     force: ForceOpt = False,
@@ -112,8 +141,10 @@ def fingerprint_embed(
 
     FOLDER (artificial fingerprints): train any generative model on OUT; `gantk
     fingerprint-decode` then finds the fingerprint in what it generates. OUT/fingerprint.json
-    records the fingerprint, the encoder (file and SHA-256), the image count and the PSNR/SSIM
-    cost of embedding.
+    records the fingerprint, the encoder (file and SHA-256), the design, the image count and the
+    cost of embedding (PSNR, SSIM, CIEDE2000 colour difference); OUT/embedding.csv has each
+    image's strength and cost, and images auto could not make robust within --min-psnr are
+    warned about and listed as flagged.
 
     RUN (scalable fingerprints): each user gets OUT/NAME.safetensors, an ordinary generator
     (`gantk generate` takes it) with the user's fingerprint folded into its weights; the
@@ -142,8 +173,14 @@ def fingerprint_embed(
         )
     if per_image and fingerprint:
         raise GantkError("--per-image draws one fingerprint per image; leave out --fingerprint")
+    design = design or "native"
+    if design not in ("native", "paper"):
+        raise GantkError(f"--design must be native or paper, got {design!r}")
+    level = _strength(strength or ("auto" if design == "native" else "1"))
+    if min_psnr is not None and not 10 <= min_psnr <= 80:
+        raise GantkError(f"--min-psnr must be in 10..80 dB, got {min_psnr:g}")
     output = Output(quiet, as_json)
-    path, enc, _ = _load(encoder, device)
+    path, enc, dec = _load(encoder, device)
     n = enc.config.bits
     if bits is not None and bits != n:
         raise GantkError(f"--bits {bits} does not match the encoder, which embeds {n} bits")
@@ -154,7 +191,8 @@ def fingerprint_embed(
     with output.progress(total, "embedding") as advance:
         result = embed_folder(
             data, out, enc, path, code, seed if per_image else None, image_format, quality,
-            force, advance, strict, output.warn,
+            force, advance, strict, output.warn, dec, design, level,
+            min_psnr if level is None else None,
         )  # fmt: skip
     record = result.record
     output.table(
@@ -169,10 +207,36 @@ def fingerprint_embed(
                 f"{record['psnr_db']['mean']:.2f} / {record['psnr_db']['min']:.2f}",
             ],
             ["SSIM mean / min", f"{record['ssim']['mean']:.4f} / {record['ssim']['min']:.4f}"],
+            [
+                "CIEDE2000 mean / max",
+                f"{record['delta_e2000']['mean']:.2f} / {record['delta_e2000']['max']:.2f}",
+            ],
+            [
+                f"strength ({record['strength']['mode']}) mean / max",
+                f"{record['strength']['mean']:.3g} / {record['strength']['max']:.3g}",
+            ],
+            ["flagged (weaker than auto wanted)", len(record["flagged"])],
             ["record", str(out / "fingerprint.json")],
         ],
     )
     output.result({"out": str(out), **record})
+
+
+def _strength(text: str) -> float | None:
+    """--strength: None for auto, else a positive finite number."""
+    import math
+
+    from gantk.errors import GantkError
+
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 < value <= 100:
+        raise GantkError(f"--strength must be auto or a number in (0, 100], got {text!r}")
+    return value
 
 
 def _is_fingerprinted_run(spec: str) -> bool:
@@ -272,6 +336,7 @@ def fingerprint_decode(
     csv_out: Annotated[
         Path | None, typer.Option("--csv", help="Write one row per image to this CSV file.")
     ] = None,
+    design: DesignOpt = None,
     device: DeviceOpt = "auto",
     strict: StrictOpt = False,
     force: ForceOpt = False,
@@ -285,7 +350,9 @@ def fingerprint_decode(
     majority vote over images tested against the fingerprint (per-image fingerprints: all bits
     pooled), which stays valid when a decoder reads similar bits from similar images. Without
     --expect it reports the decoded bits (and, with --registry, the closest registered
-    fingerprint).
+    fingerprint). With the native design each image's bits are the mean logits of all its
+    tiles, on the tile grid found from the fingerprint's pilot pattern (so crops and halving
+    are found again); the CSV and JSON give the grid (scale, offset, pilot_z) per image.
     """
     import csv
 
@@ -312,12 +379,17 @@ def fingerprint_decode(
     else:
         _, _, dec = _load(decoder, device)
     n, r = dec.config.bits, dec.config.resolution
-    expected = read_expectation(expect, n, r)[0] if expect else None
+    expected, record = read_expectation(expect, n, r) if expect else (None, {})
+    # Records written before the native design existed were embedded with the paper's.
+    design = design or (record.get("design", "paper") if record else "native")
+    if design not in ("native", "paper"):
+        raise GantkError(f"--design must be native or paper, got {design!r}")
     entries = fpbits.read_registry(registry) if registry and identify is None else None
     with output.progress(len(paths), "decoding") as advance:
         report = decode_report(
-            root, paths, dec, expected, fpr, entries, advance, identify, strict, output.warn
-        )
+            root, paths, dec, expected, fpr, entries, advance, identify, strict, output.warn,
+            design if identify is None else "paper",
+        )  # fmt: skip
     summary = report["summary"]
     rows = [
         ["images", summary["images"]],
@@ -350,7 +422,8 @@ def fingerprint_decode(
         ]  # fmt: skip
     output.table("fingerprint-decode", ["item", "value"], rows)
     if csv_out is not None:
-        columns = ["image", "decoded", "matches", "bit_accuracy", "p_value", "fingerprinted"]
+        columns = ["image", "decoded", "matches", "bit_accuracy", "p_value", "fingerprinted",
+                   "tiles", "scale", "offset", "pilot_z"]  # fmt: skip
         rows_out = report["images"]
         if identify is not None:  # scalable fingerprints: who, per image
             columns += ["user", "user_matches", "verified"]

@@ -13,6 +13,7 @@ from gantk.cli.common import (
     ForceOpt,
     JsonOpt,
     Output,
+    PrecisionOpt,
     QuietOpt,
     SeedOpt,
     ThreadsOpt,
@@ -30,6 +31,22 @@ def _rank() -> int:
     import os
 
     return int(os.environ.get("RANK", "0"))
+
+
+def _amp(precision: str, amp: str | None, device: str) -> str:
+    """The GAN trainer's ``amp`` (none, bf16, fp16) from --precision, or from the older --amp
+    when a script still gives it."""
+    from gantk.errors import GantkError
+    from gantk.nn.precision import resolve_precision
+
+    if amp is not None:
+        if precision != "auto":
+            raise GantkError("give --precision only (--amp is its old spelling)")
+        if amp not in ("none", "bf16", "fp16"):
+            raise GantkError(f"--amp {amp!r} is not none, bf16 or fp16")
+        precision = amp
+    resolved = resolve_precision(precision, device)
+    return "none" if resolved == "fp32" else resolved
 
 
 def _device(device: str) -> str:
@@ -248,9 +265,11 @@ def train_gan(
     tick_kimg: Annotated[
         float, typer.Option("--tick-kimg", help="Log line every this many kimg.")
     ] = 1.0,
+    precision: PrecisionOpt = "auto",
     amp: Annotated[
-        str, typer.Option("--amp", help="Mixed precision: none, bf16 or fp16 (CUDA).")
-    ] = "none",
+        str | None,
+        typer.Option("--amp", hidden=True, help="Old spelling of --precision: none, bf16, fp16."),
+    ] = None,
     channels_last: Annotated[
         bool, typer.Option("--channels-last", help="channels_last memory format on CUDA.")
     ] = False,
@@ -354,6 +373,8 @@ def train_gan(
             )
         overrides = _explicit_options(ctx)
         overrides["device"] = dev
+        if "precision" in overrides or "amp" in overrides:  # else the run keeps its own
+            overrides["amp"] = _amp(overrides.pop("precision", "auto"), overrides.get("amp"), dev)
         with output.progress(1000, "training") as advance:
             result = resume_training(
                 resume, overrides, log=output.say, progress=_progress(advance, kimg)
@@ -417,7 +438,7 @@ def train_gan(
             sample_kimg=sample_kimg,
             tick_kimg=tick_kimg,
             seed=seed,
-            amp=amp,
+            amp=_amp(precision, amp, dev),
             channels_last=channels_last,
             workers=workers,
             device=dev,
@@ -648,6 +669,33 @@ def train_stego_command(
             "(perturbed) training batches stays at this value. 0: off (fixed --l2-weight).",
         ),
     ] = 0.0,
+    design: Annotated[
+        str,
+        typer.Option(
+            "--design",
+            help="native: canvases of tiles at the images' own resolution, the residual "
+            "JND-shaped and held at a fixed PSNR (--budget), the tiles' logits averaged "
+            "(fingerprint-embed's default); paper: the authors' design, images at --resolution "
+            "with the image-loss schedule (--l2-*, --robust).",
+        ),
+    ] = "native",
+    canvas: Annotated[
+        int, typer.Option("--canvas", help="native: canvas side in tiles (data: canvas x R px).")
+    ] = 2,
+    budget: Annotated[
+        float,
+        typer.Option(
+            "--budget",
+            help="native: PSNR (dB) of the residual at strength 1 to start from; with "
+            "--target-acc it then rises while the pooled bit accuracy beats the target.",
+        ),
+    ] = 30.0,
+    visibility_weight: Annotated[
+        float,
+        typer.Option(
+            "--visibility-weight", help="native: weight of the change's excess over the JND."
+        ),
+    ] = 1.0,
     snapshot_every: Annotated[
         int, typer.Option("--snapshot-every", help="Save model and state every N steps.")
     ] = 500,
@@ -663,6 +711,7 @@ def train_stego_command(
             "may be smaller than --resolution (progressive training).",
         ),
     ] = None,
+    precision: PrecisionOpt = "auto",
     threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -671,15 +720,21 @@ def train_stego_command(
 ) -> None:
     """Train a fingerprint encoder/decoder pair (artificial fingerprints, Yu et al. 2021).
 
-    The image loss (MSE on the [0, 1] scale) is off until the bit accuracy first passes 0.9,
-    then ramps up to --l2-weight (the authors' schedule); --robust adds perturbations from then
-    on, so the fingerprint survives recompression and resizing. Writes OUT/stego.safetensors
-    (for fingerprint-embed and fingerprint-decode), OUT/state.safetensors (exact resume) and
-    OUT/log.jsonl.
+    --design native (default): each image is a canvas of --canvas x --canvas tiles of
+    --resolution px; the residual is JND-attenuated, band-passed and held at --budget dB PSNR;
+    the decoder reads every tile after a random shift and one perturbation (JPEG, half-size
+    round trip, noise, blur, brightness) and its mean logits are scored. With --target-acc the
+    budget rises while the pooled bit accuracy beats the target.
+
+    --design paper: the authors' schedule. The image loss (MSE on the [0, 1] scale) is off until
+    the bit accuracy first passes 0.9, then ramps up to --l2-weight; --robust adds
+    perturbations from then on. Writes OUT/stego.safetensors (for fingerprint-embed and
+    fingerprint-decode), OUT/state.safetensors (exact resume) and OUT/log.jsonl.
     """
 
     from gantk.errors import GantkError
-    from gantk.fingerprint.train_stego import StegoTrainConfig, start_or_resume
+    from gantk.fingerprint.stego_runs import start_or_resume
+    from gantk.fingerprint.train_stego import StegoTrainConfig
     from gantk.perturb import parse_names
 
     if out is None:
@@ -703,6 +758,11 @@ def train_stego_command(
         chroma_weight=chroma_weight,
         luma=luma,
         target_acc=target_acc,
+        precision=precision,
+        design=design,
+        canvas=canvas,
+        budget_db=budget,
+        visibility_weight=visibility_weight,
         seed=seed,
         device=_device(device),
         snapshot_every=snapshot_every,

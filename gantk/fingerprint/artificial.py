@@ -3,8 +3,12 @@
 The model owner fingerprints the training data with :func:`embed_folder`; any generative model
 trained on it reproduces the fingerprint, so :func:`decode_images` on its outputs finds it.
 
-Embedding keeps each image's size: the encoder works at its own resolution and the residual is
-upsampled to the image (see :func:`gantk.fingerprint.stego.embed_any_size`). Each image keeps
+Embedding keeps each image's size. The default design (``native``,
+:mod:`gantk.fingerprint.native`) makes the residual on the image's own pixels, tile by tile of the
+model's resolution, shaped by a just-noticeable-difference map, at a strength found per image
+(:mod:`gantk.fingerprint.strength`); decoding pools the logits of every tile. The paper's design
+(``paper``) encodes a copy at the model's resolution and upsamples the residual
+(:func:`gantk.fingerprint.stego.embed_any_size`). Each image keeps
 its mode and bit depth: grayscale stays grayscale (the fingerprint is embedded in RGB and the
 result converted back), alpha channels are kept untouched, 16-bit grayscale stays 16-bit (the
 fingerprint's change, made on the top 8 bits, is added to the 16-bit values, so the low bits
@@ -31,15 +35,18 @@ from PIL import Image
 
 from gantk.errors import GantkError
 from gantk.fingerprint import bits as fpbits
-from gantk.fingerprint.stego import StegoDecoder, StegoEncoder, decode_bits, embed_any_size
+from gantk.fingerprint import native
+from gantk.fingerprint.stego import DESIGNS, StegoDecoder, StegoEncoder, decode_bits
+from gantk.fingerprint.strength import Embedder
 from gantk.io.atomic import atomic_dir, check_output
 from gantk.io.bundled import resolve_model_path
 from gantk.io.checkpoint import file_sha256
 from gantk.io.images import UnreadableImage, list_images, open_image
-from gantk.metrics.image_quality import psnr_db, ssim
+from gantk.metrics.image_quality import delta_e_mean, psnr_db, ssim
 
 RECORD = "fingerprint.json"
 PER_IMAGE_MAP = "fingerprints.csv"
+QUALITY_MAP = "embedding.csv"  # per image: strength, PSNR, SSIM, CIEDE2000, flag
 MIN_SIDE = 16
 EMBED_BATCH = 32  # images loaded, embedded and written per step
 FORMATS = {"png": ".png", "jpeg": ".jpg"}
@@ -185,13 +192,24 @@ def embed_folder(
     advance: Callable[[int], None] | None = None,
     strict: bool = False,
     warn: Warn | None = None,
+    decoder: StegoDecoder | None = None,
+    design: str = "native",
+    strength: float | None = None,
+    min_psnr: float | None = None,
 ) -> EmbedResult:
     """Fingerprint every image under ``source`` into ``out`` (same relative paths).
 
     One fingerprint for all images, or, with ``per_image_seed``, a fresh random fingerprint per
-    image listed in ``fingerprints.csv``. Writes ``fingerprint.json`` describing the embedding
-    (with the unreadable files skipped). Nothing is written unless every other image succeeds.
+    image listed in ``fingerprints.csv``. ``strength`` None is auto (needs ``decoder``), else a
+    fixed strength; ``min_psnr`` caps auto's strength. Writes ``fingerprint.json`` describing
+    the embedding (with the unreadable files skipped and the flagged ones named) and
+    ``embedding.csv`` (strength, PSNR, SSIM and CIEDE2000 of every image). Nothing is written
+    unless every other image succeeds.
     """
+    if design not in DESIGNS:
+        raise GantkError(f"--design must be one of {', '.join(DESIGNS)}, got {design!r}")
+    if strength is None and decoder is None:
+        raise GantkError("--strength auto needs the decoder of the stego model")
     if image_format not in FORMATS:
         raise GantkError(f"--format must be one of {', '.join(FORMATS)}, got {image_format!r}")
     if not 1 <= jpeg_quality <= 100:
@@ -209,16 +227,27 @@ def embed_folder(
     if not paths:
         raise GantkError(f"{source} contains no images (png, jpg, jpeg, webp, bmp, tif)")
     bits_count = encoder.config.bits
-    psnrs, ssims, rows, skipped = [], [], [], []
+    embedder = Embedder(encoder, decoder, design, strength, min_psnr)  # type: ignore[arg-type]
+    quality: list[dict] = []
+    rows, skipped, flagged = [], [], []
     device = next(encoder.parameters()).device
     writers = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
     pending: list = []
 
     def collect(jobs: list) -> None:
-        for job, relative, code in jobs:
-            psnr, similarity = job.result()
-            psnrs.append(psnr)
-            ssims.append(similarity)
+        for job, relative, code, embedded in jobs:
+            psnr, similarity, delta_e = job.result()
+            quality.append(
+                {"image": str(relative), "strength": embedded.strength, "psnr_db": psnr,
+                 "ssim": similarity, "delta_e": delta_e, "flagged": embedded.flagged or ""}
+            )  # fmt: skip
+            if embedded.flagged:
+                flagged.append(str(relative))
+                if warn is not None:
+                    warn(
+                        f"{relative}: fingerprinted at strength {embedded.strength:.3g} "
+                        f"({psnr:.1f} dB), weaker than auto wanted: it {embedded.flagged}"
+                    )
             if per_image_seed is not None:
                 rows.append([str(relative), fpbits.to_hex(code)])
             if advance:
@@ -241,18 +270,29 @@ def embed_folder(
                 else fingerprint
                 for index, _ in chunk
             }
-            marked = _embed_batched(encoder, loaded, codes, device)
+            embedded = {
+                index: embedder.embed(
+                    to_tensor(loaded[index].rgb).to(device),
+                    torch.from_numpy(codes[index][None].astype(np.float32)).to(device),
+                )
+                for index, _ in chunk
+            }
             relatives = {index: path.relative_to(source).with_suffix(FORMATS[image_format])
                          for index, path in chunk}  # fmt: skip
             # Encoding PNG/JPEG and measuring SSIM release the GIL: writer threads do it for
             # this batch while the next one is read and embedded; one batch is in flight.
             collect(pending)
-            pending = [(writers.submit(_write_and_measure, marked[index], loaded[index],
-                                       tmp / relatives[index], image_format, jpeg_quality),
-                        relatives[index], codes[index]) for index, _ in chunk]  # fmt: skip
+            pending = [
+                (writers.submit(_write_and_measure, to_rgb(embedded[index].image.cpu()),
+                                loaded[index], tmp / relatives[index], image_format, jpeg_quality),
+                 relatives[index], codes[index], embedded[index])
+                for index, _ in chunk
+            ]  # fmt: skip
         collect(pending)
-        if not psnrs:
+        if not quality:
             raise GantkError(f"{source} holds no readable images; nothing was written")
+        column = {key: [q[key] for q in quality] for key in ("strength", "psnr_db", "ssim",
+                                                                "delta_e")}  # fmt: skip
         record = {
             "bits": bits_count,
             "fingerprint": None if per_image_seed is not None else fpbits.to_hex(fingerprint),
@@ -262,14 +302,30 @@ def embed_folder(
                 "file": str(encoder_path),
                 "sha256": file_sha256(encoder_path),
                 "resolution": encoder.config.resolution,
+                "budget_db": encoder.config.budget_db,
             },
-            "images": len(psnrs),
+            "design": design,
+            "strength": {
+                "mode": "auto" if strength is None else "fixed",
+                "min_psnr_db": min_psnr,
+                **_stats(column["strength"]),
+            },
+            "images": len(quality),
             "skipped": skipped,
+            "flagged": flagged,
             "format": image_format,
             "jpeg_quality": jpeg_quality if image_format == "jpeg" else None,
-            "psnr_db": _stats(psnrs),
-            "ssim": _stats(ssims),
+            "psnr_db": _stats(column["psnr_db"]),
+            "ssim": _stats(column["ssim"]),
+            "delta_e2000": _stats(column["delta_e"]),
+            "quality_map": QUALITY_MAP,
         }
+        with (tmp / QUALITY_MAP).open("w", newline="") as f:
+            writer = csv.DictWriter(f, list(quality[0]))
+            writer.writeheader()
+            for row in sorted(quality, key=lambda q: q["image"]):
+                writer.writerow({k: f"{v:.5g}" if isinstance(v, float) else v
+                                 for k, v in row.items()})  # fmt: skip
         if per_image_seed is not None:
             with (tmp / PER_IMAGE_MAP).open("w", newline="") as f:
                 writer = csv.writer(f)
@@ -277,26 +333,6 @@ def embed_folder(
                 writer.writerows(rows)
         (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return EmbedResult(record, len(paths))
-
-
-def _embed_batched(
-    encoder: StegoEncoder,
-    loaded: dict[int, LoadedImage],
-    codes: dict[int, np.ndarray],
-    device: torch.device,
-) -> dict[int, np.ndarray]:
-    """Fingerprinted RGB arrays by index; images of one size go through the encoder together."""
-    by_size: dict[tuple[int, ...], list[int]] = {}
-    for index, image in loaded.items():
-        by_size.setdefault(image.rgb.shape, []).append(index)
-    marked = {}
-    for indices in by_size.values():
-        images = torch.cat([to_tensor(loaded[i].rgb) for i in indices]).to(device)
-        marks = torch.from_numpy(np.stack([codes[i] for i in indices]).astype(np.float32))
-        out = embed_any_size(encoder, images, marks.to(device)).cpu()
-        for row, index in enumerate(indices):
-            marked[index] = to_rgb(out[row : row + 1])
-    return marked
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
@@ -326,10 +362,11 @@ def _write(
 
 def _write_and_measure(
     rgb: np.ndarray, loaded: LoadedImage, target: Path, image_format: str, quality: int
-) -> tuple[float, float]:
-    """Write one fingerprinted image; PSNR and SSIM of what was saved against the original."""
+) -> tuple[float, float, float]:
+    """Write one fingerprinted image; PSNR, SSIM and mean CIEDE2000 of what was saved against
+    the original."""
     saved = _write(rgb, loaded, target, image_format, quality)
-    return psnr_db(loaded.rgb, saved), ssim(loaded.rgb, saved)
+    return psnr_db(loaded.rgb, saved), ssim(loaded.rgb, saved), delta_e_mean(loaded.rgb, saved)
 
 
 def _stats(values: list[float]) -> dict:
@@ -355,16 +392,25 @@ def iter_decoded(
     skipped: list[str] | None = None,
     strict: bool = True,
     warn: Warn | None = None,
-) -> Iterator[tuple[Path, np.ndarray]]:
-    """(path, decoded 0/1 bits) per image; images of any size (resized to the decoder's).
-    Unreadable files stop it (``strict``) or are skipped into ``skipped`` with a warning."""
+    design: str = "native",
+) -> Iterator[tuple[Path, np.ndarray, dict]]:
+    """(path, decoded 0/1 bits, how it was read) per image, images of any size: with the
+    native design, pooled over the tiles of the grid the pilot gives; with the paper's, resized
+    to the decoder's resolution. Unreadable files stop it (``strict``) or are skipped into
+    ``skipped`` with a warning."""
     skipped = [] if skipped is None else skipped
     for start in range(0, len(paths), batch):
         readable = load_readable(paths[start : start + batch], root, skipped, strict, warn)
         for path, loaded in readable.items():
             check_size(path, loaded.rgb)
         images = [to_tensor(loaded.rgb) for loaded in readable.values()]
-        yield from zip(readable, decode_bits(decoder, images, batch), strict=True)
+        if design == "native":
+            decoded, readings = native.decode_bits(decoder, images)
+            how = [{"tiles": r.tiles, "scale": r.grid.scale, "offset": list(r.grid.offset),
+                    "pilot_z": round(r.grid.z, 2)} for r in readings]  # fmt: skip
+        else:
+            decoded, how = decode_bits(decoder, images, batch), [{} for _ in images]
+        yield from zip(readable, decoded, how, strict=True)
 
 
 def read_expectation(
@@ -416,6 +462,7 @@ def decode_report(
     identify: Callable[[np.ndarray], list[dict]] | None = None,
     strict: bool = False,
     warn: Warn | None = None,
+    design: str = "native",
 ) -> dict:
     """Decode every image; with ``expected``, test each against it and pool the folder.
 
@@ -429,9 +476,10 @@ def decode_report(
     bits = decoder.config.bits
     limit = fpbits.threshold(bits, fpr)
     rows, decoded_all, targets, skipped = [], [], [], []
-    for path, decoded in iter_decoded(paths, decoder, 64, root, skipped, strict, warn):
+    found = iter_decoded(paths, decoder, 64, root, skipped, strict, warn, design)
+    for path, decoded, how in found:
         name = str(path.relative_to(root)) if path != root else path.name
-        row: dict = {"image": name, "decoded": fpbits.to_hex(decoded)}
+        row: dict = {"image": name, "decoded": fpbits.to_hex(decoded), **how}
         target = expected_for(expected, name)
         if target is not None:
             matches = int((decoded == target).sum())
@@ -456,6 +504,7 @@ def decode_report(
     summary: dict = {
         "images": len(rows),
         "skipped": skipped,
+        "design": design,
         "bits": bits,
         "fpr": fpr,
         "threshold_matches": limit,

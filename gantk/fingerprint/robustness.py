@@ -17,7 +17,8 @@ import torch
 
 from gantk.fingerprint import bits as fpbits
 from gantk.fingerprint.artificial import to_tensor
-from gantk.fingerprint.stego import StegoDecoder, decode_bits
+from gantk.fingerprint.native import read_bits
+from gantk.fingerprint.stego import StegoDecoder
 from gantk.perturb import SWEEPS, apply
 
 QUANTIZATION_BITS = [16, 12, 10, 8, 6, 4]
@@ -43,15 +44,17 @@ def image_sweep(
     fpr: float,
     seed: int = 0,
     advance: Callable[[int], None] | None = None,
+    design: str = "native",
 ) -> list[dict]:
-    """One row per (perturbation, strength); ``expected`` is (count, bits), one row per image."""
+    """One row per (perturbation, strength); ``expected`` is (count, bits), one row per image;
+    images are read the way ``design`` embedded them."""
     limit = fpbits.threshold(decoder.config.bits, fpr)
     rows = []
     for name in names:
         for strength in SWEEPS[name]:
             generator = torch.Generator().manual_seed(seed)
             perturbed = [apply(name, image, strength, generator) for image in images]
-            decoded = decode_bits(decoder, perturbed)
+            decoded = read_bits(decoder, perturbed, design)
             rows.append({"perturbation": name, "strength": strength,
                          **_score(decoded, expected, limit)})  # fmt: skip
             if advance:
@@ -88,6 +91,7 @@ def model_sweep(
     seed: int = 0,
     device: str = "cpu",
     advance: Callable[[int], None] | None = None,
+    design: str = "native",
 ) -> list[dict]:
     """Rows for weight quantization and weight noise of a generator; ``expected`` is one
     fingerprint (bits,), the one embedded in its training data."""
@@ -105,7 +109,7 @@ def model_sweep(
         elif strength:
             add_weight_noise_(G, float(strength), torch.Generator().manual_seed(seed))
         images = [to_tensor(img) for img in render(G, latents_for(seeds, G), 1.0)]
-        decoded = decode_bits(decoder, images)
+        decoded = read_bits(decoder, images, design)
         score = _score(decoded, np.broadcast_to(expected, decoded.shape), limit)
         rows.append({"perturbation": name, "strength": strength, **score})
         if advance:

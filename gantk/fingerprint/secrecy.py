@@ -15,8 +15,10 @@ Two protocols:
   clean half: does a detector of the attacker's own fingerprint find the owner's?
 
 Accuracy near 0.5 means the attacker cannot tell: the fingerprint is secret.
-Features: the high-pass residual (image minus its 3x3 box blur) at the attacker encoder's
-resolution, grayscale, standardized; an RBF SVM.
+Features: the high-pass residual (image minus its 3x3 box blur), grayscale, standardized, of
+the image resized to the attacker encoder's resolution (the paper's design, whose fingerprint
+lives at that scale) or of its central tile at its own resolution (the native design); an RBF
+SVM. The attacker fingerprints with the design the owner used, at strength 1.
 """
 
 from __future__ import annotations
@@ -28,16 +30,25 @@ import torch
 import torch.nn.functional as F
 
 from gantk.errors import GantkError
+from gantk.fingerprint import native
 from gantk.fingerprint.stego import StegoEncoder, embed_any_size, resize_to
 
 PROTOCOLS = ("paper", "transfer")
 
 
-def residual_features(images: Sequence[torch.Tensor], resolution: int) -> np.ndarray:
+def residual_features(
+    images: Sequence[torch.Tensor], resolution: int, design: str = "paper"
+) -> np.ndarray:
     """(count, resolution²) high-pass residuals of images of any size ((1, 3, H, W) each)."""
     rows = []
     for image in images:
-        gray = resize_to(image, (resolution, resolution)).mean(dim=1, keepdim=True)
+        height, width = image.shape[-2:]
+        if design == "native" and min(height, width) >= resolution:
+            top, left = (height - resolution) // 2, (width - resolution) // 2
+            view = image[..., top : top + resolution, left : left + resolution]
+        else:
+            view = resize_to(image, (resolution, resolution))
+        gray = view.mean(dim=1, keepdim=True)
         blurred = F.avg_pool2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
         rows.append((gray - blurred).flatten().numpy())
     return np.stack(rows)
@@ -54,17 +65,23 @@ def _svm(seed: int):
 
 
 def _mark(
-    attacker: StegoEncoder, images: Sequence[torch.Tensor], generator: torch.Generator
+    attacker: StegoEncoder,
+    images: Sequence[torch.Tensor],
+    generator: torch.Generator,
+    design: str = "paper",
 ) -> list[torch.Tensor]:
     """Each image fingerprinted once more by the attacker, with fresh random bits."""
-    bits = attacker.config.bits
+    count, tile = attacker.config.bits, attacker.config.resolution
+    out = []
     with torch.no_grad():
-        return [
-            embed_any_size(
-                attacker, image, torch.randint(0, 2, (1, bits), generator=generator).float()
-            )
-            for image in images
-        ]
+        for image in images:
+            bits = torch.randint(0, 2, (1, count), generator=generator).float()
+            if design == "native" and min(image.shape[-2:]) >= tile:
+                change = native.unit_residual(attacker, image, bits, attacker.config.budget_db)
+                out.append(native.apply(image, change, 1.0))
+            else:
+                out.append(embed_any_size(attacker, image, bits))
+    return out
 
 
 def ats_attack(
@@ -73,6 +90,7 @@ def ats_attack(
     attacker: StegoEncoder,
     seed: int = 0,
     protocol: str = "paper",
+    design: str = "paper",
 ) -> dict:
     """The attack's accuracy at telling ``owner_marked`` from ``clean`` images (see the module
     for the two protocols); the paper balances the test set, so both sets are cut to the size
@@ -80,7 +98,7 @@ def ats_attack(
     if protocol not in PROTOCOLS:
         raise GantkError(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
     if protocol == "transfer":
-        return _transfer_attack(owner_marked, clean, attacker, seed)
+        return _transfer_attack(owner_marked, clean, attacker, seed, design)
     count = min(len(owner_marked), len(clean))
     if count < 4:
         raise GantkError(
@@ -91,13 +109,15 @@ def ats_attack(
     r = attacker.config.resolution
     test = list(owner_marked[:count]) + list(clean[:count])
     truth = np.r_[np.ones(count), np.zeros(count)]
-    twice = _mark(attacker, _mark(attacker, test, generator), generator)
-    x_train = np.concatenate([residual_features(test, r), residual_features(twice, r)])
+    twice = _mark(attacker, _mark(attacker, test, generator, design), generator, design)
+    x_train = np.concatenate(
+        [residual_features(test, r, design), residual_features(twice, r, design)]
+    )
     y_train = np.r_[np.zeros(len(test)), np.ones(len(twice))]
     svm = _svm(seed)
     svm.fit(x_train, y_train)
-    once = _mark(attacker, test, generator)
-    predicted = svm.predict(residual_features(once, r))
+    once = _mark(attacker, test, generator, design)
+    predicted = svm.predict(residual_features(once, r, design))
     return {
         "protocol": protocol,
         "train_images": len(y_train),
@@ -114,6 +134,7 @@ def _transfer_attack(
     clean: Sequence[torch.Tensor],
     attacker: StegoEncoder,
     seed: int,
+    design: str = "paper",
 ) -> dict:
     """Train on the attacker's ATS, test on the owner's images; returns the accuracies.
 
@@ -131,15 +152,17 @@ def _transfer_attack(
     generator = torch.Generator().manual_seed(seed)
     r = attacker.config.resolution
     train_clean = list(clean[:half])
-    train_marked = _mark(attacker, train_clean, generator)
+    train_marked = _mark(attacker, train_clean, generator, design)
     x_train = np.concatenate(
-        [residual_features(train_clean, r), residual_features(train_marked, r)]
+        [residual_features(train_clean, r, design), residual_features(train_marked, r, design)]
     )
     y_train = np.r_[np.zeros(len(train_clean)), np.ones(len(train_marked))]
     svm = _svm(seed)
     svm.fit(x_train, y_train)
     test_clean, test_marked = list(clean[half : half + count]), list(owner_marked[:count])
-    x_test = np.concatenate([residual_features(test_clean, r), residual_features(test_marked, r)])
+    x_test = np.concatenate(
+        [residual_features(test_clean, r, design), residual_features(test_marked, r, design)]
+    )
     y_test = np.r_[np.zeros(count), np.ones(count)]
     predicted = svm.predict(x_test)
     return {

@@ -31,11 +31,19 @@ KIND = "stego"
 LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
+DESIGNS = ("native", "paper")
+
+
 @dataclass(frozen=True)
 class StegoConfig:
     bits: int = 100
     resolution: int = 64
     luma: bool = False
+    # What the pair was trained for: "paper" (images resized to the resolution) or "native"
+    # (tiles at the image's own resolution, gantk.fingerprint.native); and, for "native", the
+    # PSNR of the residual at strength 1 (models trained before these existed: paper, 36 dB).
+    design: str = "paper"
+    budget_db: float = 36.0
 
     def validate(self) -> StegoConfig:
         if not 1 <= self.bits <= 4096:
@@ -43,6 +51,10 @@ class StegoConfig:
         r = self.resolution
         if r < 32 or r & (r - 1):
             raise GantkError(f"the stego resolution must be a power of two >= 32, got {r}")
+        if self.design not in DESIGNS:
+            raise GantkError(f"--design must be one of {', '.join(DESIGNS)}, got {self.design!r}")
+        if not 10 <= self.budget_db <= 80:
+            raise GantkError(f"the PSNR budget must be in 10..80 dB, got {self.budget_db}")
         return self
 
     def to_dict(self) -> dict:
@@ -79,10 +91,26 @@ class StegoEncoder(nn.Module):
         r = self.config.resolution
         if images.shape[-2:] != (r, r):
             raise ValueError(f"encoder expects {r}x{r} images, got {tuple(images.shape[-2:])}")
+        return (images + self.residual(images, fingerprints)).clamp(-1, 1)
+
+    def residual(self, images: Tensor, fingerprints: Tensor) -> Tensor:
+        """The change the encoder makes, before clipping to the valid range: (B, 1, H, W) of
+        luminance with ``luma`` (the same change in R, G and B), else (B, 3, H, W).
+
+        H and W may be any multiples of the resolution R: the fingerprint's map is then
+        repeated with period R (the native-resolution design, gantk.fingerprint.native), and
+        the U-Net, fully convolutional, sees the whole image at once, so no tile seams."""
+        r = self.config.resolution
+        height, width = images.shape[-2:]
+        if height % r or width % r:
+            raise ValueError(
+                f"encoder expects sides that are multiples of {r}, got {height}x{width}"
+            )
         secret = F.relu(self.secret(fingerprints)).view(-1, 3, 16, 16)
         secret = F.interpolate(secret, size=(r, r), mode="nearest")
+        secret = secret.repeat(1, 1, height // r, width // r)
         x01 = (images + 1) / 2
-        inputs = torch.cat([secret, x01], dim=1)
+        inputs = torch.cat([secret.to(x01.dtype), x01], dim=1)
         skips = []
         h = inputs
         for layer in self.down:
@@ -94,14 +122,13 @@ class StegoEncoder(nn.Module):
             skip = skips.pop()
             extra = [inputs] if not skips else []
             h = merge(torch.cat([skip, h, *extra], dim=1))
-        out = torch.sigmoid(self.to_image(h)) * 2 - 1
+        change = torch.sigmoid(self.to_image(h)) * 2 - 1 - images
         if self.config.luma:
             # Keep only the residual's luminance (BT.601 weights), added to R, G and B alike:
             # no chroma at all, so no colour cast, and JPEG's chroma subsampling cannot touch it.
-            weights = LUMA.to(device=out.device, dtype=out.dtype).view(1, 3, 1, 1)
-            luminance = ((out - images) * weights).sum(dim=1, keepdim=True)
-            out = (images + luminance).clamp(-1, 1)
-        return out
+            weights = LUMA.to(device=change.device, dtype=change.dtype).view(1, 3, 1, 1)
+            change = (change * weights).sum(dim=1, keepdim=True)
+        return change
 
 
 class StegoDecoder(nn.Module):

@@ -39,7 +39,6 @@ from gantk.fingerprint.stego import (
     StegoConfig,
     StegoDecoder,
     StegoEncoder,
-    grow_decoder_head,
 )
 from gantk.io.checkpoint import (
     load_checkpoint,
@@ -52,6 +51,12 @@ from gantk.io.checkpoint import (
 from gantk.io.config_schema import build_matching, checked_config, tensors_under
 from gantk.io.runlog import LOG_FILE, append_log, rewind_log
 from gantk.io.stop_request import StopRequest
+from gantk.nn.precision import (
+    autocast,
+    channels_last,
+    prefers_channels_last,
+    resolve_precision,
+)
 from gantk.perturb import RandomPerturbation
 
 MODEL_FILE = "stego.safetensors"
@@ -73,6 +78,17 @@ class StegoTrainConfig:
     chroma_weight: float = 0.0
     target_acc: float = 0.0
     luma: bool = False
+    # auto, fp32, bf16 or fp16; the trainer records the one 'auto' resolved to, and runs saved
+    # before precision existed resume in float32.
+    precision: str = "fp32"
+    # The design the pair is trained for (gantk.fingerprint.stego.DESIGNS); runs saved before
+    # it existed are "paper". The native design's own settings: canvases of ``canvas`` x
+    # ``canvas`` tiles, the residual's PSNR at strength 1 (``budget_db``, tuned towards
+    # ``target_acc`` when that is set), and the weight of the visibility loss.
+    design: str = "paper"
+    canvas: int = 2
+    budget_db: float = 30.0
+    visibility_weight: float = 1.0
     seed: int = 0
     device: str = "cpu"
     snapshot_every: int = 500
@@ -89,7 +105,21 @@ class StegoTrainConfig:
             raise GantkError(f"--chroma-weight must be non-negative, got {self.chroma_weight}")
         if not 0 <= self.target_acc < 1:
             raise GantkError(f"--target-acc must be in [0, 1) (0: off), got {self.target_acc}")
+        resolve_precision(self.precision, self.device)  # a known name, usable on the device
+        StegoConfig(design=self.design, budget_db=self.budget_db).validate()
+        if not 1 <= self.canvas <= 8:
+            raise GantkError(f"--canvas must be in 1..8 tiles, got {self.canvas}")
+        if self.visibility_weight < 0:
+            raise GantkError("--visibility-weight must be non-negative")
         return self
+
+    def model_config(self, budget_db: float | None = None) -> StegoConfig:
+        return StegoConfig(self.bits, self.resolution, self.luma, self.design,
+                           self.budget_db if budget_db is None else budget_db)  # fmt: skip
+
+    def data_resolution(self) -> int:
+        """The side of the training images: one tile, or a canvas of tiles."""
+        return self.resolution * (self.canvas if self.design == "native" else 1)
 
 
 def bit_accuracy(logits: Tensor, bits: Tensor) -> Tensor:
@@ -136,16 +166,19 @@ class StegoTrainer:
     def __init__(self, config: StegoTrainConfig, out: Path) -> None:
         from gantk.io.datasets import open_dataset
 
+        config = replace(config, precision=resolve_precision(config.precision, config.device))
         self.config = config.validate()
         self.out = Path(out)
         self.device = torch.device(config.device)
         torch.manual_seed(config.seed)
-        model_config = StegoConfig(config.bits, config.resolution, config.luma)
+        model_config = config.model_config()
         self.encoder = StegoEncoder(model_config).to(self.device)
         self.decoder = StegoDecoder(model_config).to(self.device)
+        if prefers_channels_last(config.precision, config.device):
+            channels_last(self.encoder, self.decoder)
         params = list(self.encoder.parameters()) + list(self.decoder.parameters())
         self.optimizer = torch.optim.Adam(params, lr=config.lr)
-        self.dataset = open_dataset(config.data, resolution=config.resolution)
+        self.dataset = open_dataset(config.data, resolution=config.data_resolution())
         if len(self.dataset) < config.batch_size:
             raise GantkError(
                 f"{config.data} has {len(self.dataset)} images, fewer than --batch-size "
@@ -182,10 +215,13 @@ class StegoTrainer:
     def train_step(self, images: Tensor) -> dict[str, float]:
         cfg = self.config
         bits = random_bits(images.shape[0], cfg.bits, self.generator).to(self.device)
-        encoded = self.encoder(images, bits)
+        # The networks run in the chosen precision; perturbations and losses in float32.
+        with autocast(cfg.precision, self.device):
+            encoded = self.encoder(images, bits).float()
         robust = bool(cfg.robust) and self.accurate_since is not None
         seen = self.augment(encoded, self.generator) if robust else encoded
-        logits = self.decoder(seen)
+        with autocast(cfg.precision, self.device):
+            logits = self.decoder(seen).float()
         bce = F.binary_cross_entropy_with_logits(logits, bits)
         mse = F.mse_loss(encoded, images) / 4  # on the [0, 1] scale, as the authors' code
         image_loss = mse
@@ -239,10 +275,18 @@ class StegoTrainer:
             "acc_ema": self.acc_ema,
             "generator": self.generator.get_state(),
             "rng": rng_state(),
+            **self.state_extras(),
         }
         save_training_state(
             self.out / STATE_FILE, state, "stego-training-state", asdict(self.config)
         )
+
+    def state_extras(self) -> dict:
+        """What a subclass adds to the training state (the native design's budget)."""
+        return {}
+
+    def load_extras(self, state: dict) -> None:
+        """Restores what :meth:`state_extras` saved."""
 
     def load_state(self) -> None:
         state, _ = load_training_state(self.out / STATE_FILE, "stego-training-state")
@@ -259,6 +303,7 @@ class StegoTrainer:
         self.acc_ema = float(state.get("acc_ema", 0.5))
         self.generator.set_state(state["generator"])
         set_rng_state(state["rng"])
+        self.load_extras(state)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -292,63 +337,6 @@ class StegoTrainer:
                     self.save_model()
                     self.save_state()
         return entry
-
-
-def start_or_resume(
-    config: StegoTrainConfig, out: Path, resume: bool, init: Path | None = None
-) -> StegoTrainer:
-    """A trainer for a new run in ``out`` or, with ``resume``, for the run already there.
-
-    ``init`` starts a new run from a trained pair (e.g. a shipped fp16 model, whose optimizer
-    state is gone): at the model's own resolution the pair already communicates, so the image
-    loss starts at full weight and the robustness stage is on from the first step; at a larger
-    resolution (progressive training) the schedule starts over.
-    """
-    state = Path(out) / STATE_FILE
-    if init is not None and resume:
-        raise GantkError("--init starts a new run from a model; --resume continues a run: pick one")
-    if resume:
-        if not state.is_file():
-            raise GantkError(f"{out} has no {STATE_FILE} to resume; start a new run instead")
-        _, saved = load_training_state(state, "stego-training-state")
-        saved_config = StegoTrainConfig(**{**saved, "robust": list(saved.get("robust", []))})
-        # Only the length of the run and the device may change on resume.
-        config = replace(saved_config, steps=config.steps, device=config.device)
-        trainer = StegoTrainer(config, out)
-        trainer.load_state()
-        return trainer
-    if state.exists():
-        raise GantkError(f"{out} already holds a stego run; use --resume or another --out")
-    trainer = StegoTrainer(config, out)
-    if init is not None:
-        encoder, decoder = load_stego(init, trainer.device)
-        if encoder.config.bits != config.bits:
-            raise GantkError(
-                f"--init {init} has {encoder.config.bits} bits, but this run asks for "
-                f"{config.bits}; give --bits {encoder.config.bits} or another model"
-            )
-        trainer.encoder.load_state_dict(encoder.state_dict())
-        trainer.decoder.load_state_dict(resized_decoder_state(decoder, config.resolution))
-        if encoder.config.resolution == config.resolution:
-            trainer.accurate_since = -(config.l2_delay + config.l2_ramp)
-        # At a new resolution the pair must first find each other again: the authors' schedule
-        # (no image loss, no perturbations until bits decode) runs from the start.
-    return trainer
-
-
-def resized_decoder_state(decoder: StegoDecoder, resolution: int) -> dict[str, Tensor]:
-    """``decoder``'s weights for a decoder at ``resolution`` (a larger power of two, or the
-    same): progressive training, e.g. a 32 px model starting a 64 px run."""
-    state = decoder.state_dict()
-    old = decoder.config.resolution
-    if resolution < old:
-        raise GantkError(
-            f"--init model works at {old}px; it can start runs at {old}px or larger, "
-            f"not {resolution}px"
-        )
-    key = "head.1.weight"
-    state[key] = grow_decoder_head(state[key], old // 32, resolution // 32)
-    return state
 
 
 def save_stego(

@@ -19,7 +19,8 @@ def gradient_penalty(
     batch mean, or one value per sample (for losses that weight samples, e.g. Texture Mixer's
     α-weighted interpolation critic)."""
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
-    mixed = (real.detach().lerp(fake.detach(), alpha)).requires_grad_(True)
+    # The fake side may come from a network under bf16 autocast; mix in the real side's type.
+    mixed = (real.detach().lerp(fake.detach().to(real.dtype), alpha)).requires_grad_(True)
     (grad,) = torch.autograd.grad(d_fn(mixed).sum(), mixed, create_graph=True)
     penalty = (grad.flatten(1).norm(dim=1) - 1.0).square()
     return penalty if per_sample else penalty.mean()

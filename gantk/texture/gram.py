@@ -102,8 +102,13 @@ def gram_matrix(features: Tensor) -> Tensor:
     """(B, C, H, W) -> (B, C, C), normalised by C*H*W (Johnson et al.) so it does not depend
     on the image size: a crop and a whole canvas of one texture compare directly."""
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
+    # In float32 even under bf16 autocast: a sum over H*W products, where bf16's 8-bit mantissa
+    # would round away the small differences the Gram losses are made of.
+    with torch.autocast(features.device.type, enabled=False):
+        flat = features.reshape(b, c, h * w)
+        if flat.dtype in (torch.bfloat16, torch.float16):
+            flat = flat.float()
+        return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
 def gram_matrices(net: GramNet, images: Tensor) -> list[Tensor]:

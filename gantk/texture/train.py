@@ -39,6 +39,12 @@ from gantk.io.config_schema import build_matching, checked_config, parse_config
 from gantk.io.runlog import LOG_FILE, append_log, rewind_log
 from gantk.io.stop_request import StopRequest
 from gantk.nn.penalties import gradient_penalty
+from gantk.nn.precision import (
+    autocast,
+    channels_last,
+    prefers_channels_last,
+    resolve_precision,
+)
 from gantk.texture.gram import GramNet, gram_distance, gram_matrices, load_gram_net
 from gantk.texture.latent import training_tiles
 from gantk.texture.networks import KIND, TextureCritic, TextureMixer, TextureMixerConfig, spread
@@ -75,6 +81,9 @@ class TextureTrainConfig:
     gram_net: str = "auto"
     gram_weights: str | None = None
     augment: bool = True
+    # auto, fp32, bf16 or fp16; the trainer records what 'auto' resolved to (runs saved before
+    # precision existed resume in float32).
+    precision: str = "fp32"
     seed: int = 0
     device: str = "cpu"
     snapshot_every: int = 500
@@ -99,6 +108,7 @@ class TextureTrainConfig:
             raise GantkError("--lr must be positive and --ema in [0, 1)")
         if min(self.l1_weight, self.gram_weight, self.adv_weight, self.gp_weight) < 0:
             raise GantkError("loss weights must be non-negative")
+        resolve_precision(self.precision, self.device)  # a known name, usable on the device
         return self
 
     @classmethod
@@ -121,6 +131,7 @@ class TextureTrainer:
     def __init__(self, config: TextureTrainConfig, out: Path) -> None:
         from gantk.texture.data import TextureSampler, load_texture_sources
 
+        config = replace(config, precision=resolve_precision(config.precision, config.device))
         self.config = config.validate()
         self.out = Path(out)
         self.device = torch.device(config.device)
@@ -131,6 +142,10 @@ class TextureTrainer:
         self.d_rec = TextureCritic(model_cfg).to(self.device)
         self.d_itp = TextureCritic(model_cfg).to(self.device)
         self.gram: GramNet = load_gram_net(config.gram_net, config.gram_weights, self.device)
+        if prefers_channels_last(config.precision, config.device):
+            # The Gram network (possibly shared) is left alone: the images it gets are already
+            # channels-last, and convolutions follow their input's layout.
+            channels_last(self.model, self.model_ema, self.d_rec, self.d_itp)
         # Record the network 'auto' chose, so a resumed run keeps it even if the VGG-19 weight
         # file appears or disappears in between.
         self.config = replace(self.config, gram_net=self.gram.name)
@@ -169,7 +184,7 @@ class TextureTrainer:
         if zg is not None:
             g1, g2 = zg.chunk(2)
             glob = spread(alpha[:, None] * g1 + (1 - alpha[:, None]) * g2, big)
-        image = self.model.decode(big, glob)
+        image = self.model.decode(big, glob).float()
         return random_crops(image, cfg.resolution, gen), alpha
 
     def _gram_losses(
@@ -197,18 +212,21 @@ class TextureTrainer:
         self.model.requires_grad_(True)
         self.d_rec.requires_grad_(False)
         self.d_itp.requires_grad_(False)
-        recon = self.model(real)
+        # Networks in the run's precision (the Gram products stay float32), losses in float32.
+        with self._autocast():
+            recon = self.model(real).float()
+            adv_rec = -self.d_rec(recon).float().mean()
+            crop, alpha = self._interpolate(s1, s2)
+            adv_itp = -self.d_itp(crop).float().mean()
         l1 = (recon - real).abs().mean()
-        adv_rec = -self.d_rec(recon).mean()
-        crop, alpha = self._interpolate(s1, s2)
-        adv_itp = -self.d_itp(crop).mean()
         # Eqs. 3.4-3.6 sum the reconstruction terms of S1 and S2, while eqs. 3.8-3.9 give one
         # interpolation term per pair: the per-sample means of the reconstruction terms count
         # twice (REC_TERMS) to keep the paper's balance between the two tasks.
         loss_g = cfg.l1_weight * REC_TERMS * l1 + cfg.adv_weight * (REC_TERMS * adv_rec + adv_itp)
         gram_rec = gram_itp = None
         if self.step % cfg.gram_every == 0:
-            gram_rec, gram_itp = self._gram_losses(real, recon, crop, alpha)
+            with self._autocast():
+                gram_rec, gram_itp = self._gram_losses(real, recon, crop, alpha)
             gram = REC_TERMS * gram_rec + gram_itp
             loss_g = loss_g + cfg.gram_weight * cfg.gram_every * gram
         self.opt_g.zero_grad(set_to_none=True)
@@ -221,25 +239,12 @@ class TextureTrainer:
         self.model.requires_grad_(False)
         self.d_rec.requires_grad_(True)
         self.d_itp.requires_grad_(True)
-        with torch.no_grad():
-            recon = self.model(real)
+        with torch.no_grad(), self._autocast():
+            recon = self.model(real).float()
             crop, alpha = self._interpolate(s1, s2)
-        d_real = self.d_rec(real)
-        loss_rec = REC_TERMS * (
-            self.d_rec(recon).mean()
-            - d_real.mean()
-            + cfg.gp_weight * gradient_penalty(self.d_rec, real, recon).mean()
-            + cfg.drift_weight * (d_real**2).mean()
-        )
-        d_itp_fake = self.d_itp(crop)
-        loss_itp = d_itp_fake.mean()
-        for weight, source in zip((alpha, 1 - alpha), pair, strict=True):
-            d_src = self.d_itp(source)
-            gp = gradient_penalty(self.d_itp, source, crop, per_sample=True)
-            loss_itp = (
-                loss_itp
-                + (weight * (-d_src + cfg.gp_weight * gp + cfg.drift_weight * d_src**2)).mean()
-            )
+        with self._autocast():
+            d_rec, d_itp = self._critic_losses(real, recon, crop, alpha, pair)
+        loss_rec, loss_itp = d_rec.float(), d_itp.float()
         self.opt_d.zero_grad(set_to_none=True)
         (loss_rec + loss_itp).backward()
         self.opt_d.step()
@@ -255,6 +260,38 @@ class TextureTrainer:
             "d_rec": loss_rec.item(),
             "d_itp": loss_itp.item(),
         }
+
+    def _critic_losses(
+        self, real: Tensor, recon: Tensor, crop: Tensor, alpha: Tensor, pair: list[Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """WGAN-GP losses of D_rec and D_itp (critic outputs read in float32)."""
+        cfg = self.config
+
+        def d_rec(x: Tensor) -> Tensor:
+            return self.d_rec(x).float()
+
+        def d_itp(x: Tensor) -> Tensor:
+            return self.d_itp(x).float()
+
+        d_real = d_rec(real)
+        loss_rec = REC_TERMS * (
+            d_rec(recon).mean()
+            - d_real.mean()
+            + cfg.gp_weight * gradient_penalty(d_rec, real, recon).mean()
+            + cfg.drift_weight * (d_real**2).mean()
+        )
+        loss_itp = d_itp(crop).mean()
+        for weight, source in zip((alpha, 1 - alpha), pair, strict=True):
+            d_src = d_itp(source)
+            gp = gradient_penalty(d_itp, source, crop, per_sample=True)
+            loss_itp = (
+                loss_itp
+                + (weight * (-d_src + cfg.gp_weight * gp + cfg.drift_weight * d_src**2)).mean()
+            )
+        return loss_rec, loss_itp
+
+    def _autocast(self):
+        return autocast(self.config.precision, self.device)
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -1,0 +1,104 @@
+"""Where a fingerprint may go unseen: a just-noticeable-difference (JND) map, and a band-pass.
+
+The JND map is the classic pixel-domain model of Chou and Li (1995) combined as in Yang et al.
+(2005): the luminance change a viewer cannot see at each pixel is the larger of two effects,
+*luminance adaptation* (the eye forgives more in dark areas and somewhat more in bright ones than
+in mid-grey) and *contrast masking* (edges and texture hide changes near them), combined with
+the nonlinear additivity model ``LA + CM - 0.3 min(LA, CM)``. Flat skies and smooth gradients
+get about 3 grey levels, textured areas several times that.
+
+The fingerprint's residual is multiplied by the map divided by its mean over the image
+(:func:`attenuation`), so its energy moves from flat regions to textured ones, in training and
+at embedding alike (Meta's VideoSeal does the same with its JND map).
+
+:func:`band_pass` removes the residual's local mean (everything coarser than a Gaussian of
+``sigma`` pixels): slow luminance swells are the most visible change there is, and carry little
+a decoder can rely on after cropping or resizing anyway.
+
+Images are (B, 3, H, W) in [-1, 1]; maps are (B, 1, H, W).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gantk.fingerprint.stego import LUMA
+
+# Chou and Li's 5x5 weighted mean for the background luminance (the centre excluded), and their
+# four directional gradient operators (horizontal, two diagonals, vertical).
+_BACKGROUND = [[1, 1, 1, 1, 1], [1, 2, 2, 2, 1], [1, 2, 0, 2, 1], [1, 2, 2, 2, 1], [1, 1, 1, 1, 1]]
+_GRADIENTS = [
+    [[0, 0, 0, 0, 0], [1, 3, 8, 3, 1], [0, 0, 0, 0, 0], [-1, -3, -8, -3, -1], [0, 0, 0, 0, 0]],
+    [[0, 0, 1, 0, 0], [0, 8, 3, 0, 0], [1, 3, 0, -3, -1], [0, 0, -3, -8, 0], [0, 0, -1, 0, 0]],
+    [[0, 0, 1, 0, 0], [0, 0, 3, 8, 0], [-1, -3, 0, 3, 1], [0, -8, -3, 0, 0], [0, 0, -1, 0, 0]],
+    [[0, 1, 0, -1, 0], [0, 3, 0, -3, 0], [0, 8, 0, -8, 0], [0, 3, 0, -3, 0], [0, 1, 0, -1, 0]],
+]
+# Yang et al.'s overlap between the two masking effects.
+OVERLAP = 0.3
+# The attenuation never goes below or above these multiples of the image's mean JND, so no area
+# is left without any fingerprint and none gets it all.
+ATTENUATION_RANGE = (0.25, 4.0)
+
+
+@functools.cache
+def _kernels(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    background = torch.tensor(_BACKGROUND, dtype=dtype, device=device)[None, None] / 32
+    gradients = torch.tensor(_GRADIENTS, dtype=dtype, device=device)[:, None] / 16
+    return background, gradients
+
+
+def luminance(images: Tensor) -> Tensor:
+    """BT.601 luma on the 0-255 scale, (B, 1, H, W)."""
+    weights = LUMA.to(device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return ((images + 1) * 127.5 * weights).sum(dim=1, keepdim=True)
+
+
+def jnd_map(images: Tensor) -> Tensor:
+    """The just-noticeable luminance change at each pixel, in grey levels (0-255 scale)."""
+    luma = luminance(images.float())
+    background_kernel, gradient_kernels = _kernels(luma.device, luma.dtype)
+    padded = F.pad(luma, (2, 2, 2, 2), mode="replicate")
+    background = F.conv2d(padded, background_kernel)
+    gradient = F.conv2d(padded, gradient_kernels).abs().amax(dim=1, keepdim=True)
+    dark = 17 * (1 - torch.sqrt(background.clamp_min(0) / 127)) + 3
+    bright = 3 / 128 * (background - 127) + 3
+    adaptation = torch.where(background <= 127, dark, bright)
+    masking = (gradient * (0.0001 * background + 0.115) + (0.5 - 0.01 * background)).clamp_min(0)
+    return adaptation + masking - OVERLAP * torch.minimum(adaptation, masking)
+
+
+def attenuation(images: Tensor) -> Tensor:
+    """The JND map over its mean per image (mean about 1), clamped to ATTENUATION_RANGE."""
+    jnd = jnd_map(images)
+    relative = jnd / jnd.mean(dim=(2, 3), keepdim=True)
+    return relative.clamp(*ATTENUATION_RANGE)
+
+
+@functools.cache
+def _gaussian(sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    radius = max(1, round(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur with reflected borders (each channel on its own)."""
+    kernel = _gaussian(float(sigma), x.device, x.dtype)
+    radius = kernel.numel() // 2
+    channels = x.shape[1]
+    # Reflection needs the padding below the side; very small inputs replicate instead.
+    mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
+    horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode=mode), horizontal, groups=channels)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode=mode), vertical, groups=channels)
+
+
+def band_pass(residual: Tensor, sigma: float) -> Tensor:
+    """``residual`` without its local mean at scale ``sigma`` pixels."""
+    return residual - gaussian_blur(residual, sigma)

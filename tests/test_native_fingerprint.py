@@ -1,0 +1,322 @@
+"""The native-resolution fingerprint design: tiles, pooled decoding, the pilot and its grid
+search, the JND map, per-image strength, and what fingerprint-embed records."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from gantk.fingerprint import native, perceptual
+from gantk.fingerprint.artificial import embed_folder, to_tensor
+from gantk.fingerprint.stego import StegoConfig, StegoDecoder, StegoEncoder
+from gantk.fingerprint.strength import MARGIN, SAFETY, Embedder
+from gantk.fingerprint.train_stego import save_stego
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TILE = 32
+BITS = 8
+
+
+def _models(luma: bool = True) -> tuple[StegoEncoder, StegoDecoder]:
+    torch.manual_seed(0)
+    config = StegoConfig(BITS, TILE, luma, "native", 36.0)
+    return StegoEncoder(config).eval(), StegoDecoder(config).eval()
+
+
+def _photo(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """A textured test image: smooth colour fields plus fine noise, (1, 3, H, W) in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
+    noisy = np.clip(smooth.astype(np.int16) + rng.integers(-20, 21, smooth.shape), 0, 255)
+    return to_tensor(noisy.astype(np.uint8))
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiles and pooled decoding
+
+
+def test_pooled_logits_are_the_mean_of_every_tile_read_on_its_own() -> None:
+    _, decoder = _models()
+    image = _photo(3 * TILE + 5, 2 * TILE + 9)
+    with torch.no_grad():
+        pooled = native.pooled_logits(decoder, image, offset=(3, 7))
+        by_hand = [
+            decoder(image[..., y : y + TILE, x : x + TILE])[0]
+            for y in range(3, image.shape[-2] - TILE + 1, TILE)
+            for x in range(7, image.shape[-1] - TILE + 1, TILE)
+        ]
+    assert len(by_hand) == 3 * 2
+    torch.testing.assert_close(pooled, torch.stack(by_hand).mean(0), rtol=0, atol=1e-5)
+
+
+def test_tiles_at_an_offset_that_leaves_no_whole_tile_is_empty() -> None:
+    image = _photo(TILE + 3, TILE + 3)
+    assert native.tiles_at(image, TILE, (4, 0)).shape == (0, 3, TILE, TILE)
+    assert native.tiles_at(image, TILE, (3, 3)).shape == (1, 3, TILE, TILE)
+
+
+def test_encoder_residual_repeats_the_fingerprint_map_with_the_tile_period() -> None:
+    encoder, _ = _models(luma=False)
+    bits = torch.tensor([[1, 0, 1, 1, 0, 0, 1, 0]], dtype=torch.float32)
+    flat = torch.zeros(1, 3, 2 * TILE, 3 * TILE)  # no content: the residual is the map's doing
+    with torch.no_grad():
+        change = encoder.residual(flat, bits)
+        single = encoder(flat[..., :TILE, :TILE], bits) - flat[..., :TILE, :TILE]
+    inner = change[..., TILE // 2 : TILE + TILE // 2, TILE : 2 * TILE]
+    shifted = change[..., TILE // 2 : TILE + TILE // 2, 2 * TILE : 3 * TILE]
+    # Away from the borders, one period to the right is the same residual.
+    torch.testing.assert_close(inner[..., 8:-8, 8:-8], shifted[..., 8:-8, 8:-8], atol=1e-5, rtol=0)
+    # And on a single tile, residual() is exactly what forward() adds.
+    torch.testing.assert_close(change[..., :TILE, :TILE].shape, single.shape)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            encoder.residual(flat[..., :TILE, :TILE], bits), single, atol=1e-6, rtol=0
+        )
+    with pytest.raises(ValueError, match="multiples of 32"):
+        encoder.residual(torch.zeros(1, 3, TILE + 1, TILE), bits)
+
+
+def test_windowed_encoding_matches_one_pass_inside_each_window(monkeypatch) -> None:
+    encoder, _ = _models()
+    image = _photo(5 * TILE, 4 * TILE)
+    bits = torch.ones(1, BITS)
+    with torch.no_grad():
+        whole = native.raw_residual(encoder, image, bits)
+        monkeypatch.setattr(native, "WINDOW_TILES", 1)  # 1-tile windows, 1 tile of context
+        windowed = native.raw_residual(encoder, image, bits)
+    assert windowed.shape == whole.shape == (1, 1, 5 * TILE, 4 * TILE)
+    # One tile of context is most of the U-Net's reach: the two differ far less than the
+    # residual itself.
+    assert (windowed - whole).abs().mean() < 0.1 * whole.abs().mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# The residual's shape: budget, JND, band-pass, pilot
+
+
+def test_unit_residual_has_the_budget_psnr_and_follows_the_jnd() -> None:
+    encoder, _ = _models()
+    height, width = 4 * TILE, 4 * TILE
+    flat_left = _photo(height, width)
+    flat_left[..., :, : width // 2] = 0.0  # left half flat mid-grey, right half textured
+    change = native.unit_residual(encoder, flat_left, torch.ones(1, BITS), budget_db=40.0)
+    rms = float(change.square().mean().sqrt())
+    assert 10 * math.log10(4 / rms**2) == pytest.approx(40.0, abs=1e-3)
+    left, right = change[..., 8:-8, 8 : width // 2 - 8], change[..., 8:-8, width // 2 + 8 : -8]
+    assert right.square().mean() > 2 * left.square().mean()
+
+
+def test_jnd_map_matches_the_chou_li_model_on_flat_and_dark_fields() -> None:
+    grey = torch.zeros(1, 3, 16, 16)  # [-1, 1] 0 = level 127.5
+    black = -torch.ones(1, 3, 16, 16)
+    # Flat: no gradient; luminance adaptation only: 3 + 3/128 (bg - 127) above mid-grey,
+    # 17 (1 - sqrt(bg / 127)) + 3 below it; contrast masking max(0, 0.5 - 0.01 bg).
+    bg = 127.5
+    expected_grey = 3 / 128 * (bg - 127) + 3
+    assert perceptual.jnd_map(grey)[0, 0, 8, 8].item() == pytest.approx(expected_grey, rel=1e-5)
+    masking_black = 0.5
+    expected_black = 20 + masking_black - 0.3 * masking_black
+    assert perceptual.jnd_map(black)[0, 0, 8, 8].item() == pytest.approx(expected_black, rel=1e-5)
+    edge = grey.clone()
+    edge[..., 8:] = 0.6
+    # Beside the edge (within the operators' 5x5 reach) contrast masking adds to it.
+    assert perceptual.jnd_map(edge)[0, 0, 8, 7].item() > 3 * expected_grey
+
+
+def test_band_pass_removes_a_constant_and_keeps_fine_detail() -> None:
+    x = torch.full((1, 1, 40, 40), 0.3)
+    assert perceptual.band_pass(x, 6.0).abs().max() < 1e-6
+    checker = (torch.arange(40)[:, None] + torch.arange(40)[None]) % 2 * 2.0 - 1
+    kept = perceptual.band_pass(checker[None, None].float(), 6.0)
+    assert kept.abs().mean() > 0.95
+
+
+def test_pilot_is_zero_mean_unit_rms_and_found_at_any_circular_shift() -> None:
+    p = native.pilot(64)[0, 0].double()
+    assert abs(float(p.mean())) < 1e-6 and float(p.square().mean()) == pytest.approx(1, rel=1e-5)
+    for shift in ((0, 0), (5, 9), (63, 31)):
+        rolled = torch.roll(p, shifts=shift, dims=(0, 1))
+        cross = torch.fft.fft2(rolled) * torch.fft.fft2(p).conj()
+        corr = torch.fft.ifft2(cross / cross.abs().clamp_min(1e-12)).real
+        assert divmod(int(corr.argmax()), 64) == shift
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding the grid
+
+
+def _with_pilot(image: torch.Tensor, strength: float = 0.03) -> torch.Tensor:
+    """The image with the pilot repeated from its origin (what embedding adds, without the
+    fingerprint part)."""
+    height, width = image.shape[-2:]
+    tiled = native.pilot(TILE).repeat(1, 1, height // TILE + 1, width // TILE + 1)
+    return (image + strength * tiled[..., :height, :width]).clamp(-1, 1)
+
+
+def test_locate_finds_the_grid_after_a_crop_and_after_halving() -> None:
+    marked = _with_pilot(_photo(12 * TILE, 12 * TILE, seed=3))
+    grid = native.locate(marked, TILE)
+    assert grid.offset == (0, 0) and grid.scale == 1.0 and grid.z >= native.LOCATE_Z
+    cropped = marked[..., 37:, 90:]
+    grid = native.locate(cropped, TILE)
+    # The next tile boundary of the original lies (TILE - 37 % TILE) px into the crop.
+    assert grid.offset == ((-37) % TILE, (-90) % TILE) and grid.scale == 1.0
+    halved = F.interpolate(marked, scale_factor=0.5, mode="bilinear", antialias=True)
+    grid = native.locate(halved, TILE)
+    assert grid.scale == 2.0 and grid.z >= native.LOCATE_Z
+    assert all(min(o, TILE - o) <= 1 for o in grid.offset)
+
+
+def test_locate_finds_no_grid_in_an_image_without_pilot() -> None:
+    for seed in range(4):
+        grid = native.locate(_photo(8 * TILE, 10 * TILE, seed=seed), TILE)
+        assert grid.z < native.LOCATE_Z and grid.offset == (0, 0) and grid.scale == 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Strength
+
+
+class _LinearMargin(Embedder):
+    """An embedder whose margin is a known line in the strength (what a real decoder's pooled
+    evidence roughly is): lets the test know the answer."""
+
+    def __init__(self, slope: float, offset: float, min_psnr: float | None = None) -> None:
+        encoder, decoder = _models()
+        super().__init__(encoder, decoder, "native", None, min_psnr)
+        self.slope, self.offset, self.checks = slope, offset, 0
+
+    def embed_margin(self, strength: float) -> float:
+        self.checks += 1
+        return self.slope * strength + self.offset
+
+
+def test_auto_strength_is_the_lowest_that_meets_the_margin() -> None:
+    for slope, offset in ((3.0, -0.7), (0.8, 0.1), (20.0, -15.0)):
+        embedder = _LinearMargin(slope, offset)
+        needed = (MARGIN - offset) / slope
+        chosen = embedder._search(embedder.embed_margin, math.inf)
+        assert chosen is not None and embedder.embed_margin(chosen) >= MARGIN
+        assert needed <= chosen <= needed * SAFETY**2
+        assert embedder.checks <= 9
+
+
+def test_auto_strength_gives_none_when_even_the_cap_is_too_weak() -> None:
+    embedder = _LinearMargin(1.0, -0.4)  # needs 0.9
+    assert embedder._search(embedder.embed_margin, 0.5) is None
+    assert embedder._search(embedder.embed_margin, 2.0) is not None
+
+
+def test_auto_strength_meets_its_margin_on_a_real_image(monkeypatch) -> None:
+    encoder, decoder = _models()
+    embedder = Embedder(encoder, decoder, "native", None, None)
+    image = _photo(4 * TILE, 4 * TILE)
+    bits = torch.tensor([[1, 0, 1, 1, 0, 0, 1, 0]], dtype=torch.float32)
+    # Make the decoder's evidence grow with the fingerprint's amplitude: logits = k * the mean
+    # absolute change of the image (so the sign is right and the margin is known).
+    signs = bits[0] * 2 - 1
+
+    def margin(marked: torch.Tensor, code: torch.Tensor) -> float:
+        return float((marked - image).abs().mean()) * 40.0
+
+    monkeypatch.setattr(embedder, "margin", margin)
+    done = embedder.embed(image, bits)
+    assert done.flagged is None and margin(done.image, bits) >= MARGIN
+    assert margin(embedder.embed(image, bits).image, bits) == margin(done.image, bits)
+    assert signs.shape == (BITS,)
+
+
+# ----------------------------------------------------------------------------------------------
+# What fingerprint-embed records
+
+
+def _folder(tmp_path: Path, count: int = 3, side: int = 3 * TILE) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir(parents=True)
+    for i in range(count):
+        arr = ((_photo(side, side + 8 * i, seed=i)[0].permute(1, 2, 0) + 1) * 127.5).round()
+        Image.fromarray(arr.byte().numpy()).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_flagged_images_are_warned_about_and_recorded(tmp_path: Path) -> None:
+    encoder, decoder = _models()  # untrained: no strength within 60 dB makes it robust
+    model = save_stego(tmp_path / "m.safetensors", encoder, decoder)
+    warnings: list[str] = []
+    code = np.array([1, 0, 1, 1, 0, 0, 1, 0], dtype=np.uint8)
+    result = embed_folder(_folder(tmp_path), tmp_path / "out", encoder, model, code,
+                          warn=warnings.append, decoder=decoder, min_psnr=60.0)  # fmt: skip
+    record = json.loads((tmp_path / "out" / "fingerprint.json").read_text())
+    assert record == result.record
+    assert record["design"] == "native" and record["strength"]["mode"] == "auto"
+    assert sorted(record["flagged"]) == ["p0.png", "p1.png", "p2.png"]
+    assert len(warnings) == 3 and all("--min-psnr 60 dB" in w for w in warnings)
+    rows = list(csv.DictReader((tmp_path / "out" / "embedding.csv").open()))
+    assert [r["image"] for r in rows] == ["p0.png", "p1.png", "p2.png"]
+    for row in rows:
+        # Embedded at the cap: 60 dB before rounding to 8 bits (which adds its own error).
+        assert float(row["psnr_db"]) > 50 and row["flagged"]
+        assert 0 <= float(row["delta_e"]) < 0.5
+    assert record["psnr_db"]["min"] == pytest.approx(min(float(r["psnr_db"]) for r in rows),
+                                                     rel=1e-4)  # fmt: skip
+
+
+def test_fixed_strength_scales_the_residual_and_is_recorded(tmp_path: Path) -> None:
+    encoder, decoder = _models()
+    model = save_stego(tmp_path / "m.safetensors", encoder, decoder)
+    code = np.zeros(BITS, dtype=np.uint8)
+    psnrs = {}
+    for strength in (1.0, 0.5):
+        out = tmp_path / f"out{strength}"
+        embed_folder(_folder(tmp_path / str(strength), 1), out, encoder, model, code,
+                     decoder=decoder, strength=strength)  # fmt: skip
+        record = json.loads((out / "fingerprint.json").read_text())
+        assert record["strength"]["mode"] == "fixed" and record["strength"]["mean"] == strength
+        assert record["flagged"] == []
+        psnrs[strength] = record["psnr_db"]["mean"]
+    # Half the strength: 6 dB more (the budget is 36 dB at strength 1), up to 8-bit rounding.
+    assert psnrs[1.0] == pytest.approx(36.0, abs=0.3)
+    assert psnrs[0.5] - psnrs[1.0] == pytest.approx(20 * math.log10(2), abs=0.4)
+
+
+def test_embed_then_decode_reads_the_grid_of_a_cropped_copy(cli, tmp_path: Path) -> None:
+    encoder, decoder = _models()
+    model = save_stego(tmp_path / "m.safetensors", encoder, decoder)
+    folder = _folder(tmp_path, 1, side=10 * TILE)
+    result = cli("fingerprint-embed", folder, "--out", tmp_path / "out", "--encoder", model,
+                 "--strength", "1", "--seed", "3", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    marked = np.asarray(Image.open(tmp_path / "out" / "p0.png"))
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    Image.fromarray(marked[19:, 45:]).save(crops / "c.png")
+    decoded = cli("fingerprint-decode", crops, "--decoder", model, "--expect", tmp_path / "out",
+                  "--json", "--quiet")  # fmt: skip
+    assert decoded.exit_code == 0, decoded.stderr
+    row = json.loads(decoded.stdout)["images"][0]
+    assert row["offset"] == [(-19) % TILE, (-45) % TILE] and row["scale"] == 1.0
+    rows, cols = (marked.shape[0] - 19 - 13) // TILE, (marked.shape[1] - 45 - 19) // TILE
+    assert row["pilot_z"] >= native.LOCATE_Z and row["tiles"] == rows * cols
+    assert json.loads(decoded.stdout)["summary"]["design"] == "native"
+
+
+def test_bad_strength_and_min_psnr_are_refused_before_anything_is_written(cli, tmp_path) -> None:
+    folder = _folder(tmp_path, 1)
+    for args, message in ((["--strength", "strong"], "--strength must be auto or a number"),
+                          (["--strength", "nan"], "--strength must be auto or a number"),
+                          (["--strength", "-1"], "--strength must be auto or a number"),
+                          (["--min-psnr", "5"], "--min-psnr must be in 10..80 dB"),
+                          (["--design", "tiles"], "--design must be native or paper")):  # fmt: skip
+        result = cli("fingerprint-embed", folder, "--out", tmp_path / "o", *args)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+        assert not (tmp_path / "o").exists()
