@@ -49,6 +49,11 @@ training-data: $(STAMP)
 # Retrain the bundled models (hours on a CPU; resumable: run again to continue).
 models: $(STAMP)
 	scripts/train_stego_100.sh runs/stego-100-v2
+	# CSS/CRS's seam and repetition classifiers for the Mixer's 64 px (about 7 min on one
+	# thread), before the Mixer's script scores it with them.
+	$(BIN)/gantk train texture-classifiers data/training/texture-train \
+	  --heldout data/training/texture-heldout --out gantk/models/texture-classifiers.safetensors \
+	  --threads 1 --device cpu --force
 	scripts/train_texture_mixer.sh runs/texture-mixer-v2
 
 # Everything a GPU can tell us in one call budgeted at 540 s (scripts/gpu_check.sh; results in

@@ -8,7 +8,7 @@ the quality each reached at equal steps, and whether any logged value was not fi
     python bench/precision_ab.py stego --steps 400          # data/training: make training-data
     python bench/precision_ab.py texture --steps 300        # idem
     python bench/precision_ab.py attributor --steps 600     # built-in photos (pixel provenance)
-    python bench/precision_ab.py gan --kimg 6               # builtin:shapes, fid[random-inception]
+    python bench/precision_ab.py gan --kimg 6     # builtin:shapes, small G/D, fid[random-inception]
 
 Quality, per trainer: stego, the held-out figures of scripts/stego_heldout.py (bit accuracy
 clean / JPEG 75 / half size, PSNR) and the training curve; texture, ``gantk evaluate texture``
@@ -149,7 +149,9 @@ def attributor(args: argparse.Namespace, out: Path) -> dict:
 def gan(args: argparse.Namespace, out: Path) -> dict:
     commands = {
         arm: [*GANTK, "train", "gan", "builtin:shapes?n=2000&resolution=32", "--out",
-              str(out / arm), "--kimg", str(args.kimg), "--metrics", "fid",
+              str(out / arm), "--kimg", str(args.kimg), "--batch-size", "16", "--z-dim", "64",
+              "--w-dim", "64", "--mapping-layers", "4", "--channel-base", "2048",
+              "--channel-max", "64", "--seed", "0", "--metrics", "fid",
               "--metrics-features", "random-inception", "--metrics-count", "500",
               "--metrics-kimg", str(args.kimg / 3), "--snapshot-kimg", str(args.kimg),
               "--sample-kimg", str(args.kimg), "--precision", arm, "--quiet"]

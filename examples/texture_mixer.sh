@@ -3,7 +3,9 @@
 # ablations (no shuffling, no blending, no global code) trained alike on builtin:textures, then
 # scored with the naive alpha-blending baseline on the horizontal interpolation task (two side
 # textures from the held-out bottom quarter of every source, a RES x 8*RES strip): SPD, CGD,
-# CCD, CSWD and time per strip.
+# CCD, CSS, CRS, CIS, CSWD and time per strip. CSS and CRS use seam and repetition classifiers
+# trained here for RES px on the same training rows (CLASSIFIER_STEPS, default 3000: about two
+# minutes at 32 px on one core).
 #
 #   examples/texture_mixer.sh [OUT] [STEPS]            # defaults: out/texture-mixer 500
 #   DEVICE=cuda RES=128 CHANNELS=256 LATENT=128 DCH=64 BATCH=8 GRAM_EVERY=1 \
@@ -23,6 +25,7 @@ DCH=${DCH:-8}
 BATCH=${BATCH:-4}
 GRAM_EVERY=${GRAM_EVERY:-4}
 PAIRS=${PAIRS:-20}
+CLASSIFIER_STEPS=${CLASSIFIER_STEPS:-3000}
 DEVICE=${DEVICE:-auto}
 GANTK=${GANTK:-gantk}
 mkdir -p "$OUT"
@@ -46,20 +49,26 @@ train no-shuffle --no-shuffle
 train no-blend --no-blend
 train no-global --no-global
 
+# The seam and repetition classifiers of CSS and CRS, at the models' resolution.
+CLASSIFIERS=$OUT/classifiers-$RES.safetensors
+[ -f "$CLASSIFIERS" ] || $GANTK train texture-classifiers builtin:textures --resolution "$RES" \
+  --steps "$CLASSIFIER_STEPS" --out "$CLASSIFIERS" --device "$DEVICE" \
+  ${THREADS:+--threads "$THREADS"} --quiet
+
 for run in full no-shuffle no-blend no-global; do
   methods=ours
   [ "$run" = full ] && methods=ours,alpha
   $GANTK evaluate texture "$OUT/$run/latest.safetensors" "builtin:textures" \
-    --methods "$methods" --pairs "$PAIRS" --device "$DEVICE" --json \
+    --methods "$methods" --pairs "$PAIRS" --classifiers "$CLASSIFIERS" --device "$DEVICE" --json \
     ${SAMPLES:+--samples "$OUT/$run-strips.png"} > "$OUT/$run.json"
 done
 python3 - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-names = ("spd", "cgd", "ccd", "cswd", "seconds")
-print("| method | SPD | CGD | CCD | CSWD | s/strip |")
-print("|---|---|---|---|---|---|")
+names = ("spd", "cgd", "ccd", "css", "crs", "cis", "cswd", "seconds")
+print("| method | SPD | CGD | CCD | CSS | CRS | CIS | CSWD | s/strip |")
+print("|---|---|---|---|---|---|---|---|---|")
 for run in ("full", "no-shuffle", "no-blend", "no-global"):
     doc = json.loads((out / f"{run}.json").read_text())
     for method, scores in doc["methods"].items():

@@ -24,6 +24,7 @@ from PIL import Image
 from torch import Tensor
 
 from gantk.errors import GantkError
+from gantk.nn.distributed import Dist
 
 
 def _to_uint8(x: Tensor) -> np.ndarray:
@@ -37,9 +38,20 @@ def _from_uint8(arr: np.ndarray, like: Tensor) -> Tensor:
     return (t.to(device=like.device, dtype=like.dtype) / 127.5) - 1
 
 
-def gaussian_noise(x: Tensor, std: float, generator: torch.Generator | None = None) -> Tensor:
-    """Add N(0, std²) noise, ``std`` on the [0, 1] scale (so 2·std on [-1, 1]), then clip."""
-    noise = torch.randn(x.shape, generator=generator, device="cpu", dtype=torch.float32)
+def gaussian_noise(
+    x: Tensor, std: float, generator: torch.Generator | None = None, dist: Dist | None = None
+) -> Tensor:
+    """Add N(0, std²) noise, ``std`` on the [0, 1] scale (so 2·std on [-1, 1]), then clip.
+
+    ``dist``: ``x`` is this process's share of a batch split across processes; the noise is
+    drawn for the whole batch and the share kept, so the processes together add the noise one
+    process would (a draw split in two is not the draw of the whole)."""
+    shape = x.shape[1:]
+
+    def draw(count: int) -> Tensor:
+        return torch.randn((count, *shape), generator=generator, device="cpu", dtype=torch.float32)
+
+    noise = draw(x.shape[0]) if dist is None else dist.draw(x.shape[0], draw)
     return (x + 2 * std * noise.to(device=x.device, dtype=x.dtype)).clamp(-1, 1)
 
 
@@ -208,7 +220,8 @@ class RandomPerturbation:
         self.names = names
         self.p_clean = p_clean
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+    def __call__(self, x: Tensor, generator: torch.Generator, dist: Dist | None = None) -> Tensor:
+        """``dist``: ``x`` is a process's share of the batch (see :func:`gaussian_noise`)."""
         if not self.names or torch.rand((), generator=generator).item() < self.p_clean:
             return x
         name = self.names[int(torch.randint(len(self.names), (), generator=generator))]
@@ -223,6 +236,8 @@ class RandomPerturbation:
             quality = round(100 - 60 * strength)
             out = center_crop(jpeg_straight_through(x, quality), 1 - 0.3 * strength)
             return _back_to(brightness(out, 1 + 0.3 * strength), x)
+        elif name == "noise":
+            return gaussian_noise(x, strength, generator, dist)
         return _back_to(apply(name, x, strength, generator), x)
 
 

@@ -150,10 +150,10 @@ PY
 models() {
   # Each bundled model whose training data is here gets an equal share of the time left.
   local kinds=() kind each
-  [ -f "$DATA/stego-train-64.h5" ] && kinds+=(stego)
+  [ -f "$DATA/stego-train-128.h5" ] && kinds+=(stego)
   [ -d "$DATA/texture-train" ] && kinds+=(texture)
   if [ ${#kinds[@]} = 0 ]; then
-    echo "no training data in $DATA (stego-train-64.h5, texture-train/): make gpu-data, and carry gpu-data"
+    echo "no training data in $DATA (stego-train-128.h5, texture-train/): make gpu-data, and carry gpu-data"
     return 3
   fi
   each=$(( ($1 - 30) / ${#kinds[@]} ))

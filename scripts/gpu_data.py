@@ -3,7 +3,7 @@
 
     python scripts/gpu_data.py [SRC] [DEST] [--mib 40]      # default data/training -> gpu-data
 
-SRC is what `make training-data` built. DEST gets stego-train-64.h5 (the first crops of SRC's
+SRC is what `make training-data` built. DEST gets stego-train-128.h5 (the first crops of SRC's
 pack, which are already in random order: 70 % of the budget) and texture-train/ (whole texture
 files in sorted-hash order until the remaining 30 %). Carry it with `carry: ["gpu-data", ...]` and
 run `DATA=gpu-data make gpu-check`. A subset is fine for the minutes a GPU session continues the
@@ -23,7 +23,7 @@ import numpy as np
 from gantk.io.datasets import ArrayDataset
 from gantk.io.packs import write_pack
 
-CROP_BYTES = 64 * 64 * 3
+CROP_BYTES = 128 * 128 * 3  # the canvases of the native design (2x2 tiles of 64 px)
 
 
 def stego_subset(src: Path, dest: Path, budget: int) -> int:
@@ -32,7 +32,7 @@ def stego_subset(src: Path, dest: Path, budget: int) -> int:
     with h5py.File(src, "r") as f:
         count = min(len(f["images"]), budget // CROP_BYTES)
         images = np.asarray(f["images"][:count])
-    write_pack(ArrayDataset(images, "stego-train-64-subset"), dest, force=True)
+    write_pack(ArrayDataset(images, "stego-train-128-subset"), dest, force=True)
     return count
 
 
@@ -57,13 +57,13 @@ def main() -> None:
     parser.add_argument("--mib", type=float, default=40.0)
     args = parser.parse_args()
     budget = int(args.mib * 2**20)
-    pack, textures = args.src / "stego-train-64.h5", args.src / "texture-train"
+    pack, textures = args.src / "stego-train-128.h5", args.src / "texture-train"
     if not pack.is_file() and not textures.is_dir():
-        sys.exit(f"{args.src} has no stego-train-64.h5 or texture-train/: make training-data")
+        sys.exit(f"{args.src} has no stego-train-128.h5 or texture-train/: make training-data")
     args.dest.mkdir(parents=True, exist_ok=True)
     if pack.is_file():
-        n = stego_subset(pack, args.dest / "stego-train-64.h5", int(budget * 0.7))
-        print(f"{args.dest}/stego-train-64.h5: {n} crops")
+        n = stego_subset(pack, args.dest / "stego-train-128.h5", int(budget * 0.7))
+        print(f"{args.dest}/stego-train-128.h5: {n} crops")
     if textures.is_dir():
         n = texture_subset(textures, args.dest / "texture-train", int(budget * 0.3))
         print(f"{args.dest}/texture-train: {n} textures")

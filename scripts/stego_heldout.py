@@ -1,7 +1,7 @@
 """The held-out figures of a stego model against the targets of the bundled model (docs/models.md).
 
     python scripts/stego_heldout.py MODEL FOLDER... [--design native|paper] [--strength auto|X]
-        [--figure PNG] [--json OUT.json] [--curve LOG] [--clean N]
+        [--figure PNG] [--figure-full PNG] [--json OUT.json] [--curve LOG] [--clean N]
 
 Every image of the FOLDERs is fingerprinted at its own size with its own random 100-bit code the
 way `gantk fingerprint-embed` does (the native design with --strength auto by default), rounded
@@ -12,7 +12,8 @@ the way `gantk fingerprint-decode` reads: on the grid the pilot gives). Figures 
 whole set and per size group (short side >= 256 px, 128-255, under 128). ``--clean N`` also
 decodes N un-fingerprinted crops of the same images against random fingerprints (false
 detections at 1e-6). ``--figure`` writes original / fingerprinted / 10x difference of three
-images; ``--curve`` appends the summary, with the model's step count, to a JSON-lines file.
+images (``--figure-full``: of four, as full-size centre crops); ``--curve`` appends the
+summary, with the model's step count, to a JSON-lines file.
 """
 
 from __future__ import annotations
@@ -158,6 +159,26 @@ def figure(examples: list[tuple], path: Path, height: int = 256) -> None:
     Image.fromarray(np.concatenate(grid)).save(path)
 
 
+def figure_full(examples: list[tuple], path: Path, count: int = 4, side: int = 384) -> None:
+    """Rows of original | fingerprinted | 10x difference around grey for ``count`` images spread
+    over the set, each a centre crop of ``side`` px at full size (no resampling: what a viewer
+    sees on screen)."""
+    picks = [examples[i] for i in np.linspace(0, len(examples) - 1, count).astype(int)]
+    rows = []
+    for original, marked in picks:
+        h, w = original.shape[:2]
+        top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+        a = original[top : top + side, left : left + side]
+        b = marked[top : top + side, left : left + side]
+        diff = np.clip(128 + 10 * (b.astype(np.int16) - a.astype(np.int16)), 0, 255)
+        panels = [a, b, diff.astype(np.uint8)]
+        row = np.concatenate([p for panel in panels for p in (panel, _gap(panel.shape[0]))], 1)
+        rows.append(row)
+    width = max(r.shape[1] for r in rows)
+    grid = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    Image.fromarray(np.concatenate(grid)).save(path, optimize=True)
+
+
 def _gap(height: int) -> np.ndarray:
     return np.full((height, 4, 3), 255, np.uint8)
 
@@ -171,13 +192,17 @@ def main() -> None:
     parser.add_argument("--min-psnr", type=float, default=33.0)
     parser.add_argument("--clean", type=int, default=0)
     parser.add_argument("--figure", type=Path)
+    parser.add_argument("--figure-full", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--curve", type=Path)
+    # Steps of earlier sessions, added to the model's own count (a run continued from a WIP).
+    parser.add_argument("--step-offset", type=int, default=0)
     args = parser.parse_args()
     strength = None if args.strength == "auto" else float(args.strength)
     report, examples = evaluate(args.model, args.folders, args.design, strength,
                                 clean_count=args.clean, min_psnr=args.min_psnr)  # fmt: skip
     s = report["summary"]
+    s["steps"] += args.step_offset
     for group in GROUPS:
         if group not in s:
             continue
@@ -201,6 +226,8 @@ def main() -> None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.figure:
         figure(examples, args.figure)
+    if args.figure_full:
+        figure_full(examples, args.figure_full)
     if args.curve:
         with args.curve.open("a") as f:
             f.write(json.dumps(s) + "\n")

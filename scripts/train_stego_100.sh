@@ -34,7 +34,7 @@ PY=${PY:-.venv/bin/python}
 WIP=${WIP_DIR:-models-wip}/stego-100-v3.safetensors  # WIP_DIR: elsewhere (scripts/save_wip.py)
 START=${V2:-models-wip/stego-100-v2.safetensors}
 ARGS=(--design native --canvas 2 --resolution 64 --bits 100 --luma --batch-size 8 --lr 1e-4
-  --target-acc 0.85 --visibility-weight 1 --snapshot-every 250 --threads "$THREADS"
+  --target-acc 0.85 --visibility-weight 1 --ssim-weight 10 --snapshot-every 250 --threads "$THREADS"
   --device "$DEVICE" --out "$RUN")
 
 if [ -f "$RUN/state.safetensors" ]; then

@@ -12,7 +12,8 @@ Writes under OUT:
 - manifest.csv: one row per written file: file, package, origin (path, and member inside an
   archive), group, kind, split, width, height, bytes, sha256 of the written file;
 - heldout-mixed/: held-out photos and textures at their own mixed sizes (64 px to 1536 px, any
-  aspect), the set the stego model's held-out figures are measured on;
+  aspect), the set the stego model's held-out figures are measured on, and heldout-768/: the
+  held-out photos with their long side at 768 px;
 - stego-train-64.h5: multi-scale random crops (64 px) of the training photos and textures (the
   paper's design, whose encoder sees the image shrunk to 64 px);
 - stego-train-128.h5: 128 px crops (canvases of 2x2 tiles) for the native-resolution design,
@@ -175,6 +176,20 @@ def write_sources(out: Path) -> list[dict]:
     return rows
 
 
+def write_heldout_768(out: Path, rows: list[dict]) -> None:
+    """Every held-out photo with its long side at 768 px (aspect kept): the photo set of the
+    stego model's photo targets (a phone photo shared online, a web page's picture)."""
+    folder = out / "heldout-768"
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        if row["split"] != "heldout" or row["kind"] != "photos":
+            continue
+        image = Image.open(out / row["file"]).convert("RGB")
+        scale = 768 / max(image.size)
+        size = (round(image.size[0] * scale), round(image.size[1] * scale))
+        image.resize(size, Image.Resampling.LANCZOS).save(folder / Path(row["file"]).name)
+
+
 def write_mixed_heldout(out: Path, rows: list[dict]) -> None:
     """Held-out photos and textures at their own sizes: each source once, resized so its long
     side is one of MIXED_SIDES (cycling), aspect kept."""
@@ -252,6 +267,7 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     write_mixed_heldout(out, rows)
+    write_heldout_768(out, rows)
     for pack in STEGO_PACKS:
         write_stego_pack(out, rows, *pack)
     write_texture_sets(out, rows)

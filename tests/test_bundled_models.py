@@ -108,3 +108,30 @@ def test_bundled_texture_mixer_strips_have_no_grid_at_the_cell_period() -> None:
     textures = np.mean([periodic_peak(c, period) for c in real])
     # Beyond what the textures themselves have at that period, with room for noise.
     assert np.mean(grids) <= 2 * max(textures, 2.0)
+
+
+def test_bundled_texture_classifiers_fit_the_mixer_and_tell_real_crops_from_faults() -> None:
+    from gantk.io.checkpoint import read_header
+    from gantk.metrics.texture_classifiers import (
+        BUILTIN,
+        CLASSIFIERS,
+        ExampleSource,
+        load_texture_classifiers,
+    )
+
+    path = resolve_model_path(BUILTIN, "texture classifiers", "make models")
+    dtypes = {v["dtype"] for k, v in read_header(path).items() if k != "__metadata__"}
+    assert dtypes == {"F16"} and path.stat().st_size < 1.5e6  # shipped small
+    classifiers, metadata = load_texture_classifiers(BUILTIN)
+    size = _texture_mixer().config.resolution
+    assert classifiers.config.resolution == size  # evaluate texture's default fits the default
+    assert metadata["gantk.data"].endswith("texture-train")
+    # On builtin:textures' held-out rows (textures they never saw): seams and repetitions score
+    # well above real crops (docs/models.md: 0.82 / 0.96 accuracy on texture-heldout).
+    examples = ExampleSource(load_texture_sources("builtin:textures", "test"), size)
+    rng = np.random.default_rng(0)
+    for name in CLASSIFIERS:
+        crops, labels = examples.batch(name, 32, rng)
+        probs = classifiers.probability(name, crops)
+        real, faulty = float(probs[labels == 0].mean()), float(probs[labels == 1].mean())
+        assert real < 0.35 and faulty > real + 0.25, (name, real, faulty)

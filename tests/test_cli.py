@@ -347,5 +347,5 @@ def test_reversed_seed_range_and_non_utf8_attributes(cli, tmp_path, image_folder
     line = error_line(
         cli("data", "pack", image_folder, out, "--resolution", "32", "--attributes", bad)
     )
-    assert line == f"error: {bad} is not UTF-8 text (byte 15); save it as 'CSV UTF-8'"
+    assert line == f"error: attribute CSV {bad} is not UTF-8 text (byte 15); save it as 'CSV UTF-8'"
     assert not out.exists()

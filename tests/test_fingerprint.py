@@ -532,6 +532,10 @@ def test_init_from_a_trained_model(tmp_path: Path) -> None:
     trainer = start_or_resume(_train_config(2), tmp_path / "run", resume=False, init=model)
     torch.testing.assert_close(trainer.encoder.secret.weight, encoder.secret.weight)
     assert l2_weight_at(0, trainer.accurate_since, trainer.config) == trainer.config.l2_weight
+    # The full image loss survives a resume (the negative start is not "never accurate").
+    trainer.run()
+    resumed = start_or_resume(_train_config(3), tmp_path / "run", resume=True)
+    assert resumed.accurate_since == trainer.accurate_since < 0
     with pytest.raises(GantkError, match="pick one"):
         start_or_resume(_train_config(2), tmp_path / "run", resume=True, init=model)
     other = save_stego(tmp_path / "o.safetensors", *_tiny_models(64))

@@ -52,7 +52,7 @@ def stego_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("training-data")
     subprocess.run(
         [sys.executable, "-m", "gantk", "data", "pack", "builtin:photos?n=32",
-         str(data / "stego-train-64.h5"), "--resolution", "64", "--quiet"],
+         str(data / "stego-train-128.h5"), "--resolution", "128", "--quiet"],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     return data
@@ -61,9 +61,9 @@ def stego_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_rehearsal_runs_every_step_and_writes_the_summary(tmp_path: Path, stego_data) -> None:
     wip = tmp_path / "wip"
     wip.mkdir()
-    for name in ("stego-100-v2.safetensors", "stego-100-v2.log.jsonl"):
+    for name in ("stego-100-v3.safetensors", "stego-100-v3.log.jsonl"):
         (wip / name).write_bytes((ROOT / "models-wip" / name).read_bytes())
-    before = int(read_metadata(wip / "stego-100-v2.safetensors")["gantk.total_steps"])
+    before = int(read_metadata(wip / "stego-100-v3.safetensors")["gantk.total_steps"])
     results, summary = _run(tmp_path, DATA=str(stego_data), WIP_DIR=str(wip), MODEL_STEPS="2")
 
     steps = _steps(summary)
@@ -81,10 +81,10 @@ def test_rehearsal_runs_every_step_and_writes_the_summary(tmp_path: Path, stego_
     # The bundled model went on from its committed weights, and the new WIP file came back.
     with tarfile.open(results / "models.tar") as tar:
         names = set(tar.getnames())
-    assert "wip/stego-100-v2.safetensors" in names
-    after = read_metadata(wip / "stego-100-v2.safetensors")
+    assert "wip/stego-100-v3.safetensors" in names
+    after = read_metadata(wip / "stego-100-v3.safetensors")
     assert int(after["gantk.total_steps"]) == before + 2 and after["gantk.steps"] == "2"
-    last = json.loads((wip / "stego-100-v2.log.jsonl").read_text().splitlines()[-1])
+    last = json.loads((wip / "stego-100-v3.log.jsonl").read_text().splitlines()[-1])
     assert last["step"] == before + 2
     # At most 8 files, as the device tool brings back.
     assert len(list(results.iterdir())) <= 8

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import error_line
+from helpers import assert_close_in_norm, error_line
 
 from gantk.gan import microbatch
 from gantk.gan.networks import NetworkConfig
@@ -41,18 +41,23 @@ def test_sliced_gradients_equal_the_whole_batch(tmp_path: Path, loss: str, batch
         stats = trainer.train_step(real)
         results.append((stats, _grads(trainer.D), _grads(trainer.G)))
     (whole, d_whole, g_whole), (sliced, d_sliced, g_sliced) = results
+    # Float32 sums in another order: tolerances from the size of each quantity, never absolute
+    # per element (an element of 2.6e-3 was off by 1.4e-6 on another CPU of the same kind).
+    # Measured here: 1e-6 (ns, hinge) and 2.4e-5 (contrastive) of a tensor's norm; a slicing
+    # bug (a slice counted twice or left out) is off by tens of percent.
+    scale = max(abs(whole[k]) for k in ("loss_d", "loss_g", "real_logit", "fake_logit"))
     for key in ("loss_d", "loss_g", "r1", "real_logit", "fake_logit"):
-        assert sliced[key] == pytest.approx(whole[key], rel=1e-5, abs=1e-7), key
+        assert sliced[key] == pytest.approx(whole[key], abs=1e-5 * scale), key
     assert d_whole.keys() == d_sliced.keys() and g_whole.keys() == g_sliced.keys()
     assert len(d_whole) > 10 and len(g_whole) > 10
     for name in d_whole:
-        torch.testing.assert_close(d_sliced[name], d_whole[name], rtol=1e-4, atol=1e-6)
+        assert_close_in_norm(d_sliced[name], d_whole[name], 1e-3, name)
     for name in g_whole:
         if name.endswith("noise_strength"):
             # Each slice draws its own noise images; a strength's gradient is sum(grad * noise),
             # so it differs with the draw. The strengths start at 0, so the images do not.
             continue
-        torch.testing.assert_close(g_sliced[name], g_whole[name], rtol=1e-4, atol=1e-6)
+        assert_close_in_norm(g_sliced[name], g_whole[name], 1e-3, name)
 
 
 def test_slices() -> None:

@@ -173,8 +173,13 @@ def test_locate_finds_the_grid_after_a_crop_and_after_halving() -> None:
     assert grid.offset == ((-37) % TILE, (-90) % TILE) and grid.scale == 1.0
     halved = F.interpolate(marked, scale_factor=0.5, mode="bilinear", antialias=True)
     grid = native.locate(halved, TILE)
-    assert grid.scale == 2.0 and grid.z >= native.LOCATE_Z
-    assert all(min(o, TILE - o) <= 1 for o in grid.offset)
+    assert grid.scale == 2.0 and grid.z >= native.LOCATE_Z and grid.offset == (0, 0)
+    # Cropped, then halved: the grid's offset in the magnified copy, to within a pixel.
+    both = F.interpolate(cropped, scale_factor=0.5, mode="bilinear", antialias=True)
+    grid = native.locate(both, TILE)
+    expected = ((-37) % TILE, (-90) % TILE)
+    assert grid.scale == 2.0
+    assert all(abs(o - e) <= 1 for o, e in zip(grid.offset, expected, strict=True)), grid
 
 
 def test_locate_finds_no_grid_in_an_image_without_pilot() -> None:
@@ -320,3 +325,13 @@ def test_bad_strength_and_min_psnr_are_refused_before_anything_is_written(cli, t
         result = cli("fingerprint-embed", folder, "--out", tmp_path / "o", *args)
         assert result.exit_code == 2 and message in result.stderr, result.stderr
         assert not (tmp_path / "o").exists()
+
+
+def test_training_ssim_equals_the_reported_ssim_on_luminance() -> None:
+    from gantk.metrics.image_quality import ssim
+
+    a, b = _photo(40, 56, seed=1), _photo(40, 56, seed=2)
+    mixed = (0.9 * a + 0.1 * b).clamp(-1, 1)
+    expected = ssim(perceptual.luminance(a)[0, 0].double().numpy(),
+                    perceptual.luminance(mixed)[0, 0].double().numpy())  # fmt: skip
+    assert float(perceptual.ssim_luma(a, mixed)) == pytest.approx(expected, abs=1e-5)

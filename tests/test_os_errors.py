@@ -79,7 +79,7 @@ def test_pack_refuses_before_writing_when_it_cannot_fit(cli, tmp_path, monkeypat
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1 << 20))
     out = tmp_path / "p.h5"
     line = error_line(cli("data", "pack", "builtin:shapes", out, "-n", "100", "--resolution", "64"))
-    assert "needs about 2 MiB, but only 1 MiB are free" in line
+    assert "needs about 2.2 MiB, but only 1.0 MiB are free" in line
     assert not out.exists() and _leftovers(tmp_path) == []
 
 

@@ -85,7 +85,8 @@ def test_cli_refuses_fp16_on_the_cpu_before_writing(cli, tmp_path: Path) -> None
 def test_gan_keeps_the_old_amp_spelling_and_refuses_both(cli, tmp_path: Path) -> None:
     from gantk.cli.train import _amp
 
-    assert _amp("auto", "none", "cpu") == "none" and _amp("bf16", None, "cpu") == "bf16"
+    assert _amp("fp32", "none", "cpu") == "none" and _amp("bf16", None, "cpu") == "bf16"
+    assert _amp("fp32", "bf16", "cpu") == "bf16"  # a script's old --amp still works
     assert _amp("fp32", None, "cpu") == "none"
     both = cli("train", "gan", "builtin:shapes", "--out", tmp_path / "r", "--precision", "bf16",
                "--amp", "bf16")  # fmt: skip

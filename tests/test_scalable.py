@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from helpers import error_line
+from helpers import assert_close_in_norm, error_line
 from PIL import Image
 
 from gantk.gan.networks import NetworkConfig
@@ -46,7 +46,8 @@ def test_folded_instance_reproduces_the_fingerprinted_generator(extra):
     z = torch.randn(5, 8)
     instance = fold_instance(G, c)
     expected = G(z, c.expand(5, -1), noise_mode="const")
-    torch.testing.assert_close(instance(z, noise_mode="const"), expected, atol=2e-5, rtol=1e-4)
+    # Folded weights sum in another order: a tolerance from the images' size, not per pixel.
+    assert_close_in_norm(instance(z, noise_mode="const"), expected, 1e-4, "instance")
     # the instance is only a generator: no fingerprint encoder, no decoder
     names = set(instance.state_dict())
     assert not any(n.startswith(("embed", "F.", "w_fixed")) for n in names)
@@ -76,7 +77,8 @@ def test_decoder_reads_each_image_on_its_own():
     out = F(x)
     assert out.shape == (4, 8 + 10)
     # no minibatch statistics: an image decodes the same alone as in a batch
-    torch.testing.assert_close(F(x[:1]), out[:1], atol=1e-5, rtol=1e-5)
+    # A batch of 1 may take another convolution kernel: relative to the logits' size.
+    assert_close_in_norm(F(x[:1]), out[:1], 1e-5, "logits")
 
 
 # -- the command line ----------------------------------------------------------------------------

@@ -151,15 +151,20 @@ def test_cli_evaluates_both_methods(cli, tiny_model: Path, tmp_path: Path) -> No
     assert result.exit_code == 0, result.stderr
     # No weight files here: auto falls back to the random networks, and says so.
     assert "random-vgg19" in result.stderr and "random-lpips-alex" in result.stderr
+    assert "cis[random-inception]" in result.stderr
+    # The bundled classifiers are for 64 px models: CSS and CRS are skipped, with a warning
+    # (tests/test_texture_classifiers.py runs them with classifiers of this size).
+    assert "no CSS/CRS" in result.stderr
     summary = json.loads(result.stdout)
     assert set(summary["methods"]) == {"ours", "alpha"}
     assert summary["networks"]["gram"]["network"] == "random-vgg19"
     assert summary["networks"]["lpips"]["network"] == "random-lpips-alex"
-    names = ["spd[random-lpips-alex]", "cgd[random-vgg19]", "ccd[random-vgg19]", "cswd", "seconds"]
+    names = ["spd[random-lpips-alex]", "cgd[random-vgg19]", "ccd[random-vgg19]",
+             "cis[random-inception]", "cswd", "seconds"]  # fmt: skip
     assert summary["metrics"] == [*names, "grid", "grid_real"]
     assert summary["grid_period_px"] == 4  # one latent cell is 4 px
     for values in summary["methods"].values():
-        stds = {n + "_std" for n in names if n != "cswd"}
+        stds = {n + "_std" for n in names if n not in ("cswd", "cis[random-inception]")}
         assert set(values) == {*names, *stds, "grid", "grid_real"}
         assert all(np.isfinite(v) for v in values.values())
     # The real crops' grid is the same reference for every method.

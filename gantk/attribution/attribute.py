@@ -4,23 +4,29 @@ Both kinds of method look the same here: they read images (at their resolution, 
 the spectral baseline, which must not resize), turn a list of RGB uint8 arrays into class
 probabilities and fingerprint features, and know their class names. Attacks are applied to the
 arrays themselves and re-quantised to uint8, as an attacked image saved to disk would be.
+
+A folder may be attributed in parts (gantk.nn.distributed: torchrun's processes, or --shard
+K/N): each part reads only its images, and the attacks draw as in one pass over the folder
+(the images before the part are attacked on stand-ins of their size, which takes from the
+generator exactly what they would), so the parts' predictions are the whole run's.
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gantk.attribution.baselines import Baseline, make_baseline
-from gantk.attribution.data import native_size, read_images, read_native
+from gantk.attribution.data import image_count, native_size, read_images, read_native
 from gantk.attribution.evaluation import softmax
 from gantk.attribution.networks import AttributionModel
 from gantk.errors import GantkError
 from gantk.io.datasets import Warn, print_warning
+from gantk.nn.distributed import Dist
 from gantk.perturb import random_attack
 
 
@@ -30,6 +36,8 @@ class Images:
     labels: np.ndarray  # in the method's class indices; -1 when unlabeled
     filenames: list[str]
     folder_classes: list[str] | None = None
+    # A part of a folder: the (height, width) of the folder's images before it.
+    before: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -57,8 +65,10 @@ class ModelMethod:
         self.resolution = model.config.resolution
         self.name = f"attributor[{model.config.variant}]" + ("+tta" if tta else "")
 
-    def read(self, root: Path, labeled: bool, warn: Warn, min_classes: int = 1) -> Images:
-        data = read_images(root, self.resolution, labeled, warn, min_classes)
+    def read(
+        self, root: Path, labeled: bool, warn: Warn, min_classes: int = 1, part: range | None = None
+    ) -> Images:
+        data = read_images(root, self.resolution, labeled, warn, min_classes, part)
         return Images(data.arrays(), data.labels, data.filenames, data.class_names)
 
     @torch.no_grad()
@@ -100,13 +110,15 @@ class BaselineMethod:
         self.class_names = fit.folder_classes
         self.baseline.fit(fit.arrays, fit.labels, len(self.class_names))
 
-    def read(self, root: Path, labeled: bool, warn: Warn, min_classes: int = 1) -> Images:
+    def read(
+        self, root: Path, labeled: bool, warn: Warn, min_classes: int = 1, part: range | None = None
+    ) -> Images:
         if self.resolution is None:
-            arrays, labels, names, classes = read_native(root, labeled, warn)
+            arrays, labels, names, classes = read_native(root, labeled, warn, part)
             if labeled and len(classes or []) < min_classes:
                 raise GantkError(f"{root} holds one class; give one subfolder per source")
             return Images(arrays, labels, names, classes)
-        data = read_images(root, self.resolution, labeled, warn, min_classes)
+        data = read_images(root, self.resolution, labeled, warn, min_classes, part)
         return Images(data.arrays(), data.labels, data.filenames, data.class_names)
 
     def predict(self, arrays: list[np.ndarray]) -> Prediction:
@@ -120,9 +132,19 @@ class BaselineMethod:
 Method = ModelMethod | BaselineMethod
 
 
-def read_for(method: Method, root: Path, labeled: bool, warn: Warn = print_warning) -> Images:
-    """Images of ``root`` as ``method`` needs them, labels mapped to its classes."""
-    images = method.read(root, labeled, warn)
+def read_for(
+    method: Method, root: Path, labeled: bool, warn: Warn = print_warning, part: range | None = None
+) -> Images:
+    """Images of ``root`` as ``method`` needs them, labels mapped to its classes; ``part``:
+    only those of the sorted images (with the sizes of the ones before, for the attacks)."""
+    images = method.read(root, labeled, warn, part=part)
+    if part is not None and part.start:
+        res = method.resolution
+        if res is None:
+            _, sizes = image_count(root, labeled)
+            images.before = [(height, width) for width, height in sizes[: part.start]]
+        else:
+            images.before = [(res, res)] * part.start
     if labeled:
         from gantk.attribution.data import match_classes
 
@@ -132,9 +154,16 @@ def read_for(method: Method, root: Path, labeled: bool, warn: Warn = print_warni
     return images
 
 
-def attacked(arrays: list[np.ndarray], attack: str, seed: int) -> list[np.ndarray]:
-    """Each image attacked with its own random strength (reproducible from ``seed``)."""
+def attacked(
+    arrays: list[np.ndarray], attack: str, seed: int, before: list[tuple[int, int]] | None = None
+) -> list[np.ndarray]:
+    """Each image attacked with its own random strength (reproducible from ``seed``).
+    ``before``: ``arrays`` are a part of a set, after images of these (height, width): their
+    attacks are made on stand-ins first, taking what they would from the generator (which
+    depends on the size only), so each image gets the strengths of one pass over the set."""
     generator = torch.Generator().manual_seed(seed)
+    for height, width in before or []:
+        random_attack(attack, torch.zeros(1, 3, height, width), generator)
     out = []
     for arr in arrays:
         x = torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 127.5 - 1
@@ -144,20 +173,33 @@ def attacked(arrays: list[np.ndarray], attack: str, seed: int) -> list[np.ndarra
 
 
 def evaluate_runs(
-    method: Method, images: Images, runs: list[str], seed: int, labeled: bool
+    method: Method,
+    images: Images,
+    runs: list[str],
+    seed: int,
+    labeled: bool,
+    dist: Dist | None = None,
 ) -> dict[str, dict]:
-    """Predictions (and, when ``labeled``, a report) for the clean images and each attack."""
+    """Predictions (and, when ``labeled``, a report) for the clean images and each attack.
+    ``dist``: ``images`` are this process's share; the predictions and reports are those of
+    every process's images together, in order."""
     from gantk.attribution.evaluation import report
 
+    dist = dist or Dist()
+    labels = np.concatenate(dist.gather(images.labels))
     results: dict[str, dict] = {}
     for name in runs:
         # Seeded by the attack's name, so `--attack jpeg` alone or within `all` draws the same.
         strengths_seed = seed + zlib.crc32(name.encode())
-        arrays = images.arrays if name == "clean" else attacked(images.arrays, name, strengths_seed)
-        prediction = method.predict(arrays)
+        arrays = (images.arrays if name == "clean"
+                  else attacked(images.arrays, name, strengths_seed, images.before))  # fmt: skip
+        mine = method.predict(arrays) if arrays else None  # a share may hold no image
+        shares = [p for p in dist.gather(mine) if p is not None]
+        prediction = Prediction(np.concatenate([p.probabilities for p in shares]),
+                                np.concatenate([p.features for p in shares]))  # fmt: skip
         if labeled:
             probs, feats = prediction.probabilities, prediction.features
-            rep = report(images.labels, prediction.predicted, probs, method.class_names, feats)
+            rep = report(labels, prediction.predicted, probs, method.class_names, feats)
         else:
             counts = np.bincount(prediction.predicted, minlength=len(method.class_names))
             rep = {"counts": counts.tolist()}

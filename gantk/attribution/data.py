@@ -70,10 +70,12 @@ def read_images(
     labeled: bool,
     warn: Warn = print_warning,
     min_classes: int = 2,
+    part: range | None = None,
 ) -> ImageSet:
     """Every image under ``root`` at ``resolution`` (centre crop + resize where needed, said
     once), labeled by subfolder when ``labeled`` (learning needs ``min_classes`` sources;
-    evaluating may look at one)."""
+    evaluating may look at one). ``part``: only those of the sorted images (a shard's or a
+    process's share; the labels, names and classes are those a whole read gives them)."""
     root = Path(root)
     if not root.is_dir():
         raise GantkError(f"{root} is not a folder of images")
@@ -93,18 +95,34 @@ def read_images(
             f"{resolution}x{resolution}"
             + (f", {smaller} of them enlarged, which blurs fingerprints" if smaller else "")
         )
-    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    return ImageSet(images, dataset.labels.copy(), list(dataset.filenames or []),
-                    dataset.class_names)  # fmt: skip
+    chosen = range(len(dataset)) if part is None else part
+    images = (
+        torch.stack([dataset[i][0] for i in chosen])
+        if chosen
+        else torch.zeros(0, 3, resolution, resolution, dtype=torch.uint8)
+    )
+    names = list(dataset.filenames or [])
+    return ImageSet(images, dataset.labels[chosen.start : chosen.stop].copy(),
+                    names[chosen.start : chosen.stop], dataset.class_names)  # fmt: skip
 
 
-def read_native(root: str | Path, labeled: bool, warn: Warn = print_warning) -> tuple[
-    list[np.ndarray], np.ndarray, list[str], list[str] | None
-]:  # fmt: skip
-    """Images at their own sizes (for the spectral baseline, which must not resize)."""
+def read_native(
+    root: str | Path, labeled: bool, warn: Warn = print_warning, part: range | None = None
+) -> tuple[list[np.ndarray], np.ndarray, list[str], list[str] | None]:
+    """Images at their own sizes (for the spectral baseline, which must not resize);
+    ``part`` as for :func:`read_images`."""
     dataset = FolderDataset(Path(root), None, labeled=labeled, warn=warn)
-    arrays = [dataset.image(i) for i in range(len(dataset))]
-    return arrays, dataset.labels.copy(), list(dataset.filenames or []), dataset.class_names
+    chosen = range(len(dataset)) if part is None else part
+    arrays = [dataset.image(i) for i in chosen]
+    names = list(dataset.filenames or [])[chosen.start : chosen.stop]
+    return arrays, dataset.labels[chosen.start : chosen.stop].copy(), names, dataset.class_names
+
+
+def image_count(root: str | Path, labeled: bool) -> tuple[int, list[tuple[int, int]]]:
+    """How many images a read of ``root`` gives, and each one's (width, height), from the
+    files' headers alone (to split them before reading)."""
+    dataset = FolderDataset(Path(root), None, labeled=labeled, warn=lambda _: None)
+    return len(dataset), list(dataset.sizes)
 
 
 def split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from gantk.attribution.variants import Variant, band_limit, parse_variant
 from gantk.errors import GantkError
 from gantk.io.images import check_resolution
+from gantk.nn.distributed import Dist
 from gantk.nn.layers import EqualConv2d, EqualLinear
 
 KIND = "attributor"
@@ -85,8 +86,14 @@ class AttributionModel(nn.Module):
         return [torch.optim.Adam(self.parameters(), lr=lr, betas=betas)]
 
     def train_step(
-        self, x: Tensor, y: Tensor, optimizers: list[torch.optim.Optimizer]
+        self,
+        x: Tensor,
+        y: Tensor,
+        optimizers: list[torch.optim.Optimizer],
+        dist: Dist | None = None,
     ) -> dict[str, float]:
+        """One step on the batch (``dist``: a process's share of it, for models that draw
+        random numbers per sample; gradients are averaged by the optimizers' hooks)."""
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         optimizers[0].zero_grad(set_to_none=True)

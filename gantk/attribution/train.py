@@ -6,6 +6,10 @@ validation split is held out and its accuracy logged; ``latest.safetensors`` is 
 every evaluation and ``best.safetensors`` keeps the best validation accuracy.
 Immunization (thesis §4.4.6) is fine-tuning a trained attributor with ``augment``: each batch is
 attacked image by image with the Table 4.7 perturbations (``gantk.perturb.random_attack``).
+
+Under torchrun the processes train data-parallel (gantk.nn.distributed): every process composes
+the same global batch (indices, mirroring, attacks) and trains on its share, gradients averaged
+before each optimizer step; validation is split among them and its counts summed; rank 0 writes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from gantk.errors import GantkError
 from gantk.io.checkpoint import load_checkpoint, save_checkpoint
 from gantk.io.config_schema import build_matching, checked_config
 from gantk.io.runlog import LOG_FILE, append_log, rewind_log
+from gantk.nn.distributed import Dist, init_distributed
 from gantk.nn.precision import autocast, resolve_precision
 from gantk.perturb import random_attack
 
@@ -99,7 +104,9 @@ def predict_logits(
 
 
 class AttributorTrainer:
-    def __init__(self, config: AttributorTrainConfig, out: Path, warn=None) -> None:
+    def __init__(
+        self, config: AttributorTrainConfig, out: Path, warn=None, dist: Dist | None = None
+    ) -> None:
         self.config = config.validate()
         self.out = Path(out)
         self.device = torch.device(config.device)
@@ -124,6 +131,10 @@ class AttributorTrainer:
             raise GantkError(f"{config.data} has too few images to train on; add images")
         self.recipe = get_recipe(config.recipe, config.variant)
         self.optimizers = self.model.make_optimizers(config.lr, self.recipe.betas)
+        # Under torchrun: this process's place; each trains on an equal share of the batch.
+        self.dist = dist or init_distributed(self.device)
+        self.dist.check_batch(config.batch_size)
+        self.dist.sync_gradients(*self.optimizers)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.best = -1.0
@@ -142,6 +153,8 @@ class AttributorTrainer:
             )
 
     def batch(self) -> tuple[Tensor, Tensor]:
+        """This process's share of the step's batch. The whole batch is composed (its attacks
+        draw image after image from one generator) and then shared out."""
         cfg = self.config
         idx = torch.randint(len(self.train_set), (cfg.batch_size,), generator=self.generator)
         x = to_float(self.train_set.images[idx])
@@ -151,7 +164,7 @@ class AttributorTrainer:
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         if cfg.augment:
             x = self.attack(x)
-        return x.to(self.device), y.to(self.device)
+        return self.dist.shard(x).to(self.device), self.dist.shard(y).to(self.device)
 
     def attack(self, x: Tensor) -> Tensor:
         names = self.config.augment
@@ -168,15 +181,20 @@ class AttributorTrainer:
         # The whole step (forward, backward, update) under autocast: backward ops run in the
         # precision their forward ops chose; weights and Adam's state stay float32.
         with autocast(self.config.precision, self.device):
-            stats = self.model.train_step(*batch, self.optimizers)
+            stats = self.model.train_step(*batch, self.optimizers, self.dist)
         self.step += 1
-        return stats
+        return self.dist.means(stats)  # the global batch's loss and accuracy
 
     def validate(self) -> float:
         if not len(self.val_set):
             return float("nan")
-        logits = predict_logits(self.model, self.val_set.images, device=str(self.device))
-        return float((logits.argmax(1).numpy() == self.val_set.labels).mean())
+        # Each process scores its part of the held-out images; the counts are summed.
+        part = self.dist.part(range(len(self.val_set)))
+        images, labels = (self.val_set.images[part.start : part.stop],
+                          self.val_set.labels[part.start : part.stop])  # fmt: skip
+        logits = predict_logits(self.model, images, device=str(self.device))
+        right = int((logits.argmax(1).numpy() == labels).sum())
+        return float(self.dist.sum(torch.tensor([right])).item()) / len(self.val_set)
 
     def save(self, name: str, val_acc: float) -> Path:
         meta = {
@@ -189,9 +207,11 @@ class AttributorTrainer:
 
     def run(self, on_log: Callable[[dict], None] | None = None) -> dict:
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        rewind_log(self.out / LOG_FILE, 0)  # attributor runs do not resume: a new log
-        (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        main = self.dist.main  # the one process that writes
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            rewind_log(self.out / LOG_FILE, 0)  # attributor runs do not resume: a new log
+            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
         self.model.train()
         window: list[dict[str, float]] = []
         entry: dict = {}
@@ -205,14 +225,18 @@ class AttributorTrainer:
             if not math.isfinite(entry["loss"]):
                 raise GantkError(f"training diverged at step {self.step}; try a lower --lr")
             entry["val_acc"] = self.validate()
-            self.save("latest.safetensors", entry["val_acc"])
+            if main:
+                self.save("latest.safetensors", entry["val_acc"])
             # Without a validation split, "best" is simply the latest.
             if not entry["val_acc"] <= self.best:
                 self.best = entry["val_acc"]
-                self.save("best.safetensors", entry["val_acc"])
-            append_log(self.out / LOG_FILE, entry)
+                if main:
+                    self.save("best.safetensors", entry["val_acc"])
+            if main:
+                append_log(self.out / LOG_FILE, entry)
             if on_log:
                 on_log(entry)
+        self.dist.barrier()  # the run's files are written when any process returns
         sizes = {"train_images": len(self.train_set), "val_images": len(self.val_set)}
         return {**entry, **sizes, "best_val_acc": self.best,
                 "classes": self.model.config.class_names}  # fmt: skip

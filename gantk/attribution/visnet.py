@@ -28,7 +28,9 @@ from gantk.attribution.networks import AttributionModel, AttributorConfig
 from gantk.errors import GantkError
 from gantk.gan.losses import d_loss, g_loss, gradient_penalty
 from gantk.io.atomic import atomic_file, check_output
+from gantk.nn.distributed import Dist
 from gantk.nn.layers import EqualConv2d, EqualLinear
+from gantk.nn.penalties import gp_weights
 from gantk.nn.resample import DEFAULT_FILTER, make_filter, upsample2d
 
 # The paper's loss weights (Eq. 4): "not sensitive to dataset and are fixed".
@@ -196,9 +198,14 @@ class VisNet(AttributionModel):
         ]
 
     def train_step(
-        self, x: Tensor, y: Tensor, optimizers: list[torch.optim.Optimizer]
+        self,
+        x: Tensor,
+        y: Tensor,
+        optimizers: list[torch.optim.Optimizer],
+        dist: Dist | None = None,
     ) -> dict[str, float]:
-        """One critic step, then one step of R and the fingerprints on the same batch."""
+        """One critic step, then one step of R and the fingerprints on the same batch
+        (``dist``: ``x`` is a process's share; the penalty's interpolates are drawn for all)."""
         opt_rec, opt_critic = optimizers
 
         # Critic: real images should score above their reconstructions. R is held fixed (no
@@ -206,7 +213,7 @@ class VisNet(AttributionModel):
         with torch.no_grad():
             fake = self.reconstruct(x)
         real_score, fake_score = self.critic(x), self.critic(fake)
-        gp = gradient_penalty(self.critic, x, fake)
+        gp = gradient_penalty(self.critic, x, fake, alpha=gp_weights(x, dist))
         # d_loss's WGAN-GP includes ProGAN's small drift term, which the authors' code also had.
         critic_loss = d_loss("wgan-gp", real_score, fake_score) + GP_WEIGHT * gp
         opt_critic.zero_grad(set_to_none=True)

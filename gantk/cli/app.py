@@ -75,6 +75,9 @@ app.command("fingerprint-embed", help=fingerprint.fingerprint_embed.__doc__)(
 app.command("fingerprint-decode", help=fingerprint.fingerprint_decode.__doc__)(
     fingerprint.fingerprint_decode
 )
+app.command("fingerprint-merge", help=fingerprint.fingerprint_merge.__doc__)(
+    fingerprint.fingerprint_merge
+)
 app.command("attribute", help=attribution.attribute.__doc__)(attribution.attribute)
 app.command("convert", help=convert.convert.__doc__)(convert.convert)
 app.command("project", help=project.project.__doc__)(project.project)

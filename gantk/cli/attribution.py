@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from gantk.cli.common import (
+    WRITES,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
@@ -15,9 +16,10 @@ from gantk.cli.common import (
     PrecisionOpt,
     QuietOpt,
     SeedOpt,
+    ShardOpt,
     ThreadsOpt,
     handle_errors,
-    resolve_device,
+    process_device,
     set_threads,
 )
 
@@ -39,7 +41,9 @@ def train_attributor(
         ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Run folder: latest/best .safetensors, log.jsonl.")
+        Path,
+        WRITES,
+        typer.Option("--out", "-o", help="Run folder: latest/best .safetensors, log.jsonl."),
     ],
     resolution: Annotated[
         int | None,
@@ -116,14 +120,14 @@ def train_attributor(
     from gantk.attribution.networks import AttributorConfig
     from gantk.attribution.train import AttributorTrainConfig, AttributorTrainer, load_attributor
     from gantk.errors import GantkError
-    from gantk.io.atomic import check_output
+    from gantk.io.atomic import check_run_folder, new_run
     from gantk.perturb import parse_attacks
 
     if not data.is_dir():
         raise GantkError(f"{data} is not a folder; give one subfolder of images per source")
     if (out / "latest.safetensors").exists() and not force:
         raise GantkError(f"{out} already holds an attributor; pass --force or choose another --out")
-    check_output(out, force=True, inputs=[data])
+    check_run_folder(out, [data], force)
     set_threads(threads)
     output = Output(quiet, as_json)
     if finetune is not None:
@@ -135,7 +139,7 @@ def train_attributor(
         data=str(data), resolution=resolution, variant=variant, steps=steps,
         batch_size=batch_size, recipe=recipe, lr=lr, val_fraction=val_fraction,
         augment=parse_attacks(augment) if augment else [], channel_base=channel_base,
-        precision=precision, seed=seed, device=resolve_device(device), eval_every=eval_every,
+        precision=precision, seed=seed, device=process_device(device), eval_every=eval_every,
         finetune=str(finetune) if finetune else None,
     ).validate()  # fmt: skip
     # Fail on a bad variant before reading any image.
@@ -149,7 +153,9 @@ def train_attributor(
             advance(entry["step"] - done["step"], status)
             done["step"] = entry["step"]
 
-        final = trainer.run(on_log)
+        # A run that fails before its first model (a full disk) leaves nothing behind.
+        with new_run(out, lambda: (out / "latest.safetensors").is_file()):
+            final = trainer.run(on_log)
     output.say(
         f"classes {', '.join(final['classes'])}; validation accuracy {final['val_acc']:.4f} "
         f"(best {final['best_val_acc']:.4f}); saved {out}/latest.safetensors and best.safetensors"
@@ -208,14 +214,17 @@ def attribute(
     ] = False,
     predictions: Annotated[
         Path | None,
+        WRITES,
         typer.Option("--out", "-o", help="CSV of predictions: file, class, probabilities."),
     ] = None,
     confusion: Annotated[
         Path | None,
+        WRITES,
         typer.Option("--confusion", help="With --eval: confusion matrix PNG (first attack)."),
     ] = None,
     visualize: Annotated[
         Path | None,
+        WRITES,
         typer.Option(
             "--visualize",
             help="visNet models: PNG of model fingerprints, image fingerprints and their "
@@ -230,6 +239,7 @@ def attribute(
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    shard: ShardOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -243,10 +253,15 @@ def attribute(
     pixels, eigenface (PCA, nearest neighbour in eigenspace: the paper's), eigenface-lr
     (whitened PCA + logistic regression, stronger), prnu (noise residual correlation) and
     spectral (azimuthal power spectrum).
+
+    Under torchrun the processes share the images out (a baseline is fitted by each) and rank
+    0 reports on all of them; --shard K/N attributes part K of N (its --out rows are that part
+    of one run's, in order; its figures are the part's).
     """
     from gantk.attribution import attribute as lib
     from gantk.errors import GantkError
     from gantk.io.atomic import check_output
+    from gantk.nn.distributed import Shard, init_distributed, world_size
     from gantk.perturb import parse_attacks
 
     if (model is None) == (baseline is None):
@@ -263,6 +278,11 @@ def attribute(
         raise GantkError(f"{images} is not a folder of images")
     if visualize is not None and model is None:
         raise GantkError("--visualize draws a visNet attributor's fingerprints; give --model")
+    part = Shard.parse(shard)
+    split = not part.whole or world_size() > 1
+    if visualize is not None and split:
+        raise GantkError("--visualize picks its images from the whole folder; run it without "
+                         "--shard and torchrun")  # fmt: skip
     for target in (predictions, confusion, visualize):
         if target is not None:
             check_output(target, force, inputs=[images, *([fit] if fit else [])])
@@ -272,7 +292,8 @@ def attribute(
         parse_attacks(",".join(wanted)) if wanted else []
     )
     output = Output(quiet, as_json)
-    dev = resolve_device(device)
+    dev = process_device(device)  # under torchrun: this process's GPU
+    ranks = init_distributed(dev)
     if model is not None:
         from gantk.attribution.train import load_attributor
 
@@ -292,21 +313,35 @@ def attribute(
         if tta:
             raise GantkError("--tta is for trained attributors; leave it out with --baseline")
         method = lib.BaselineMethod(baseline, fit, resolution, output.warn, seed)
-    data = lib.read_for(method, images, evaluate, output.warn)
-    results = lib.evaluate_runs(method, data, runs, seed, evaluate)
+    mine = ours = None  # every image, read at once
+    if split:
+        from gantk.attribution.data import image_count
+
+        ours = part.part(range(image_count(images, evaluate)[0]))  # the shard's images
+        mine = ranks.part(ours)  # this process's
+    failed = None
+    try:
+        data = lib.read_for(method, images, evaluate, output.warn, mine)
+    except Exception as exc:  # every process stops alike, with the one error
+        failed = exc
+    ranks.all_succeed(failed)
+    results = lib.evaluate_runs(method, data, runs, seed, evaluate, ranks)
+    filenames = [name for share in ranks.gather(data.filenames) for name in share]
     _show(output, method, results, evaluate)
     first = results[runs[0]]
-    if predictions is not None:
-        lib.write_predictions(predictions, data.filenames, first["prediction"], method.class_names,
+    if predictions is not None and ranks.main:  # rank 0 writes what every process found
+        lib.write_predictions(predictions, filenames, first["prediction"], method.class_names,
                               force)  # fmt: skip
-    if confusion is not None:
+    if confusion is not None and ranks.main:
         lib.write_confusion(confusion, first["report"], f"{method.name}, {runs[0]}", force)
     if visualize is not None:
         lib.write_visualization(method, data, visualize, force)
     output.result({
         "method": method.name,
         "classes": method.class_names,
-        "images": len(data.filenames),
+        "images": len(filenames),
+        **({"part": {"shard": str(part), "images": [ours.start, ours.stop]}}
+           if ours is not None and not part.whole else {}),
         "results": {name: r["report"] for name, r in results.items()},
         **({"predictions": str(predictions)} if predictions else {}),
     })  # fmt: skip

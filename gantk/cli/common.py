@@ -21,12 +21,29 @@ from typing import Annotated, Any, TypeVar
 import typer
 import typer.core
 
-from gantk.errors import GantkError
+from gantk.errors import GantkError, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Set by the global --debug flag (or GANTK_DEBUG=1): show tracebacks of user errors too.
 DEBUG = {"enabled": os.environ.get("GANTK_DEBUG", "") not in ("", "0")}
+
+
+class PathRole:
+    """``Annotated`` metadata telling :func:`handle_errors` what a parameter names: READS on a
+    ``str`` option that names a file or folder the command reads (``Path`` ones count without
+    it), WRITES on every parameter that names a file or folder the command writes."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+
+    def __repr__(self) -> str:
+        return self.role.upper()
+
+
+READS = PathRole("reads")
+WRITES = PathRole("writes")
+
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")
@@ -85,6 +102,7 @@ LabelsOpt = Annotated[
 ]
 DatasetArg = Annotated[
     str,
+    READS,
     typer.Argument(
         metavar="DATASET",
         help="Folder of images, .h5 pack, or builtin:NAME (see `gantk data list`).",
@@ -94,22 +112,29 @@ DatasetArg = Annotated[
 
 
 class Output:
-    """Where a command's words go: JSON to stdout, everything for people to stderr."""
+    """Where a command's words go: JSON to stdout, everything for people to stderr. Under
+    torchrun only rank 0 speaks (the others would repeat it); warnings come from every rank,
+    since each names the inputs of its own share."""
 
     def __init__(self, quiet: bool = False, as_json: bool = False) -> None:
         from rich.console import Console
 
+        if process_rank() > 0:
+            quiet, as_json = True, False
         # With --json the output is for a program: people's tables and messages stay out of it.
         self.quiet, self.as_json = quiet or as_json, as_json
         self.console = Console(stderr=True, quiet=self.quiet, highlight=False)
         self._warnings = Console(stderr=True, highlight=False)
 
     def say(self, message: str) -> None:
-        self.console.print(message, markup=False)
+        # one_line: a file name holding a newline must not start a line of its own.
+        self.console.print(one_line(message), markup=False)
 
     def warn(self, message: str) -> None:
         # Warnings stay visible under --quiet: they tell of skipped input.
-        self._warnings.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+        self._warnings.print(
+            f"warning: {one_line(message)}", markup=False, highlight=False, soft_wrap=True
+        )
 
     def table(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
         """A table on stderr; all-empty column names mean a two-column fact sheet, no header."""
@@ -121,7 +146,7 @@ class Output:
             table.add_column(col, no_wrap=i == 0)  # the key column stays readable and greppable
         for row in rows:
             # Escape: cell text like 'fid[random-inception]' is data, not rich markup.
-            table.add_row(*[escape("-" if v is None else str(v)) for v in row])
+            table.add_row(*[escape("-" if v is None else one_line(v)) for v in row])
         self.console.print(table)
 
     @contextlib.contextmanager
@@ -151,8 +176,51 @@ class Output:
 
     def result(self, document: dict[str, Any]) -> None:
         if self.as_json:
-            sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+            text = json.dumps(json_safe(document), indent=2, default=str, allow_nan=False)
+            sys.stdout.write(text + "\n")
             sys.stdout.flush()
+
+
+def process_rank() -> int:
+    """This process's rank under torchrun (0 without it)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="K/N: do part K (counting from 0) of N of the work, for a cluster's job array; "
+        "the N partial outputs are merged afterwards (see README, 'Bigger than one machine').",
+        show_default=False,
+    ),
+]
+
+
+def process_device(device: str) -> str:
+    """--device resolved for this process: under torchrun each takes the GPU of its
+    LOCAL_RANK (``cuda`` -> ``cuda:N``)."""
+    rank_gpu = os.environ.get("LOCAL_RANK") if os.environ.get("WORLD_SIZE", "1") != "1" else None
+    resolved = resolve_device(device)
+    return f"cuda:{rank_gpu}" if resolved == "cuda" and rank_gpu is not None else resolved
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every float that is not finite as None: NaN and Infinity are not JSON,
+    and a pipeline's parser (jq, JSON.parse) would fail on the whole document. Metrics refuse
+    to compute from non-finite inputs; what remains (a training loss that diverged, a metric
+    with no value) is reported as null."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy scalars
+        return json_safe(value.item())
+    return value
 
 
 def show_warnings_as_lines() -> None:
@@ -161,7 +229,7 @@ def show_warnings_as_lines() -> None:
     import warnings
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        print(f"warning: {message}", file=sys.stderr)
+        print(f"warning: {one_line(message)}", file=sys.stderr)
 
     warnings.showwarning = show
 
@@ -204,21 +272,81 @@ def check_finite(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
             raise GantkError(f"{_flag(func, name)} must be a finite number, got {bad[0]}")
 
 
+@functools.cache
+def _path_roles(func: Callable[..., Any]) -> dict[str, str]:
+    """``{parameter: "reads" | "writes"}`` for the parameters of ``func`` naming paths: as
+    marked, else "reads" for those typed ``Path`` (or ``Path | None``, ``list[Path]``)."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except (NameError, TypeError):  # an annotation that does not resolve: no paths known
+        return {}
+    roles = {}
+    for name, hint in hints.items():
+        marks = [m.role for m in getattr(hint, "__metadata__", ()) if isinstance(m, PathRole)]
+        base = typing.get_args(hint)[0] if hasattr(hint, "__metadata__") else hint
+        if marks:
+            roles[name] = marks[0]
+        elif "pathlib.Path" in str(base):
+            # Unmarked: an input, unless named as outputs are (an output taken for an input
+            # would refuse its own --force).
+            roles[name] = "writes" if name == "out" or name.startswith("out_") else "reads"
+    return roles
+
+
+def _given_paths(func: Callable[..., Any], kwargs: dict[str, Any], role: str) -> list[str]:
+    """The values of ``func``'s parameters with ``role`` that name an existing path (or, for
+    outputs, any path), lists flattened; ``builtin:`` names are not paths."""
+    found = []
+    for name, kind in _path_roles(func).items():
+        value = kwargs.get(name)
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if item is None or str(item).startswith("builtin:") or not str(item):
+                continue
+            exists = os.path.lexists(os.path.expanduser(str(item)))
+            if kind == role and (role == "writes" or exists):
+                found.append(str(item))
+    return found
+
+
+def check_paths(
+    func: Callable[..., Any], kwargs: dict[str, Any]
+) -> contextlib.AbstractContextManager[None]:
+    """The one check of outputs against inputs, for every command: the files and folders the
+    command was given to read become the inputs every output is checked against, wherever in
+    the library it is checked (:func:`gantk.io.atomic.command_inputs`); two outputs naming the
+    same path (or one inside the other) are refused here. Returns the context to run in."""
+    from gantk.io.atomic import command_inputs
+
+    outputs = _given_paths(func, kwargs, "writes")
+    absolute = [os.path.abspath(os.path.expanduser(o)) for o in outputs]
+    for i, a in enumerate(absolute):
+        for j, b in enumerate(absolute):
+            if i != j and (a == b or b.startswith(a.rstrip(os.sep) + os.sep)):
+                raise GantkError(
+                    f"two outputs name {outputs[j]}; give each output a path of its own"
+                )
+    return command_inputs(_given_paths(func, kwargs, "reads"))
+
+
 def handle_errors(func: F) -> F:
     """Turn user errors into one stderr line and exit status 2; Ctrl-C into status 130.
-    Non-finite float options are refused here, for every command at once."""
+    Non-finite float options are refused here, and outputs checked against inputs
+    (:func:`check_paths`), for every command at once."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             check_finite(func, kwargs)
-            return func(*args, **kwargs)
+            with check_paths(func, kwargs):
+                return func(*args, **kwargs)
         except GantkError as exc:
             if DEBUG["enabled"]:
                 import traceback
 
                 traceback.print_exc()
-            print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+            print(f"error: {one_line(_one_line(str(exc)))}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
@@ -230,8 +358,8 @@ def handle_errors(func: F) -> F:
                 traceback.print_exc()
             where = f" {exc.filename}" if exc.filename else ""
             reason = exc.strerror or str(exc).splitlines()[0]
-            print(f"error: cannot go on:{where} ({reason}); free space or fix permissions "
-                  "and run again", file=sys.stderr)  # fmt: skip
+            print(one_line(f"error: cannot go on:{where} ({reason}); free space or fix "
+                           "permissions and run again"), file=sys.stderr)  # fmt: skip
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

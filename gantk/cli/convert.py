@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gantk.cli.common import ForceOpt, JsonOpt, Output, QuietOpt, handle_errors
+from gantk.cli.common import WRITES, ForceOpt, JsonOpt, Output, QuietOpt, handle_errors
 
 
 @handle_errors
@@ -21,10 +21,13 @@ def convert(
         ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="The generator checkpoint to write (.safetensors).")
+        Path,
+        WRITES,
+        typer.Option("--out", "-o", help="The generator checkpoint to write (.safetensors)."),
     ],
     discriminator: Annotated[
         Path | None,
+        WRITES,
         typer.Option("--discriminator", help="Also write the discriminator to this file."),
     ] = None,
     force: ForceOpt = False,
@@ -50,11 +53,10 @@ def convert(
 
     if model.suffix.lower() == ".safetensors":
         raise GantkError(f"{model} is already a safetensors file; gantk commands take it directly")
-    check_output(out, force, inputs=[model])
+    # Against every input of the command, and --out against --discriminator (check_paths).
+    check_output(out, force, kind="file")
     if discriminator is not None:
-        check_output(discriminator, force, inputs=[model])
-        if discriminator.expanduser().absolute() == out.expanduser().absolute():
-            raise GantkError("--discriminator and --out name the same file; give two names")
+        check_output(discriminator, force, kind="file")
     output = Output(quiet, as_json)
     converted = convert_model(model, discriminator=discriminator is not None)
     save_converted(converted, out, discriminator, force)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from gantk.cli.common import (
+    WRITES,
     CountOpt,
     DatasetArg,
     ForceOpt,
@@ -102,7 +103,7 @@ def list_builtins(as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
 def export(
     dataset: DatasetArg,
     out_dir: Annotated[
-        Path, typer.Argument(metavar="OUT", help="Folder to create.", show_default=False)
+        Path, WRITES, typer.Argument(metavar="OUT", help="Folder to create.", show_default=False)
     ],
     count: CountOpt = None,
     resolution: ResolutionOpt = None,
@@ -144,7 +145,9 @@ def export(
 def pack(
     images: DatasetArg,
     out_file: Annotated[
-        Path, typer.Argument(metavar="OUT.h5", help="Pack file to create.", show_default=False)
+        Path,
+        WRITES,
+        typer.Argument(metavar="OUT.h5", help="Pack file to create.", show_default=False),
     ],
     resolution: ResolutionOpt = None,
     labels: LabelsOpt = False,
@@ -229,7 +232,9 @@ def data_info(
 def preview(
     dataset: DatasetArg,
     out_file: Annotated[
-        Path, typer.Argument(metavar="OUT.png", help="Grid image to write.", show_default=False)
+        Path,
+        WRITES,
+        typer.Argument(metavar="OUT.png", help="Grid image to write.", show_default=False),
     ],
     rows: Annotated[int, typer.Option("--rows", min=1, help="Grid rows.")] = 8,
     cols: Annotated[int, typer.Option("--cols", min=1, help="Grid columns.")] = 8,

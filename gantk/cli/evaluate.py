@@ -28,6 +28,7 @@ app = typer.Typer(
 
 for _name, _doc in evaluate_distribution.DISTRIBUTION_HELP.items():
     app.command(_name, help=_doc)(evaluate_distribution.distribution_command(_name))
+app.command("merge-stats")(evaluate_distribution.merge_stats_command)
 
 for _name, _command in (
     ("fddf", evaluate_gan.fddf_command),

@@ -5,10 +5,11 @@ from typing import Annotated
 
 import typer
 
-from gantk.cli.common import Output
+from gantk.cli.common import READS, Output
 
 SetArg = Annotated[
     str,
+    READS,
     typer.Argument(
         metavar="SET",
         help="Folder, .h5, builtin:NAME, generator .safetensors (or stats .npz for FID).",

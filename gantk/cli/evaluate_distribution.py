@@ -6,6 +6,8 @@ from typing import Annotated
 import typer
 
 from gantk.cli.common import (
+    READS,
+    WRITES,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
@@ -13,6 +15,7 @@ from gantk.cli.common import (
     QuietOpt,
     ResolutionOpt,
     SeedOpt,
+    ShardOpt,
     handle_errors,
 )
 from gantk.cli.evaluate_common import (
@@ -76,20 +79,28 @@ def _distribution(
     subset: list[str] | None = None,
     attributes: Path | None = None,
     prd_options: dict | None = None,
+    shard: str | None = None,
 ) -> dict:
     """FID / KID / precision-recall / PRD with one feature pass per set and network; ``subset``
     restricts dataset sets to images with those attributes (e.g. a minority group);
     ``prd_options`` are the keyword arguments of PRD (clusters, angles, runs, beta) and its
-    ``plot`` path."""
-    from gantk.cli.common import resolve_device
+    ``plot`` path.
+
+    The feature pass is split by whole batches (the images of each batch, and a generator's
+    noise seeds, are those of one pass): under torchrun among the processes, whose statistics'
+    sums and kept features rank 0 joins; with ``shard`` K/N only part K is computed and its sums
+    saved, for ``gantk evaluate merge-stats``."""
+    from gantk.cli.common import process_device
     from gantk.errors import GantkError
     from gantk.io.atomic import check_output
     from gantk.metrics import distribution as dist
     from gantk.metrics.features import STANDARD_FOR, load_feature_net, metric_name
-    from gantk.metrics.sources import open_source
+    from gantk.metrics.sources import open_source, save_partial_stats
     from gantk.metrics.sources import save_stats as write_stats
+    from gantk.nn.distributed import Shard, init_distributed, work_range
 
-    dev = resolve_device(device)
+    part = Shard.parse(shard)
+    dev = process_device(device)
     if save_stats is not None:
         check_output(save_stats, force, [s for s in (set_a, set_b) if s and is_path(s)])
     chosen = {m: features or STANDARD_FOR[m] for m in metrics}
@@ -106,6 +117,9 @@ def _distribution(
         for name in wanted
         if any(src.kind != "stats" for src in sources)
     }
+    if not part.whole and sources[0].kind == "stats":
+        raise GantkError(f"{set_a} holds statistics already; --shard splits a set of images")
+    ranks = init_distributed(dev)  # the processes of a torchrun job (one without torchrun)
     passes = []
     for src in sources:
         if src.kind == "stats":
@@ -123,10 +137,18 @@ def _distribution(
                 )
             passes.append((src.stats, {}))
             continue
-        with out.progress(src.count, f"features of {src.spec}") as advance:
-            passes.append(
-                dist.feature_pass(src, list(nets.values()), keep, batch_size, workers, advance)
-            )
+        mine = work_range(src.batch_count(batch_size), part, ranks)
+        first, stop = src.items(batch_size, mine)
+        failed = None
+        with out.progress(stop - first, f"features of {src.spec}") as advance:
+            try:
+                found = dist.feature_pass(
+                    src, list(nets.values()), keep, batch_size, workers, advance, mine
+                )
+            except Exception as exc:  # every process stops alike, with the one error
+                failed = exc
+        ranks.all_succeed(failed)
+        passes.append(dist.pooled(found, ranks))
     summary: dict = {
         "sets": [
             # count None: statistics that do not record it (pytorch-fid's)
@@ -139,9 +161,20 @@ def _distribution(
         },
     }
     if save_stats is not None:
-        write_stats(save_stats, sources[0], passes[0][0], force)
+        src = sources[0]
+        if part.whole and ranks.main:
+            write_stats(save_stats, src, passes[0][0], force)
+        elif ranks.main:
+            items = src.items(batch_size, part.part(range(src.batch_count(batch_size))))
+            job = {"set": src.spec, "images": src.count, "resolution": resolution,
+                   "batch_size": batch_size, "subset": subset,
+                   "attributes": None if attributes is None else str(attributes),
+                   **({"seed": seed, "truncation": truncation}
+                      if src.kind == "generator" else {})}  # fmt: skip
+            save_partial_stats(save_stats, src, passes[0][0], str(part), items, job, force)
+            summary["part"] = {"shard": str(part), "images": list(items)}
         summary["saved_stats"] = str(save_stats)
-    if set_b is None:
+    if set_b is None or not ranks.main:  # the metrics are rank 0's to compute and write
         return summary
     resolutions = {s.resolution for s in sources if s.resolution}
     if len(resolutions) > 1:
@@ -204,6 +237,7 @@ def distribution_command(metric: str):
         set_a: SetArg,
         set_b: Annotated[
             str | None,
+            READS,
             typer.Argument(
                 metavar="[SET2]",
                 help="Second set (omit with --save-stats to only cache the first).",
@@ -216,6 +250,7 @@ def distribution_command(metric: str):
         vgg_weights: VggWeightsOpt = None,
         save_stats: Annotated[
             Path | None,
+            WRITES,
             typer.Option(
                 "--save-stats", help="Cache the first set's statistics in this .npz (FID)."
             ),
@@ -258,6 +293,7 @@ def distribution_command(metric: str):
         ] = 8.0,
         plot: Annotated[
             Path | None,
+            WRITES,
             typer.Option(
                 "--plot", help="PRD: write the curve as a PNG.", hidden=metric not in PRD_COMMANDS
             ),
@@ -278,8 +314,10 @@ def distribution_command(metric: str):
         ] = "fid,kid,pr",
         subset: SubsetOpt = None,
         attributes: AttributesOpt = None,
+        shard: ShardOpt = None,
     ) -> None:
         from gantk.errors import GantkError
+        from gantk.nn.distributed import Shard
 
         out = Output(quiet, as_json)
         chosen = [m.strip() for m in metrics.split(",")] if metric == "all" else [metric]
@@ -292,6 +330,13 @@ def distribution_command(metric: str):
             raise GantkError("give two sets to compare, or one set and --save-stats FILE.npz")
         if save_stats is not None and chosen != ["fid"]:
             raise GantkError("--save-stats caches FID statistics; use it with `gantk evaluate fid`")
+        if not Shard.parse(shard).whole and (set_b is not None or save_stats is None):
+            raise GantkError(
+                "--shard computes part of one set's FID statistics: give one set and "
+                "--save-stats PART.npz, then merge the parts with `gantk evaluate merge-stats` "
+                "(KID, precision/recall and PRD need every feature at once: split them with "
+                "torchrun instead)"
+            )
         if plot is not None:
             if "prd" not in chosen:
                 raise GantkError("--plot draws the PRD curve; use it with `gantk evaluate prd`")
@@ -329,6 +374,7 @@ def distribution_command(metric: str):
                 "seed": seed,
                 "force": force,
             },
+            shard,
         )
         if plot is not None:
             summary["plot"] = str(plot)
@@ -356,3 +402,49 @@ DISTRIBUTION_HELP = {
     "all": "Several distribution metrics with one feature pass per set: --metrics fid,kid,pr,prd.",
 }
 PRD_COMMANDS = ("prd", "all")
+
+
+@handle_errors
+def merge_stats_command(
+    parts: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="PART.npz...",
+            help="The part files of one set, from `gantk evaluate fid SET --shard K/N "
+            "--save-stats PART.npz`, one per shard.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, WRITES, typer.Option("--out", "-o", help="The statistics file of the whole set.")
+    ],
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Merge the statistics parts of a set computed by N shards (a job array) into the one
+    statistics file a single `--save-stats` run writes.
+
+    Each part holds its images' count, sum of features and sum of their outer products; the
+    merge adds them, so the mean and covariance (and any FID from them) are the whole set's.
+    Every shard of the job must be given, each once.
+
+    Example: gantk evaluate fid real/ --shard $K/4 --save-stats part-$K.npz (K = 0..3), then
+    gantk evaluate merge-stats part-*.npz --out real.npz; gantk evaluate fid real.npz fakes/
+    """
+    from gantk.io.atomic import check_output
+    from gantk.metrics.sources import ImageSource, merge_partial_stats, save_stats
+
+    check_output(out, force, inputs=parts)
+    output = Output(quiet, as_json)
+    source, count, stats = merge_partial_stats(parts)
+    save_stats(out, ImageSource(source, "stats", count, None), stats, force)
+    summary = {"set": source, "images": count, "parts": len(parts),
+               "features": sorted(stats), "saved_stats": str(out)}  # fmt: skip
+    output.table(
+        "evaluate merge-stats",
+        ["", ""],
+        [["set", f"{source} ({count} images)"], ["parts", len(parts)],
+         ["features", ", ".join(sorted(stats))], ["statistics saved to", str(out)]],
+    )  # fmt: skip
+    output.result(summary)

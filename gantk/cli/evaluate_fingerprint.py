@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from gantk.cli.common import (
+    READS,
+    WRITES,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
@@ -29,12 +31,15 @@ def robustness_command(
     ],
     expect: Annotated[
         str,
+        READS,
         typer.Option(
             "--expect", help="fingerprint.json of the embedding (or its folder), or 0x…/0-1 bits."
         ),
     ],
     decoder: Annotated[
-        str, typer.Option("--decoder", help="Stego model (.safetensors) or builtin:stego-100.")
+        str,
+        READS,
+        typer.Option("--decoder", help="Stego model (.safetensors) or builtin:stego-100."),
     ] = "builtin:stego-100",
     perturb: Annotated[
         str,
@@ -57,7 +62,7 @@ def robustness_command(
     ] = 200,
     fpr: Annotated[float, typer.Option("--fpr", help="False-positive rate for detection.")] = 1e-6,
     plot_path: Annotated[
-        Path | None, typer.Option("--plot", help="Write a PNG of bit accuracy vs strength.")
+        Path | None, WRITES, typer.Option("--plot", help="Write a PNG of bit accuracy vs strength.")
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -170,13 +175,15 @@ def secrecy_command(
         ),
     ] = "paper",
     design: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--design",
             help="How the owner fingerprinted (fingerprint.json's design): native or paper; "
-            "the attacker marks and looks the same way.",
+            "the attacker marks and looks the same way. Default: the design the attacker's "
+            "model was trained for.",
+            show_default=False,
         ),
-    ] = "native",
+    ] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -199,6 +206,7 @@ def secrecy_command(
     attacker, _ = load_stego(resolve_model(str(attack_encoder)))
     owner = [to_tensor(load_or_stop(p).rgb) for p in list_images(marked)[:count]]
     plain = [to_tensor(load_or_stop(p).rgb) for p in list_images(clean)[:count]]
+    design = design or attacker.config.design
     if design not in ("native", "paper"):
         raise GantkError(f"--design must be native or paper, got {design!r}")
     result = ats_attack(owner, plain, attacker, seed, protocol, design)
@@ -223,6 +231,7 @@ def scalable_command(
     ],
     real: Annotated[
         str | None,
+        READS,
         typer.Option(
             "--real", help="Real images for closed-world attribution (folder, pack, builtin:)."
         ),
@@ -254,7 +263,9 @@ def scalable_command(
         float, typer.Option("--fpr", help="False-positive rate for verification.")
     ] = 1e-6,
     plot_path: Annotated[
-        Path | None, typer.Option("--plot", help="Write a PNG of bit accuracy vs perturbation.")
+        Path | None,
+        WRITES,
+        typer.Option("--plot", help="Write a PNG of bit accuracy vs perturbation."),
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from gantk.cli.common import (
+    READS,
     DeviceOpt,
     JsonOpt,
     Output,
@@ -52,6 +53,7 @@ def fddf_command(
     ],
     data: Annotated[
         str,
+        READS,
         typer.Argument(
             metavar="DATA", help="Real images (folder, .h5, builtin:NAME).", show_default=False
         ),
@@ -106,6 +108,7 @@ def fddf_command(
 def modes_command(
     source: Annotated[
         str,
+        READS,
         typer.Argument(
             metavar="SET",
             help="A generator checkpoint trained on builtin:stacked-digits, or a dataset.",
@@ -157,6 +160,7 @@ def ivom_command(
     ],
     queries: Annotated[
         str,
+        READS,
         typer.Argument(
             metavar="QUERIES",
             help="Real images to reconstruct (folder, .h5, builtin:NAME).",

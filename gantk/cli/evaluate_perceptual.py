@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from gantk.cli.common import (
+    WRITES,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
@@ -39,7 +40,9 @@ def lpips_command(
     net: LpipsNetOpt = "alex",
     lpips_weights: LpipsWeightsOpt = None,
     per_image: Annotated[
-        Path | None, typer.Option("--per-image", help="Also write per-image distances to this CSV.")
+        Path | None,
+        WRITES,
+        typer.Option("--per-image", help="Also write per-image distances to this CSV."),
     ] = None,
     batch_size: BatchOpt = 32,
     device: DeviceOpt = "auto",

@@ -1,11 +1,13 @@
 """``gantk evaluate texture``: Texture Mixer interpolation metrics (thesis Table 3.1)."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gantk.cli.common import (
+    READS,
+    WRITES,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
@@ -18,9 +20,15 @@ from gantk.cli.evaluate_common import (
     LpipsWeightsOpt,
     is_path,
 )
-from gantk.cli.texture import GramNetOpt, GramWeightsOpt
+from gantk.cli.texture import CoverOpt, GramNetOpt, GramWeightsOpt, MixOpt
+
+if TYPE_CHECKING:  # torch stays out of `gantk --help`
+    from gantk.metrics.features import FeatureNet
+    from gantk.metrics.texture_classifiers import TextureClassifiers
 
 TEXTURE_METHODS = ("ours", "alpha")
+CIS_NETS = ("auto", "inception", "random-inception", "none")
+DEFAULT_CLASSIFIERS = "builtin:texture-classifiers"
 SAMPLE_STRIPS = 4  # pairs shown by --samples
 
 
@@ -28,6 +36,7 @@ SAMPLE_STRIPS = 4  # pairs shown by --samples
 def texture_command(
     model: Annotated[
         str,
+        READS,
         typer.Argument(
             metavar="MODEL",
             help="Texture Mixer model (.safetensors of `gantk train texture`) or "
@@ -37,6 +46,7 @@ def texture_command(
     ],
     textures: Annotated[
         str,
+        READS,
         typer.Argument(
             metavar="TEST_TEXTURES",
             help="Test textures: a folder, one image, builtin:textures (?sources=a,b picks "
@@ -74,14 +84,40 @@ def texture_command(
         ),
     ] = "auto",
     lpips_weights: LpipsWeightsOpt = None,
+    classifiers: Annotated[
+        str,
+        READS,
+        typer.Option(
+            "--classifiers",
+            help="Seam and repetition classifiers of CSS and CRS (a file of `gantk train "
+            "texture-classifiers`), builtin:texture-classifiers (64 px; skipped with a warning "
+            "for models of another size), or none.",
+        ),
+    ] = DEFAULT_CLASSIFIERS,
+    cis_net: Annotated[
+        str,
+        typer.Option(
+            "--cis-net",
+            help="Network of CIS: inception (the FID InceptionV3's logits, "
+            "pt_inception-2015-12-05-6726825d.pth), random-inception, none, or auto "
+            "(inception when its weight file is found).",
+        ),
+    ] = "auto",
+    inception_weights: Annotated[
+        Path | None,
+        typer.Option("--inception-weights", help="Path of pt_inception-2015-12-05-6726825d.pth."),
+    ] = None,
     samples: Annotated[
         Path | None,
+        WRITES,
         typer.Option(
             "--samples",
             help=f"Write a PNG of the first {SAMPLE_STRIPS} pairs' strips, one row per pair "
             "and method.",
         ),
     ] = None,
+    cover: CoverOpt = "rows",
+    mix: MixOpt = "blend",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
@@ -91,7 +127,10 @@ def texture_command(
     """Texture interpolation metrics (Texture Mixer, thesis Table 3.1): for --pairs pairs of
     test textures, an R x 8R strip per method (R = the model's resolution), scored by SPD
     (LPIPS of the ends vs the textures), CGD and CCD (Gram-matrix centrality and direction of
-    the central crop), CSWD (SWD x1e3 of central crops vs real crops) and seconds per strip.
+    the central crop), CSS and CRS (probability of a seam in the central R x R crop, of a
+    repetition in the central R x 2R crop, by classifiers trained on real textures), CIS
+    (Inception score of the central crops, named with its network), CSWD (SWD x1e3 of central
+    crops vs real crops) and seconds per strip.
 
     Example: gantk evaluate texture builtin:texture-mixer builtin:textures --pairs 50
     """
@@ -122,6 +161,11 @@ def texture_command(
         raise GantkError(f"--split {split!r} is not one of auto, {', '.join(SPLITS)}")
     if split == "auto":
         split = "test" if textures.startswith("builtin:") else "all"
+    if cis_net not in CIS_NETS:
+        raise GantkError(f"--cis-net {cis_net!r} is not one of {', '.join(CIS_NETS)}")
+    if inception_weights is not None and cis_net in ("random-inception", "none"):
+        raise GantkError(f"--inception-weights is the Inception file, but --cis-net {cis_net} "
+                         "uses none; drop one of them")  # fmt: skip
     if samples is not None:
         check_output(samples, force, [s for s in (model, textures) if is_path(s)])
     out = Output(quiet, as_json)
@@ -130,18 +174,25 @@ def texture_command(
     size = mixer_model.config.resolution
     sources = load_texture_sources(textures, split)
     pair_list, real = tm.sample_pairs(sources, size, pairs, seed, split)
+    critics, critics_info, critics_note = _classifiers(classifiers, size, dev)  # fails early
     pair_list = [(left.to(dev), right.to(dev)) for left, right in pair_list]
     lpips_model = tm.load_texture_lpips(lpips_net, lpips_weights, dev)
     gram = load_gram_net(gram_net, gram_weights, dev)
     lpips_name = network_name(lpips_model)
-    for asked, used, what in ((gram_net, gram.name, "cgd"), (lpips_net, lpips_name, "spd")):
+    inception = _cis_network(cis_net, inception_weights, dev)
+    checks = [(gram_net, gram.name, "cgd"), (lpips_net, lpips_name, "spd")]
+    if inception is not None:
+        checks.append((cis_net, inception.name, "cis"))
+    for asked, used, what in checks:
         if asked == "auto" and used.startswith("random-"):
             out.warn(
                 f"standard weights not found, so {what}{'/ccd' if what == 'cgd' else ''} use "
                 f"{used} (reported as {what}[{used}]): not comparable with published numbers"
             )
+    if critics_note:
+        out.warn(critics_note)
 
-    mixer = Mixer(mixer_model, shuffle=True)
+    mixer = Mixer(mixer_model, shuffle=True, cover=cover, mix=mix)
     # One latent cell covers this many pixels: the period at which grid lines would show.
     cell_period = size // mixer_model.config.latent_size
     seeds = itertools.count(seed)  # every strip its own shuffle, the same on every run
@@ -163,11 +214,12 @@ def texture_command(
 
             result = tm.evaluate_interpolation(
                 runners[name], pair_list, real, gram, lpips_model, on_strip=seen, swd_seed=seed,
-                grid_period=cell_period,
+                grid_period=cell_period, classifiers=critics, inception=inception,
             )  # fmt: skip
             results[name] = result["metrics"]
     length = tm.LENGTH_FACTOR * size
-    names = tm.metric_names(gram.name, lpips_name)
+    names = tm.metric_names(gram.name, lpips_name, inception.name if inception else None)
+    reported = [key for key in tm.METRICS if names[key] in results[chosen[0]]]
 
     def cell(values: dict, key: str) -> str:
         name = names[key]
@@ -179,7 +231,7 @@ def texture_command(
         f"texture interpolation: {pairs} pairs, {size}x{length} strips, {len(sources)} "
         f"textures ({split} split)",
         ["metric", *chosen],
-        [[names[key], *[cell(results[m], key) for m in chosen]] for key in tm.METRICS]
+        [[names[key], *[cell(results[m], key) for m in chosen]] for key in reported]
         + [[f"grid@{cell_period}px", *[f"{results[m]['grid']:.3g}" for m in chosen]]]
         + [["grid of real crops", *[f"{results[m]['grid_real']:.3g}" for m in chosen]]],
     )
@@ -206,11 +258,55 @@ def texture_command(
         "networks": {
             "gram": {"network": gram.name, "weights": gram.path},
             "lpips": {"network": lpips_name, "weights": lpips_file},
+            "cis": {"network": inception.name, "weights": inception.weights} if inception else None,
+            "classifiers": critics_info,
         },
-        "metrics": [names[key] for key in tm.METRICS] + ["grid", "grid_real"],
+        "metrics": [names[key] for key in reported] + ["grid", "grid_real"],
         "grid_period_px": cell_period,
         "methods": results,
     }
     if samples is not None:
         summary["samples"] = str(samples)
     out.result(summary)
+
+
+def _cis_network(choice: str, weights: Path | None, device: str) -> "FeatureNet | None":
+    """The Inception logits network of CIS, or None for --cis-net none; ``auto`` takes the
+    standard file when it is found and never downloads it."""
+    from gantk.io.weights import locate
+    from gantk.metrics.features import load_inception_logits
+
+    if choice == "none":
+        return None
+    if choice == "auto":
+        found = weights is not None or locate("inception-fid") is not None
+        choice = "inception" if found else "random-inception"
+    return load_inception_logits(choice, weights, device)
+
+
+def _classifiers(
+    spec: str, size: int, device: str
+) -> "tuple[TextureClassifiers | None, dict | None, str | None]":
+    """(classifiers, what the summary says of them, a warning or None) for --classifiers; the
+    bundled ones are skipped with a warning for a model of another resolution, a file given is
+    an error then."""
+    from gantk.errors import GantkError
+    from gantk.metrics.texture_classifiers import describe, load_texture_classifiers
+
+    if spec == "none":
+        return None, None, None
+    model, metadata = load_texture_classifiers(spec, device)
+    trained_for = model.config.resolution
+    if trained_for != size:
+        advice = f"`gantk train texture-classifiers TEXTURES --resolution {size} --out FILE`"
+        if spec != DEFAULT_CLASSIFIERS:
+            raise GantkError(
+                f"--classifiers {spec} are for {trained_for} px textures, the model makes "
+                f"{size} px ones; train classifiers for it with {advice}"
+            )
+        note = (
+            f"{spec} are for {trained_for} px textures, the model makes {size} px ones: no "
+            f"CSS/CRS (train classifiers with {advice} and pass --classifiers FILE)"
+        )
+        return None, None, note
+    return model, {"file": spec, "resolution": trained_for, **describe(metadata)}, None

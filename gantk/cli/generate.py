@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from gantk.cli.common import DeviceOpt, ForceOpt, JsonOpt, Output, QuietOpt, SeedOpt, handle_errors
+from gantk.cli.common import (
+    WRITES,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    Output,
+    QuietOpt,
+    SeedOpt,
+    handle_errors,
+)
+
+DEFAULT_COUNT = 16
 
 
 @handle_errors
@@ -21,19 +32,25 @@ def generate(
         ),
     ],
     count: Annotated[
-        int, typer.Option("-n", "--count", min=1, help="Number of images (seeds SEED … SEED+n-1).")
-    ] = 16,
+        int | None,
+        typer.Option(
+            "-n", "--count", min=1, help="Number of images (seeds SEED … SEED+n-1; default 16)."
+        ),
+    ] = None,
     seeds: Annotated[
         str | None, typer.Option("--seeds", help="Explicit seeds instead of -n, e.g. 0-99,120.")
     ] = None,
     out: Annotated[
         Path | None,
+        WRITES,
         typer.Option(
             "--out", "-o", help="Folder of PNGs, or with --interpolate a .gif or a frames folder."
         ),
     ] = None,
     grid: Annotated[
-        Path | None, typer.Option("--grid", help="Write one grid image here (rows x cols images).")
+        Path | None,
+        WRITES,
+        typer.Option("--grid", help="Write one grid image here (rows x cols images)."),
     ] = None,
     rows: Annotated[int, typer.Option("--rows", min=1, help="Grid rows.")] = 8,
     cols: Annotated[int, typer.Option("--cols", min=1, help="Grid columns.")] = 8,
@@ -96,8 +113,17 @@ def generate(
     )
     from gantk.gan.projector import render_latents
     from gantk.io.atomic import check_output
+    from gantk.io.limits import check_count
 
     output = Output(quiet, as_json)
+    if seeds is not None and count is not None:
+        raise GantkError("--seeds and -n both say which images to make; give one of them")
+    count = check_count("-n", count if count is not None else DEFAULT_COUNT, "use a smaller -n")
+    if grid is not None:
+        check_count(f"--rows {rows} --cols {cols}", rows * cols, "draw a smaller grid")
+    if interpolate is not None:
+        check_count(f"--interpolate {interpolate} --steps {steps}", interpolate * steps,
+                    "use fewer keyframes or steps", noun="frames")  # fmt: skip
     if out is None and grid is None:
         raise GantkError(
             "say where to write: --out FOLDER (or .gif with --interpolate) and/or --grid FILE.png"
@@ -125,12 +151,13 @@ def generate(
     summary: dict = {"checkpoint": str(checkpoint), "truncation": truncation}
     if out is not None:
         if interpolate is not None:
-            keys = parse_seeds(seeds) if seeds else list(range(seed, seed + interpolate))
+            first = list(range(seed, seed + interpolate))
+            keys = parse_seeds(seeds) if seeds is not None else first
             frames = write_interpolation(G, keys, steps, out, truncation, fps, force, label)
             summary.update(interpolation=str(out), frames=frames, keyframes=keys)
             output.say(f"wrote a {frames}-frame latent walk to {out}")
         else:
-            chosen = parse_seeds(seeds) if seeds else list(range(seed, seed + count))
+            chosen = parse_seeds(seeds) if seeds is not None else list(range(seed, seed + count))
             with output.progress(len(chosen), "generating") as advance:
                 names = write_images(G, chosen, out, truncation, batch_size, force, advance,
                                      label)  # fmt: skip
@@ -138,7 +165,9 @@ def generate(
             output.say(f"wrote {len(names)} images to {out}")
     if grid is not None:
         grid_seeds = (
-            parse_seeds(seeds)[: rows * cols] if seeds else list(range(seed, seed + rows * cols))
+            parse_seeds(seeds)[: rows * cols]
+            if seeds is not None
+            else list(range(seed, seed + rows * cols))
         )
         write_grid(G, grid_seeds, grid, cols, truncation, batch_size, force, label)
         summary.update(grid=str(grid), rows=-(-len(grid_seeds) // cols), cols=cols)

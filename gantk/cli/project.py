@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from gantk.cli.common import DeviceOpt, ForceOpt, JsonOpt, Output, QuietOpt, SeedOpt, handle_errors
+from gantk.cli.common import (
+    READS,
+    WRITES,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    Output,
+    QuietOpt,
+    SeedOpt,
+    handle_errors,
+)
 from gantk.cli.evaluate_common import LpipsWeightsOpt
 
 
@@ -16,6 +26,7 @@ from gantk.cli.evaluate_common import LpipsWeightsOpt
 def project(
     images: Annotated[
         str,
+        READS,
         typer.Argument(
             metavar="IMAGES",
             help="Images to project: a folder, an .h5 pack or builtin:NAME.",
@@ -25,7 +36,7 @@ def project(
     model: Annotated[
         Path, typer.Option("--model", "-m", help="The (unconditional) generator checkpoint.")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The folder to write.")],
+    out: Annotated[Path, WRITES, typer.Option("--out", "-o", help="The folder to write.")],
     wplus: Annotated[
         bool,
         typer.Option(

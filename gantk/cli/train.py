@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
-from gantk.cli import attribution, texture
+from gantk.cli import attribution, texture, train_texture_classifiers
 from gantk.cli.common import (
+    READS,
+    WRITES,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
@@ -40,7 +42,7 @@ def _amp(precision: str, amp: str | None, device: str) -> str:
     from gantk.nn.precision import resolve_precision
 
     if amp is not None:
-        if precision != "auto":
+        if precision != "fp32":
             raise GantkError("give --precision only (--amp is its old spelling)")
         if amp not in ("none", "bf16", "fp16"):
             raise GantkError(f"--amp {amp!r} is not none, bf16 or fp16")
@@ -51,14 +53,9 @@ def _amp(precision: str, amp: str | None, device: str) -> str:
 
 def _device(device: str) -> str:
     """Under torchrun each process takes the GPU of its LOCAL_RANK."""
-    import os
+    from gantk.cli.common import process_device
 
-    from gantk.cli.common import resolve_device
-
-    resolved = resolve_device(device)
-    if resolved == "cuda" and "LOCAL_RANK" in os.environ:
-        return f"cuda:{os.environ['LOCAL_RANK']}"
-    return resolved
+    return process_device(device)
 
 
 @app.command("gan")
@@ -67,6 +64,7 @@ def train_gan(
     ctx: typer.Context,
     data: Annotated[
         str | None,
+        READS,
         typer.Argument(
             metavar="DATA",
             help="Folder, .h5 pack or builtin:NAME (not needed with --resume).",
@@ -75,10 +73,12 @@ def train_gan(
     ] = None,
     out: Annotated[
         Path | None,
+        WRITES,
         typer.Option("--out", "-o", help="Run folder: checkpoints, samples, log.jsonl."),
     ] = None,
     resume: Annotated[
         Path | None,
+        WRITES,
         typer.Option("--resume", help="Continue the run in this folder exactly where it stopped."),
     ] = None,
     init: Annotated[
@@ -265,7 +265,16 @@ def train_gan(
     tick_kimg: Annotated[
         float, typer.Option("--tick-kimg", help="Log line every this many kimg.")
     ] = 1.0,
-    precision: PrecisionOpt = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="fp32 (default), bf16 or fp16 (CUDA) autocast, or auto (bf16 where the CPU or "
+            "GPU has it). The GAN stays float32 by default: on an AVX512-BF16 CPU bf16 saved "
+            "13-31 % of the step but its FID at equal steps came out higher "
+            "(docs/performance.md).",
+        ),
+    ] = "fp32",
     amp: Annotated[
         str | None,
         typer.Option("--amp", hidden=True, help="Old spelling of --precision: none, bf16, fp16."),
@@ -374,7 +383,7 @@ def train_gan(
         overrides = _explicit_options(ctx)
         overrides["device"] = dev
         if "precision" in overrides or "amp" in overrides:  # else the run keeps its own
-            overrides["amp"] = _amp(overrides.pop("precision", "auto"), overrides.get("amp"), dev)
+            overrides["amp"] = _amp(overrides.pop("precision", "fp32"), overrides.get("amp"), dev)
         with output.progress(1000, "training") as advance:
             result = resume_training(
                 resume, overrides, log=output.say, progress=_progress(advance, kimg)
@@ -556,7 +565,7 @@ def _dataset_resolution(data: str) -> int:
 @handle_errors
 def train_report(
     run: Annotated[Path, typer.Argument(help="The folder of a `gantk train gan` run.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The PNG to write.")],
+    out: Annotated[Path, WRITES, typer.Option("--out", "-o", help="The PNG to write.")],
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -584,6 +593,7 @@ def train_report(
 def train_digit_classifier_command(
     out: Annotated[
         Path | None,
+        WRITES,
         typer.Option(
             "--out",
             "-o",
@@ -610,13 +620,16 @@ def train_digit_classifier_command(
 def train_stego_command(
     data: Annotated[
         str | None,
+        READS,
         typer.Argument(
             metavar="DATASET",
             help="Images to learn on: folder, .h5 pack or builtin:NAME (omit with --resume).",
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run folder (new, or the one to resume).")
+        Path | None,
+        WRITES,
+        typer.Option("--out", "-o", help="Run folder (new, or the one to resume)."),
     ] = None,
     bits: Annotated[int, typer.Option("--bits", help="Fingerprint length in bits.")] = 100,
     resolution: Annotated[
@@ -696,6 +709,14 @@ def train_stego_command(
             "--visibility-weight", help="native: weight of the change's excess over the JND."
         ),
     ] = 1.0,
+    ssim_weight: Annotated[
+        float,
+        typer.Option(
+            "--ssim-weight",
+            help="native: weight of 1 - SSIM of the luminance (moves the change from smooth "
+            "areas into textured ones).",
+        ),
+    ] = 1.0,
     snapshot_every: Annotated[
         int, typer.Option("--snapshot-every", help="Save model and state every N steps.")
     ] = 500,
@@ -732,9 +753,12 @@ def train_stego_command(
     fingerprint-decode), OUT/state.safetensors (exact resume) and OUT/log.jsonl.
     """
 
+    from contextlib import nullcontext
+
     from gantk.errors import GantkError
     from gantk.fingerprint.stego_runs import start_or_resume
-    from gantk.fingerprint.train_stego import StegoTrainConfig
+    from gantk.fingerprint.train_stego import STATE_FILE, StegoTrainConfig
+    from gantk.io.atomic import check_run_folder, new_run
     from gantk.perturb import parse_names
 
     if out is None:
@@ -763,14 +787,23 @@ def train_stego_command(
         canvas=canvas,
         budget_db=budget,
         visibility_weight=visibility_weight,
+        ssim_weight=ssim_weight,
         seed=seed,
         device=_device(device),
         snapshot_every=snapshot_every,
     )
     output = Output(quiet, as_json)
-    trainer = start_or_resume(config, out, resume, init)
+    # Never in the data; other files in the folder may stay (the training scripts put a
+    # start.json there first): the trainer refuses a folder that already holds a stego run.
+    check_run_folder(out, [data] if data and not data.startswith("builtin:") else [],
+                     force=True)  # fmt: skip
+    trainer = _resume_stego(config, out) if resume else start_or_resume(config, out, False, init)
     done = {"step": trainer.step}
-    with output.progress(trainer.config.steps, "training") as advance:
+    with (
+        output.progress(trainer.config.steps, "training") as advance,
+        # A new run that fails before its first state (a full disk) leaves nothing behind.
+        new_run(out, lambda: (out / STATE_FILE).is_file()) if not resume else nullcontext(),
+    ):
         if trainer.step:
             advance(trainer.step)
 
@@ -790,5 +823,24 @@ def train_stego_command(
     output.result({"out": str(out), **final})
 
 
+def _resume_stego(config, out: Path):
+    """The stego trainer of the run in ``out``: its state file is checked first (a config of
+    the right fields, types and ranges; every part the trainer loads present and of its
+    shape), so a damaged or edited file is one error line, not a traceback."""
+    from gantk.fingerprint.stego_runs import start_or_resume
+    from gantk.fingerprint.train_stego import STATE_FILE, StegoTrainConfig
+    from gantk.io.checkpoint import load_checked_state, load_training_state
+    from gantk.io.config_schema import checked_config
+
+    state_file = out / STATE_FILE
+    if state_file.is_file():
+        _, saved = load_training_state(state_file, "stego-training-state")
+        # Checked as the run will use it: the length of the run and the device are this call's.
+        changed = {**saved, "steps": config.steps, "device": config.device}
+        checked_config(StegoTrainConfig, changed, state_file, "stego training", strict=True)
+    return load_checked_state(lambda _: start_or_resume(config, out, True), None, state_file)
+
+
 app.command("attributor", help=attribution.train_attributor.__doc__)(attribution.train_attributor)
 app.command("texture", help=texture.train_texture.__doc__)(texture.train_texture)
+app.command("texture-classifiers")(train_texture_classifiers.command)

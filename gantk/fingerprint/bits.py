@@ -12,7 +12,6 @@ false-positive rate is the smallest k whose p-value is at most that rate.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from pathlib import Path
 
@@ -102,29 +101,48 @@ def majority(decoded: np.ndarray) -> np.ndarray:
     return (np.asarray(decoded).mean(axis=0) >= 0.5).astype(np.uint8)
 
 
+# A JSON registry larger than this is no list of fingerprints gantk wrote (a million 256-bit
+# entries take ~100 MB); refused before it is read.
+MAX_REGISTRY_BYTES = 256 * 2**20
+REGISTRY_SHAPE = "JSON with a 'fingerprints' list of name/fingerprint/bits entries"
+# The longest fingerprint any gantk model embeds (stego and scalable models: 1..4096 bits).
+MAX_BITS = 4096
+
+
 def read_registry(path: str | Path) -> list[dict]:
     """A fingerprint registry: JSON ``{"fingerprints": [{"name": …, "fingerprint": "0x…",
     "bits": n}, …]}`` (``gantk fingerprint-embed`` records and scalable-fingerprint user lists
     use the same entries), or the same entries from an ``.h5`` registry of scalable fingerprints
-    (:class:`gantk.fingerprint.registry.Registry`)."""
+    (:class:`gantk.fingerprint.registry.Registry`). Every entry is checked: a name and a
+    fingerprint that are text, ``bits`` a positive whole number the fingerprint holds."""
+    from gantk.io.files import describe, read_json
+
     path = Path(path)
     if path.suffix.lower() in {".h5", ".hdf5"}:
         # Imported here: the registry module imports this one.
         from gantk.fingerprint.registry import Registry
 
         return Registry.open(path).as_json_entries()
-    try:
-        data = json.loads(path.read_text())
-        entries = data["fingerprints"]
-        if not all({"name", "fingerprint", "bits"} <= set(entry) for entry in entries):
-            raise KeyError("entry")
-    except FileNotFoundError:
-        raise GantkError(f"registry {path} does not exist") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise GantkError(
-            f"{path} is not a fingerprint registry (JSON with a 'fingerprints' list of "
-            "name/fingerprint/bits entries)"
-        ) from None
+    data = read_json(path, "registry", MAX_REGISTRY_BYTES)
+    entries = data.get("fingerprints") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise GantkError(f"{path} is not a fingerprint registry ({REGISTRY_SHAPE})")
+    fix = "fix the entry or give a registry gantk wrote"
+    for i, entry in enumerate(entries):
+        where = f"{path} entry {i + 1}"
+        if not isinstance(entry, dict) or not {"name", "fingerprint", "bits"} <= set(entry):
+            raise GantkError(f"{path} is not a fingerprint registry ({REGISTRY_SHAPE}); {where} "
+                             f"is {describe(entry)}")  # fmt: skip
+        bits = entry["bits"]
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
+            raise GantkError(f"{where}: bits is {describe(bits)}, not a whole number in "
+                             f"1..{MAX_BITS}; {fix}")  # fmt: skip
+        if not isinstance(entry["name"], str) or not isinstance(entry["fingerprint"], str):
+            raise GantkError(f"{where}: the name and the fingerprint must be text; {fix}")
+        try:
+            parse(entry["fingerprint"], bits)
+        except GantkError as exc:
+            raise GantkError(f"{where}: {exc}") from None  # parse says what to write
     return entries
 
 

@@ -102,3 +102,27 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 def band_pass(residual: Tensor, sigma: float) -> Tensor:
     """``residual`` without its local mean at scale ``sigma`` pixels."""
     return residual - gaussian_blur(residual, sigma)
+
+
+SSIM_WINDOW = 7  # as gantk.metrics.image_quality.ssim (scikit-image's default)
+
+
+def ssim_luma(a: Tensor, b: Tensor) -> Tensor:
+    """Mean SSIM of the luminance of two image batches in [-1, 1] (differentiable): the same
+    window and constants as the measure fingerprint-embed reports, so training can spend the
+    change where SSIM (which sees changes in smooth areas most) minds it least."""
+    # On [0, 2] like the 0-255 levels the reported SSIM sees (its luminance term is not
+    # invariant to an offset): K1 and K2 times the data range 2.
+    x, y = luminance(a.float()) / 127.5, luminance(b.float()) / 127.5
+    c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2
+    n = SSIM_WINDOW * SSIM_WINDOW
+
+    def mean(t: Tensor) -> Tensor:
+        return F.avg_pool2d(t, SSIM_WINDOW, stride=1)
+
+    ux, uy = mean(x), mean(y)
+    cov = n / (n - 1)  # sample covariances, as scikit-image
+    vx, vy = cov * (mean(x * x) - ux * ux), cov * (mean(y * y) - uy * uy)
+    vxy = cov * (mean(x * y) - ux * uy)
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean()

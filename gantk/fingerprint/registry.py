@@ -51,6 +51,12 @@ import numpy as np
 from gantk.errors import GantkError
 from gantk.fingerprint.bits import p_value, threshold, to_hex
 from gantk.fingerprint.registry_key import key_id, registry_key, same_seal, seal
+from gantk.io.atomic import (
+    missing_top,
+    partial_prefix,
+    remove_empty_folders,
+    remove_stale_partials,
+)
 from gantk.io.datasets import print_warning
 
 KIND = "fingerprint-registry"
@@ -223,7 +229,8 @@ def _private_tmp(target: Path) -> Iterator[Path]:
     content is written, and a reader who opens the file in that window keeps reading it after a
     later chmod (permissions are checked at open only).
     """
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    remove_stale_partials(target)  # a killed command's registry copy (secrets in it)
+    fd, name = tempfile.mkstemp(prefix=partial_prefix(target), suffix=".partial", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -255,6 +262,7 @@ def locked(path: str | Path, wait_s: float | None = None) -> Iterator[None]:
         yield
         return
     folder = Path(path).expanduser().absolute().parent
+    made = missing_top(folder)  # removed again if still empty at the end
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY)
@@ -278,6 +286,7 @@ def locked(path: str | Path, wait_s: float | None = None) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+        remove_empty_folders(folder, made)  # a refused command leaves no empty folder
 
 
 def _fsync(path: Path, directory: bool = False) -> None:
@@ -333,17 +342,12 @@ class Registry:
         """Load and validate a registry: kind, format, shapes, values and checksum."""
         import h5py
 
+        from gantk.io.files import check_regular
+
         path = Path(path)
-        try:
-            # Plain open first: a clear message for missing/unreadable files and folders.
-            with open(path, "rb"):
-                pass
-        except FileNotFoundError:
-            raise GantkError(f"registry {path} does not exist; check the path") from None
-        except IsADirectoryError:
-            raise GantkError(f"registry {path} is a folder; give the registry's .h5 file") from None
-        except OSError as exc:
-            raise GantkError(f"cannot read registry {path} ({exc.strerror})") from None
+        # First: a clear message for a missing file, a folder, a FIFO or a device (which h5py
+        # would report as "not HDF5", or wait on forever).
+        check_regular(path, "registry")
         try:
             f = h5py.File(path, "r")
         except OSError:

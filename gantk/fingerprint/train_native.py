@@ -12,9 +12,11 @@ rises (a fainter residual) while the running accuracy on perturbed canvases is a
 and falls while it is below. It is written into the model (``budget_db``): strength 1 at embed
 time gives that PSNR.
 
-A second loss term, weighted by ``visibility_weight``, is the mean square of how far the change
-exceeds the JND at each pixel (zero while it stays below the threshold everywhere), so the
-encoder spreads its energy rather than spiking where a viewer would see it.
+Two more loss terms shape where the fixed energy goes: ``visibility_weight`` times the mean
+square of how far the change exceeds the JND at each pixel (zero while it stays below the
+threshold everywhere), so the encoder spreads its energy rather than spiking where a viewer would
+see it; and ``ssim_weight`` times 1 - SSIM of the luminance, so it moves energy out of smooth
+areas, where SSIM (and a viewer) notices a change most, into textured ones.
 
 Perturbations, one per batch: none, JPEG (straight-through), a half-size round trip (what
 decoding a halved image at scale 2 sees, shifted by up to ``SHIFT`` pixel: how far off the grid
@@ -32,15 +34,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gantk.fingerprint.native import shape_residual
-from gantk.fingerprint.perceptual import jnd_map
+from gantk.fingerprint.perceptual import jnd_map, ssim_luma
 from gantk.fingerprint.train_stego import (
     ACC_DECAY,
     StegoTrainer,
     bit_accuracy,
     psnr,
-    random_bits,
     save_stego,
 )
+from gantk.nn.distributed import Dist
 from gantk.nn.precision import autocast
 from gantk.perturb import brightness, gaussian_blur, gaussian_noise, jpeg_straight_through
 
@@ -71,8 +73,8 @@ def visibility(change: Tensor, images: Tensor) -> Tensor:
 
 
 class NativeStegoTrainer(StegoTrainer):
-    def __init__(self, config, out) -> None:
-        super().__init__(config, out)
+    def __init__(self, config, out, dist: Dist | None = None) -> None:
+        super().__init__(config, out, dist)
         self.budget_db = config.budget_db
 
     # -- one step ----------------------------------------------------------------------------
@@ -97,7 +99,7 @@ class NativeStegoTrainer(StegoTrainer):
             )
             out = torch.roll(out, shifts=(dy, dx), dims=(2, 3))  # content wraps around
         elif name == "noise":
-            out = gaussian_noise(out, float(self._uniform(1, 0.0, 0.02)), self.generator)
+            out = gaussian_noise(out, float(self._uniform(1, 0.0, 0.02)), self.generator, self.dist)
         elif name == "blur":
             out = gaussian_blur(out, 3)
         elif name == "brightness":
@@ -108,11 +110,13 @@ class NativeStegoTrainer(StegoTrainer):
         cfg = self.config
         tile = cfg.resolution
         count = images.shape[0]
-        bits = random_bits(count, cfg.bits, self.generator).to(self.device)
+        bits = self.random_bits(count)  # drawn for the whole batch (gantk.nn.distributed)
         with autocast(cfg.precision, self.device):
             raw = self.encoder.residual(images, bits).float()
         unit = shape_residual(images, raw, self.budget_db, tile)
-        jitter_db = self._uniform(count, -STRENGTH_JITTER_DB, STRENGTH_JITTER_DB)
+        jitter_db = self.dist.draw(
+            count, lambda n: self._uniform(n, -STRENGTH_JITTER_DB, STRENGTH_JITTER_DB)
+        )
         strength = (10 ** (jitter_db / 20)).view(-1, 1, 1, 1).to(self.device)
         change = unit * strength
         marked = (images + change).clamp(-1, 1)
@@ -122,19 +126,22 @@ class NativeStegoTrainer(StegoTrainer):
         pooled = logits.view(count, -1, cfg.bits).mean(dim=1)
         bce = F.binary_cross_entropy_with_logits(pooled, bits)
         seen_change = visibility(change, images)
-        loss = bce + cfg.visibility_weight * seen_change
+        structure = 1 - ssim_luma(marked, images)
+        loss = bce + cfg.visibility_weight * seen_change + cfg.ssim_weight * structure
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         with torch.no_grad():
-            accuracy = float(bit_accuracy(pooled, bits).mean())
-            quality = float(psnr(marked, images).mean())
+            stats = self.dist.means({"bce": bce, "visibility": seen_change, "ssim": 1 - structure,
+                                     "bit_acc": bit_accuracy(pooled, bits).mean(),
+                                     "psnr": psnr(marked, images).mean()})  # fmt: skip
+        # The global batch's accuracy: every process moves the budget alike.
+        accuracy = stats["bit_acc"]
         if self.accurate_since is None and accuracy > 0.9:
             self.accurate_since = self.step
         self._tune_budget(accuracy)
         self.step += 1
-        return {"bce": bce.item(), "visibility": seen_change.item(), "budget_db": self.budget_db,
-                "bit_acc": accuracy, "psnr": quality}  # fmt: skip
+        return {**stats, "budget_db": self.budget_db}
 
     def _tune_budget(self, accuracy: float) -> None:
         cfg = self.config

@@ -16,6 +16,10 @@ instead of at whatever quality a hand-picked weight happens to give. Optional ro
 straight-through JPEG, crop/resize, brightness), switched on with the MSE ramp so the pair first
 learns to communicate at all.
 
+Under torchrun the processes train data-parallel on one global batch (gantk.nn.distributed):
+the bits, perturbations and their noise are drawn for the whole batch, gradients averaged, and
+the running accuracy that tunes the image weight is the global batch's; rank 0 writes the files.
+
 A run folder holds ``stego.safetensors`` (encoder + decoder, the file ``fingerprint-embed`` and
 ``fingerprint-decode`` take), ``state.safetensors`` (everything needed to resume exactly) and
 ``log.jsonl``.
@@ -51,6 +55,7 @@ from gantk.io.checkpoint import (
 from gantk.io.config_schema import build_matching, checked_config, tensors_under
 from gantk.io.runlog import LOG_FILE, append_log, rewind_log
 from gantk.io.stop_request import StopRequest
+from gantk.nn.distributed import Dist, init_distributed
 from gantk.nn.precision import (
     autocast,
     channels_last,
@@ -84,11 +89,12 @@ class StegoTrainConfig:
     # The design the pair is trained for (gantk.fingerprint.stego.DESIGNS); runs saved before
     # it existed are "paper". The native design's own settings: canvases of ``canvas`` x
     # ``canvas`` tiles, the residual's PSNR at strength 1 (``budget_db``, tuned towards
-    # ``target_acc`` when that is set), and the weight of the visibility loss.
+    # ``target_acc`` when that is set), and the weights of the visibility and SSIM losses.
     design: str = "paper"
     canvas: int = 2
     budget_db: float = 30.0
     visibility_weight: float = 1.0
+    ssim_weight: float = 1.0
     seed: int = 0
     device: str = "cpu"
     snapshot_every: int = 500
@@ -109,8 +115,8 @@ class StegoTrainConfig:
         StegoConfig(design=self.design, budget_db=self.budget_db).validate()
         if not 1 <= self.canvas <= 8:
             raise GantkError(f"--canvas must be in 1..8 tiles, got {self.canvas}")
-        if self.visibility_weight < 0:
-            raise GantkError("--visibility-weight must be non-negative")
+        if self.visibility_weight < 0 or self.ssim_weight < 0:
+            raise GantkError("--visibility-weight and --ssim-weight must be non-negative")
         return self
 
     def model_config(self, budget_db: float | None = None) -> StegoConfig:
@@ -163,7 +169,7 @@ def l2_weight_at(step: int, accurate_since: int | None, config: StegoTrainConfig
 
 
 class StegoTrainer:
-    def __init__(self, config: StegoTrainConfig, out: Path) -> None:
+    def __init__(self, config: StegoTrainConfig, out: Path, dist: Dist | None = None) -> None:
         from gantk.io.datasets import open_dataset
 
         config = replace(config, precision=resolve_precision(config.precision, config.device))
@@ -178,6 +184,10 @@ class StegoTrainer:
             channels_last(self.encoder, self.decoder)
         params = list(self.encoder.parameters()) + list(self.decoder.parameters())
         self.optimizer = torch.optim.Adam(params, lr=config.lr)
+        # Under torchrun: this process's place; every process trains on an equal share.
+        self.dist = dist or init_distributed(self.device)
+        self.dist.check_batch(config.batch_size)
+        self.dist.sync_gradients(self.optimizer)
         self.dataset = open_dataset(config.data, resolution=config.data_resolution())
         if len(self.dataset) < config.batch_size:
             raise GantkError(
@@ -204,6 +214,7 @@ class StegoTrainer:
             order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(seed))
             while (self.batch_index + 1) * size <= len(order):
                 idx = order[self.batch_index * size : (self.batch_index + 1) * size]
+                idx = self.dist.shard(idx)  # the whole batch's order, this process's images
                 self.batch_index += 1
                 images = torch.stack([self.dataset[int(i)][0] for i in idx])
                 yield images.to(self.device).float() / 127.5 - 1
@@ -214,12 +225,12 @@ class StegoTrainer:
 
     def train_step(self, images: Tensor) -> dict[str, float]:
         cfg = self.config
-        bits = random_bits(images.shape[0], cfg.bits, self.generator).to(self.device)
+        bits = self.random_bits(images.shape[0])
         # The networks run in the chosen precision; perturbations and losses in float32.
         with autocast(cfg.precision, self.device):
             encoded = self.encoder(images, bits).float()
         robust = bool(cfg.robust) and self.accurate_since is not None
-        seen = self.augment(encoded, self.generator) if robust else encoded
+        seen = self.augment(encoded, self.generator, self.dist) if robust else encoded
         with autocast(cfg.precision, self.device):
             logits = self.decoder(seen).float()
         bce = F.binary_cross_entropy_with_logits(logits, bits)
@@ -233,14 +244,22 @@ class StegoTrainer:
         loss.backward()
         self.optimizer.step()
         with torch.no_grad():
-            accuracy = float(bit_accuracy(logits, bits).mean())
-            quality = float(psnr(encoded, images).mean())
+            stats = self.dist.means({"bce": bce, "mse": mse,
+                                     "bit_acc": bit_accuracy(logits, bits).mean(),
+                                     "psnr": psnr(encoded, images).mean()})  # fmt: skip
+        # The global batch's accuracy: every process tunes the same way.
+        accuracy = stats["bit_acc"]
         if self.accurate_since is None and accuracy > 0.9:
             self.accurate_since = self.step
         self._tune_weight(accuracy)
         self.step += 1
-        return {"bce": bce.item(), "mse": mse.item(), "l2_weight": weight,
-                "bit_acc": accuracy, "psnr": quality}  # fmt: skip
+        return {"bce": stats["bce"], "mse": stats["mse"], "l2_weight": weight,
+                "bit_acc": accuracy, "psnr": stats["psnr"]}  # fmt: skip
+
+    def random_bits(self, count: int) -> Tensor:
+        """Fingerprints for this process's ``count`` images, drawn for the whole batch."""
+        draw = lambda n: random_bits(n, self.config.bits, self.generator)  # noqa: E731
+        return self.dist.draw(count, draw).to(self.device)
 
     def _tune_weight(self, accuracy: float) -> None:
         """With ``target_acc``: once the ramp is done, move the image weight's scale up while
@@ -270,7 +289,8 @@ class StegoTrainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_index": self.batch_index,
-            "accurate_since": -1 if self.accurate_since is None else self.accurate_since,
+            "accurate_since": 0 if self.accurate_since is None else self.accurate_since,
+            "accurate": self.accurate_since is not None,
             "weight_scale": self.weight_scale,
             "acc_ema": self.acc_ema,
             "generator": self.generator.get_state(),
@@ -297,7 +317,10 @@ class StegoTrainer:
         self.epoch = int(state["epoch"])
         self.batch_index = int(state["batch_index"])
         since = int(state["accurate_since"])
-        self.accurate_since = None if since < 0 else since
+        # States saved before "accurate" existed wrote None as -1; a run started from a model
+        # (--init) has a negative step there that must survive the resume.
+        accurate = bool(state["accurate"]) if "accurate" in state else since != -1
+        self.accurate_since = since if accurate else None
         # States saved before the self-tuning weight existed resume with its neutral values.
         self.weight_scale = float(state.get("weight_scale", 1.0))
         self.acc_ema = float(state.get("acc_ema", 0.5))
@@ -309,14 +332,17 @@ class StegoTrainer:
 
     def run(self, on_log: Callable[[dict], None] | None = None) -> dict:
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        main = self.dist.main  # the one process that writes
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+            rewind_log(self.out / LOG_FILE, self.step)
         batches = self.batches()
         window: list[dict[str, float]] = []
         entry: dict = {}
-        rewind_log(self.out / LOG_FILE, self.step)
+        stopping = False
         with StopRequest() as stop:
-            while self.step < cfg.steps and not stop.requested:
+            while self.step < cfg.steps and not stopping:
                 window.append(self.train_step(next(batches)))
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     entry = {
@@ -326,16 +352,21 @@ class StegoTrainer:
                     entry["accurate_since"] = self.accurate_since
                     entry["weight_scale"] = self.weight_scale
                     window.clear()
-                    append_log(self.out / LOG_FILE, entry)
+                    if main:
+                        append_log(self.out / LOG_FILE, entry)
                     if on_log:
                         on_log(entry)
                     if not math.isfinite(entry["bce"]):
                         raise GantkError(
                             f"training diverged at step {self.step} (loss is not finite)"
                         )
-                if self.step % cfg.snapshot_every == 0 or self.step == cfg.steps or stop.requested:
+                # Every process stops at the same step when any was asked to.
+                stopping = self.dist.any(stop.requested)
+                due = self.step % cfg.snapshot_every == 0 or self.step == cfg.steps or stopping
+                if due and main:
                     self.save_model()
                     self.save_state()
+        self.dist.barrier()  # the run's files are written when any process returns
         return entry
 
 

@@ -53,21 +53,29 @@ MAX_SEED = 2**62  # torch seeds are 64-bit; keep seed + offsets well inside
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'0-3,7,10' -> [0, 1, 2, 3, 7, 10]."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            if hi and int(hi) < int(lo):
-                raise GantkError(f"--seeds range {part.strip()!r} runs backwards; write {hi}-{lo}")
-            seeds.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
-    except ValueError:
-        raise GantkError(f"--seeds {text!r}: write numbers and ranges like 0-99,120") from None
-    if not seeds:
-        raise GantkError("--seeds is empty")
-    if max(seeds) > MAX_SEED:
-        raise GantkError(f"--seeds: seeds go up to {MAX_SEED}")
-    return seeds
+    """'0-3,7,10' -> [0, 1, 2, 3, 7, 10]. Each part is a seed or a range with both ends; the
+    number of seeds is bounded (:func:`gantk.io.limits.check_count`) before any list is made."""
+    from gantk.io.limits import check_count
+
+    ranges: list[tuple[int, int]] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi) if dash else int(lo)
+        except ValueError:
+            if dash and lo.strip().isdigit() and not hi.strip():
+                raise GantkError(
+                    f"--seeds range {part.strip()!r} has no end; write {lo}-N"
+                ) from None
+            raise GantkError(f"--seeds {text!r}: write numbers and ranges like 0-99,120") from None
+        if last < first:
+            raise GantkError(f"--seeds range {part.strip()!r} runs backwards; write {hi}-{lo}")
+        if last > MAX_SEED:
+            raise GantkError(f"--seeds: seeds go up to {MAX_SEED}")
+        ranges.append((first, last))
+    total = sum(last - first + 1 for first, last in ranges)
+    check_count(f"--seeds {text}", total, "generate the seeds in several commands")
+    return [seed for first, last in ranges for seed in range(first, last + 1)]
 
 
 # How seeds become latents, recorded in a checkpoint's metadata under LATENTS_KEY: gantk's own

@@ -158,7 +158,7 @@ class ImleTrainer(Trainer):
         cfg = self.cfg
         self.matched_images = minority_indices(self.dataset, cfg.imle_minority, cfg.data)
         count = len(self.matched_images)
-        self.pool_size = cfg.imle_pool or 10 * count
+        self.pool_size = 10 * count if cfg.imle_pool is None else cfg.imle_pool
         if self.pool_size < count:
             raise GantkError(
                 f"--imle-pool {self.pool_size} is smaller than the {count} images to match; "

@@ -64,47 +64,90 @@ def _check(condition: bool, what: str) -> None:
         raise _refuse(what)
 
 
+_REQUIRED = object()
+_KIND_NAMES = {int: "a whole number", float: "a number", str: "text", dict: "a mapping",
+               list: "a list"}  # fmt: skip
+
+
+def _arg(args: dict[str, Any], key: str, kind: type, default: Any = _REQUIRED,
+         where: str = "G") -> Any:  # fmt: skip
+    """``args[key]`` if it is a ``kind`` (None passes where the default is None), else
+    GantkError naming it: a pickle's construction arguments are data anyone could have written,
+    and a string where a number belongs must not reach int() or a layer's constructor."""
+    from gantk.io.files import describe
+
+    if key not in args:
+        if default is _REQUIRED:
+            raise GantkError(
+                f"the NVIDIA model's {where} arguments have no {key}: the pickle is damaged; "
+                "convert an intact snapshot"
+            )
+        return default
+    value = args[key]
+    if value is None and default is None:
+        return None
+    numeric = kind in (int, float)
+    accepted = (int, float) if kind is float else kind
+    if (isinstance(value, bool) and numeric) or not isinstance(value, accepted):
+        raise GantkError(
+            f"the NVIDIA model's {where} argument {key} is {describe(value)}, not "
+            f"{_KIND_NAMES[kind]}: the pickle is damaged; convert an intact snapshot"
+        )
+    return value
+
+
 def network_config(g_kwargs: dict[str, Any], d_kwargs: dict[str, Any] | None) -> NetworkConfig:
     """gantk's config for an NVIDIA generator (and discriminator), or GantkError naming what
-    does not carry over."""
-    mapping = dict(g_kwargs.get("mapping_kwargs") or {})
-    synthesis = dict(g_kwargs.get("synthesis_kwargs") or {})
-    c_dim = int(g_kwargs.get("c_dim", 0))
-    _check(mapping.get("embed_features") in (None, g_kwargs.get("w_dim")), "embedding features")
-    _check(int(g_kwargs.get("img_channels", 3)) == 3, f"{g_kwargs.get('img_channels')} channels")
-    g_arch = synthesis.get("architecture", "skip")
+    does not carry over or is not of its type."""
+    mapping = _arg(g_kwargs, "mapping_kwargs", dict, {})
+    synthesis = _arg(g_kwargs, "synthesis_kwargs", dict, {})
+    c_dim = _arg(g_kwargs, "c_dim", int, 0)
+    w_dim = _arg(g_kwargs, "w_dim", int)
+    _check(_arg(mapping, "embed_features", int, None, "G mapping") in (None, w_dim),
+           "embedding features")  # fmt: skip
+    channels = _arg(g_kwargs, "img_channels", int, 3)
+    _check(channels == 3, f"{channels} channels")
+    g_arch = _arg(synthesis, "architecture", str, "skip", "G synthesis")
     _check(g_arch in G_ARCHS, f"the {g_arch!r} generator architecture")
-    _check(synthesis.get("resample_filter", DEFAULT_FILTER) == DEFAULT_FILTER,
-           "another resampling filter")  # fmt: skip
-    _check(mapping.get("lr_multiplier", 0.01) == 0.01, "another mapping learning-rate multiplier")
-    _check(mapping.get("layer_features") in (None, g_kwargs.get("w_dim")), "mapping features")
+    _check(_arg(synthesis, "resample_filter", list, DEFAULT_FILTER, "G synthesis")
+           == DEFAULT_FILTER, "another resampling filter")  # fmt: skip
+    _check(_arg(mapping, "lr_multiplier", float, 0.01, "G mapping") == 0.01,
+           "another mapping learning-rate multiplier")  # fmt: skip
+    _check(_arg(mapping, "layer_features", int, None, "G mapping") in (None, w_dim),
+           "mapping features")  # fmt: skip
     for key in ("use_noise", "activation"):
         _check(key not in synthesis, f"synthesis option {key!r}")
-    base = int(synthesis.get("channel_base", 32768))
-    top = int(synthesis.get("channel_max", 512))
-    clamp = synthesis.get("conv_clamp")
+    base = _arg(synthesis, "channel_base", int, 32768, "G synthesis")
+    top = _arg(synthesis, "channel_max", int, 512, "G synthesis")
+    clamp = _arg(synthesis, "conv_clamp", float, None, "G synthesis")
     group, d_layers, d_arch = 4, 8, "resnet"
     if d_kwargs is not None:
-        _check(int(d_kwargs.get("c_dim", 0)) == c_dim, "different classes in G and D")
+        _check(_arg(d_kwargs, "c_dim", int, 0, "D") == c_dim, "different classes in G and D")
         _check(d_kwargs.get("cmap_dim") is None, "a cmap width of its own")
-        d_mapping = dict(d_kwargs.get("mapping_kwargs") or {})
-        d_layers = int(d_mapping.get("num_layers", 8))
+        d_mapping = _arg(d_kwargs, "mapping_kwargs", dict, {}, "D")
+        d_layers = _arg(d_mapping, "num_layers", int, 8, "D mapping")
         for key in ("embed_features", "layer_features"):
             _check(d_mapping.get(key) is None, f"discriminator mapping {key}")
-        _check(d_mapping.get("lr_multiplier", 0.01) == 0.01, "another D mapping multiplier")
-        d_arch = d_kwargs.get("architecture", "resnet")
+        _check(_arg(d_mapping, "lr_multiplier", float, 0.01, "D mapping") == 0.01,
+               "another D mapping multiplier")  # fmt: skip
+        d_arch = _arg(d_kwargs, "architecture", str, "resnet", "D")
         _check(d_arch in D_ARCHS, f"the {d_arch!r} discriminator architecture")
-        _check((int(d_kwargs.get("channel_base", 32768)), int(d_kwargs.get("channel_max", 512)))
-               == (base, top), "different channel widths in G and D")  # fmt: skip
-        _check(d_kwargs.get("conv_clamp") == clamp, "different output clamps in G and D")
-        epilogue = dict(d_kwargs.get("epilogue_kwargs") or {})
-        _check(int(epilogue.get("mbstd_num_channels", 1)) == 1, "several minibatch-std channels")
-        group = int(epilogue.get("mbstd_group_size", 4) or 1)
+        _check((_arg(d_kwargs, "channel_base", int, 32768, "D"),
+                _arg(d_kwargs, "channel_max", int, 512, "D")) == (base, top),
+               "different channel widths in G and D")  # fmt: skip
+        _check(_arg(d_kwargs, "conv_clamp", float, None, "D") == clamp,
+               "different output clamps in G and D")  # fmt: skip
+        epilogue = _arg(d_kwargs, "epilogue_kwargs", dict, {}, "D")
+        _check(_arg(epilogue, "mbstd_num_channels", int, 1, "D epilogue") == 1,
+               "several minibatch-std channels")  # fmt: skip
+        # Missing: NVIDIA's default 4; None: one group of the whole batch.
+        group = _arg(epilogue, "mbstd_group_size", int, None, "D epilogue") or 1
+        group = group if "mbstd_group_size" in epilogue else 4
     config = NetworkConfig(
-        resolution=int(g_kwargs["img_resolution"]),
-        z_dim=int(g_kwargs["z_dim"]),
-        w_dim=int(g_kwargs["w_dim"]),
-        mapping_layers=int(mapping.get("num_layers", 8)),
+        resolution=_arg(g_kwargs, "img_resolution", int),
+        z_dim=_arg(g_kwargs, "z_dim", int),
+        w_dim=w_dim,
+        mapping_layers=_arg(mapping, "num_layers", int, 8, "G mapping"),
         channel_base=base,
         channel_max=top,
         mbstd_group=group,

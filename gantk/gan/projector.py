@@ -185,17 +185,21 @@ def save_latents(path: object, names: list[str], projections: list[Projection]) 
 def load_latents(path: str, G: nn.Module) -> list[tuple[str, torch.Tensor, dict]]:
     """(name, ws, noise maps) of every projection in a ``gantk project`` latents file, checked
     against ``G``'s shapes."""
+    from gantk.io.files import read_npz
+
+    hint = "make one with `gantk project IMAGES --model G --out DIR`"
+    data = read_npz(path, "latents file of `gantk project`", hint)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            ws = torch.from_numpy(np.asarray(data["ws"], dtype=np.float32))
-            names = [str(n) for n in data["names"]]
-            noise = {k[len("noise/") :]: torch.from_numpy(data[k]) for k in data.files
-                     if k.startswith("noise/")}  # fmt: skip
-    except (OSError, ValueError, KeyError) as exc:
+        ws = torch.from_numpy(np.asarray(data["ws"], dtype=np.float32))
+        names = [str(n) for n in np.asarray(data["names"]).reshape(-1)]
+        noise = {k[len("noise/") :]: torch.from_numpy(np.asarray(data[k], dtype=np.float32))
+                 for k in data if k.startswith("noise/")}  # fmt: skip
+    except (ValueError, KeyError, TypeError) as exc:
         raise GantkError(
-            f"{path} is not a latents file of `gantk project` ({exc}); make one with "
-            "`gantk project IMAGES --model G --out DIR`"
+            f"{path} is not a latents file of `gantk project` ({exc}); {hint}"
         ) from None
+    if not torch.isfinite(ws).all() or not all(torch.isfinite(m).all() for m in noise.values()):
+        raise GantkError(f"{path} holds NaN or infinite latents; project the images again")
     want = (G.num_ws, G.config.w_dim)
     if ws.ndim != 3 or tuple(ws.shape[1:]) != want or len(names) != len(ws):
         raise GantkError(

@@ -3,7 +3,6 @@ measured while training, ADA's p, and sample grids over time, all read from the 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -17,18 +16,39 @@ METRIC_PREFIXES = ("fid", "kid")
 MAX_GRIDS = 4
 
 
+# Keys of a log entry the report draws: each must be a number where present (NaN stays: a
+# loss that diverged is what the report must show).
+PLOTTED = ("kimg", "loss_d", "loss_g", "aug_p")
+MAX_LOG_BYTES = 1024 * 2**20
+
+
 def read_log(run: Path) -> list[dict]:
+    """The entries of a run's log that the report draws, each checked: an object whose
+    ``kimg`` and drawn values (losses, ADA's p, metrics) are numbers."""
+    from gantk.io.files import describe, parse_json, read_text
+
     path = run / LOG_FILE
-    if not path.is_file():
+    if not path.exists():
         raise GantkError(f"{run} holds no {LOG_FILE}: give the folder of a `gantk train gan` run")
     entries = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    text = read_text(path, "run log", MAX_LOG_BYTES)
+    for number, line in enumerate(text.splitlines(), 1):
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            raise GantkError(f"{path} line {number} is not JSON; the log is damaged") from None
-        if isinstance(entry, dict) and "kimg" in entry:
-            entries.append(entry)
+            entry = parse_json(line, "line", allow_nan=True)
+        except GantkError:
+            raise GantkError(
+                f"{path} line {number} is not JSON: the log is damaged; remove the line"
+            ) from None
+        if not isinstance(entry, dict) or "kimg" not in entry:
+            continue
+        for key, value in entry.items():
+            drawn = key in PLOTTED or key.startswith(METRIC_PREFIXES)
+            if drawn and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise GantkError(
+                    f"{path} line {number}: {key} is {describe(value)}, not a number: the log "
+                    "is damaged; remove or fix the line"
+                )
+        entries.append(entry)
     if not entries:
         raise GantkError(f"{path} has no entries yet; let the run log its first tick")
     return entries
@@ -55,10 +75,11 @@ def write_report(run: Path, out: Path, force: bool = False) -> dict:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
-    check_output(out, force)  # before the work: an existing report needs --force
-    entries = read_log(run)
+    from gantk.io.images import UnreadableImage, load_rgb
+
+    entries = read_log(run)  # the input first: a folder that is no run says so
+    check_output(out, force, kind="file")  # before the work: an existing report needs --force
     ticks = [e for e in entries if "loss_d" in e]
     measured = [e for e in entries if any(k.startswith(METRIC_PREFIXES) for k in e)]
     metric_names = sorted({k for e in measured for k in e if k.startswith(METRIC_PREFIXES)})
@@ -95,8 +116,12 @@ def write_report(run: Path, out: Path, force: bool = False) -> dict:
         ax.set(title="ADA p", xlabel="kimg", ylim=(0, max(0.05, *(e["aug_p"] for e in with_p))))
     for i, (kimg, path) in enumerate(grids):
         ax = fig.add_subplot(rows, columns, columns + i + 1)
-        with Image.open(path) as grid:
-            ax.imshow(np.asarray(grid.convert("RGB")))
+        try:
+            ax.imshow(load_rgb(path))
+        except UnreadableImage as exc:
+            raise GantkError(
+                f"cannot read the sample grid {exc}; remove it or re-copy the run"
+            ) from None
         ax.set_title(f"samples at {kimg:g} kimg")
         ax.axis("off")
     fig.suptitle(str(run))

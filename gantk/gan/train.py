@@ -15,11 +15,11 @@ and takes its contiguous shard; gradients are averaged across processes after ea
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
 import math
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -41,8 +41,9 @@ from gantk.gan.networks import (
     NetworkConfig,
     with_resampling_of,
 )
-from gantk.io.atomic import atomic_file, check_output
+from gantk.io.atomic import atomic_file, check_run_folder, new_run
 from gantk.io.checkpoint import (
+    load_checked_state,
     load_training_state,
     rng_state,
     save_checkpoint,
@@ -54,6 +55,7 @@ from gantk.io.datasets import ImageDataset, is_folder_spec, open_dataset
 from gantk.io.images import make_grid, save_image, to_uint8
 from gantk.io.runlog import LOG_FILE, append_log, rewind_log
 from gantk.nn.augment import AdaController, AdaptiveAugment, diff_augment
+from gantk.nn.distributed import Dist, init_distributed
 
 STATE_KIND = "gan-training-state"
 CONFIG_FILE = "train-config.json"
@@ -68,6 +70,8 @@ RUN_ARTIFACTS = (
     CONFIG_FILE,
 )
 AUGMENTATIONS = ("none", "ada", "diffaug")
+# IMLE's latent pool is drawn and regenerated whole: beyond this it is a typing mistake.
+MAX_IMLE_POOL = 10_000_000
 ADA_INTERVAL = 4  # steps between adjustments of p (StyleGAN2-ADA's ada_interval)
 # Options that may differ on --resume (how long and how often), the rest must match.
 # lr and r1_gamma may change so that a diverged run can continue more gently.
@@ -217,6 +221,10 @@ class TrainConfig:
             ),
             (self.metrics_count >= 2, "--metrics-count must be at least 2"),
             (self.batch_gpu is None or self.batch_gpu >= 1, "--batch-gpu must be at least 1"),
+            (
+                self.imle_pool is None or 1 <= self.imle_pool <= MAX_IMLE_POOL,
+                f"--imle-pool must be in 1..{MAX_IMLE_POOL} latents",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -243,60 +251,6 @@ class TrainConfig:
         if "preset" not in data:  # a run from before presets trained with auto's settings
             data["preset"] = "auto"
         return parse_config(cls, data, "train-config")
-
-
-# --- distributed helpers -------------------------------------------------------------------
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def average_gradients(self, module: nn.Module) -> None:
-        if self.world == 1:
-            return
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
-        if grads:
-            flat = torch.cat([g.flatten() for g in grads])
-            torch.distributed.all_reduce(flat)
-            flat /= self.world
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
-
-    def mean(self, value: torch.Tensor) -> torch.Tensor:
-        value = value.detach()
-        if self.world > 1:
-            value = value.clone()
-            torch.distributed.all_reduce(value)
-            value /= self.world
-        return value
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def shard(self, x: torch.Tensor) -> torch.Tensor:
-        """This process's contiguous share of a tensor drawn for the whole global batch."""
-        size = x.shape[0] // self.world
-        return x[self.rank * size : (self.rank + 1) * size]
-
-
-def init_distributed(device: str) -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    return Dist(torch.distributed.get_rank(), world)
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -937,8 +891,9 @@ class Trainer:
             self.write_samples()
             self.save(snapshot=True)
         previous = signal.getsignal(signal.SIGINT)
-        if self.dist.main:
-            signal.signal(signal.SIGINT, self._on_sigint)
+        # Every process catches Ctrl-C (a terminal or torchrun sends it to all): the stop is
+        # agreed below, so all stop after the same step.
+        signal.signal(signal.SIGINT, self._on_sigint)
         batches = self._loader()
         tick_stats: list[dict[str, float]] = []
         tick_start = time.perf_counter()
@@ -979,7 +934,7 @@ class Trainer:
                     values = self.measure()
                     if progress is not None and values:
                         progress(self.nimg / 1000, values)
-                if self._stop_requested:
+                if self.dist.any(self._stop_requested):
                     if tick_stats:  # log the steps since the last tick before stopping
                         seconds = time.perf_counter() - tick_start
                         self.elapsed += seconds
@@ -988,8 +943,7 @@ class Trainer:
                     stopped = True
                     break
         finally:
-            if self.dist.main:
-                signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGINT, previous)
         return {
             "out": str(self.out),
             "kimg": round(self.nimg / 1000, 3),
@@ -1104,15 +1058,10 @@ def start_training(
     """A new run in ``config.out`` (which must be empty or absent unless ``force``)."""
     out = Path(config.out)
     dist = init_distributed(config.device)
-    if out.exists() and not out.is_dir():
-        raise GantkError(f"--out {out} is a file; give a folder for the run")
-    # The folder must be writable (checked for built-in data too), and never inside the data.
+    # The folder must be writable (checked for built-in data too), and never inside the data;
+    # only the main process checks that it is empty (the others see its files appear).
     inputs = [] if config.data.startswith("builtin:") else [config.data]
-    check_output(out, force=True, inputs=inputs)
-    if dist.main and out.exists() and any(out.iterdir()) and not force:
-        raise GantkError(
-            f"{out} already holds a run; --resume it, choose another --out, or pass --force"
-        )
+    check_run_folder(out, inputs, force=force or not dist.main)
     if not config.run:
         import uuid
 
@@ -1120,15 +1069,18 @@ def start_training(
     trainer = trainer_class(config)(config, dist=dist, log=log)
     if config.init:
         start_from(trainer, config)
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
-        # --force replaces an earlier run: remove its artifacts (and nothing else in the folder).
-        for pattern in RUN_ARTIFACTS:
-            for stale in out.glob(pattern):
-                stale.unlink()
-        write_config(out, config)
-    dist.barrier()
-    return trainer.run(progress)
+    # A run that fails before its first state (a full disk) leaves no config and no folder.
+    resumable = lambda: (out / "latest-state.safetensors").is_file()  # noqa: E731
+    with new_run(out, resumable) if dist.main else contextlib.nullcontext():
+        if dist.main:
+            out.mkdir(parents=True, exist_ok=True)
+            # --force replaces an earlier run: remove its artifacts (nothing else in the folder).
+            for pattern in RUN_ARTIFACTS:
+                for stale in out.glob(pattern):
+                    stale.unlink()
+            write_config(out, config)
+        dist.barrier()
+        return trainer.run(progress)
 
 
 def resume_training(
@@ -1145,9 +1097,11 @@ def resume_training(
             f"{run_dir} holds no resumable run (no {CONFIG_FILE} and "
             "latest-state.safetensors); start one with `gantk train gan DATA --out`"
         )
+    from gantk.io.files import read_json
+
     try:
-        config = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text()))
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        config = TrainConfig.from_dict(read_json(run_dir / CONFIG_FILE, "run config"))
+    except (ValueError, GantkError) as exc:
         raise GantkError(
             f"{run_dir / CONFIG_FILE} is damaged ({exc}); restore it from a copy of the run "
             "or start a new --out"
@@ -1184,7 +1138,7 @@ def resume_training(
         config.network = with_resampling_of(config.network, state["G"])
     dist = init_distributed(config.device)
     trainer = trainer_class(config)(config, dist=dist, log=log)
-    trainer.load_state(state)
+    load_checked_state(trainer.load_state, state, state_file)
     if dist.main:
         write_config(run_dir, config)
     return trainer.run(progress)

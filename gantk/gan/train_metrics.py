@@ -71,13 +71,10 @@ class TrainingMetrics:
         """The training data's statistics (and features for KID), from the cache when there."""
         if self._real is not None:
             return self._real
-        if self.cache.is_file():
-            with np.load(self.cache, allow_pickle=False) as data:
-                stats = GaussianStats.from_mean_cov(data["mu"], data["cov"], int(data["count"]))
-                features = torch.from_numpy(data["features"]) if "features" in data else None
-            if features is not None or not self.needs_features:
-                self._real = (stats, features)
-                return self._real
+        cached = self._cached()
+        if cached is not None and (cached[1] is not None or not self.needs_features):
+            self._real = cached
+            return self._real
         total = len(self.dataset)  # type: ignore[arg-type]
         n = min(self.count, total)
         # A seeded random subset: folders list their images class by class, so the first n
@@ -95,6 +92,26 @@ class TrainingMetrics:
             np.savez(f, **arrays)
         self._real = (stats, features)
         return self._real
+
+    def _cached(self) -> tuple[GaussianStats, torch.Tensor | None] | None:
+        """The cache file's statistics; None when there is none or it is damaged (a cache:
+        recomputed and rewritten then, instead of stopping the run)."""
+        from gantk.io.files import read_npz, scalar_int
+
+        if not self.cache.is_file():
+            return None
+        try:
+            data = read_npz(self.cache, "statistics cache", "it is recomputed")
+            stats = GaussianStats.from_mean_cov(data["mu"], data["cov"],
+                                                scalar_int(data["count"], "count"),
+                                                where=str(self.cache))  # fmt: skip
+            features = data.get("features")
+            if features is not None and (features.dtype.kind != "f" or features.ndim != 2
+                                         or features.shape[1] != stats.dim):  # fmt: skip
+                features = None
+        except (GantkError, KeyError):
+            return None
+        return stats, None if features is None else torch.from_numpy(features)
 
     def _pass(self, source: ImageSource) -> tuple[GaussianStats, dict[str, torch.Tensor]]:
         keep = [self.net.name] if self.needs_features else []

@@ -20,16 +20,37 @@ Two rules make the publish step safe against other writers and planted links:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Literal
 
 from gantk.errors import GantkError
+
+# Every file and folder the running command was given to read (set by the CLI for the whole
+# command, gantk.cli.common.handle_errors): every output checked anywhere below it is checked
+# against all of them, not only against the inputs its caller thought of.
+_COMMAND_INPUTS: contextvars.ContextVar[tuple[Path, ...]] = contextvars.ContextVar(
+    "gantk_command_inputs", default=()
+)
+
+
+@contextlib.contextmanager
+def command_inputs(paths: Iterable[str | Path]) -> Iterator[None]:
+    """Declare the inputs of the command running in this block (see :func:`check_output`)."""
+    token = _COMMAND_INPUTS.set(tuple(Path(p) for p in paths))
+    try:
+        yield
+    finally:
+        _COMMAND_INPUTS.reset(token)
 
 
 def _is_within(path: Path, parent: Path) -> bool:
@@ -40,20 +61,28 @@ def _is_within(path: Path, parent: Path) -> bool:
     return True
 
 
+OutputKind = Literal["file", "dir"]
+
+
 def check_output(
-    target: str | Path, force: bool = False, inputs: Iterable[str | Path] = ()
+    target: str | Path,
+    force: bool = False,
+    inputs: Iterable[str | Path] = (),
+    kind: OutputKind | None = None,
 ) -> Path:
     """Validate an output path before any work is done; returns it absolute, with the folders
     above it resolved but not the last component (a link there is replaced, never followed).
 
     Refuses: an existing target (a link, even dangling, counts) without ``force``; a target equal
-    to, inside, or containing an input; a target whose parent is not a writable directory.
+    to, inside, or containing an input (``inputs`` and every input the command declared,
+    :func:`command_inputs`); with ``force``, replacing a folder by a file (``kind`` "file"; a
+    link is replaced whatever it points to); a target whose parent is not a writable directory.
     """
     target = Path(target).expanduser()
     # Lexically first (so "x/.." and "." have a real last component), then the folders above.
     absolute = Path(os.path.normpath(target.absolute()))
     resolved = absolute.parent.resolve() / absolute.name
-    for item in inputs:
+    for item in [*inputs, *_COMMAND_INPUTS.get()]:
         src = Path(item).expanduser().resolve()
         if resolved == src or _is_within(resolved, src) or _is_within(src, resolved):
             raise GantkError(
@@ -72,6 +101,12 @@ def check_output(
     if os.path.lexists(target) and not force:
         what = "is a symbolic link" if target.is_symlink() else "already exists"
         raise GantkError(f"{target} {what}; pass --force to replace it or choose another --out")
+    if kind == "file" and target.is_dir() and not target.is_symlink():
+        # --force replaces an earlier output file: never a folder (someone's files) by a file.
+        raise GantkError(
+            f"{target} is a folder; --force replaces a file, never a folder and its files: "
+            "choose another name (or remove the folder yourself)"
+        )
     # Check the nearest existing ancestor; folders are created only when writing starts, so a
     # command that fails later leaves no empty folders behind.
     ancestor = resolved.parent
@@ -86,13 +121,41 @@ def check_output(
     return resolved
 
 
-def _make_parent(target: Path) -> None:
+def missing_top(folder: Path) -> Path | None:
+    """The topmost folder of ``folder``'s path that does not exist yet (None if it exists):
+    what creating ``folder`` would create, so that a failure can remove it again."""
+    top = None
+    while not folder.exists():
+        top, folder = folder, folder.parent
+    return top
+
+
+def remove_empty_folders(folder: Path, top: Path | None) -> None:
+    """Remove ``folder`` and the folders above it, up to ``top``, while they are empty (None:
+    nothing was created): a failed command leaves no empty folders behind."""
+    if top is None or (folder != top and top not in folder.parents):
+        return  # never above what was created
+    while True:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (another writer's files) or gone: leave it
+        if folder == top:
+            return
+        folder = folder.parent
+
+
+def _make_parent(target: Path) -> Path | None:
+    """Create the folders above ``target``; returns the topmost one created (None if all
+    existed), for :func:`remove_empty_folders` when the command fails."""
+    top = missing_top(target.parent)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GantkError(
             f"cannot create the folder for {target} ({exc.strerror}); choose another --out"
         ) from exc
+    return top
 
 
 def default_mode(directory: bool) -> int:
@@ -219,13 +282,57 @@ def _publish(tmp: Path, target: Path, before: Identity) -> None:
     _remove(old)
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
+
+
+def partial_prefix(target: Path) -> str:
+    """Temporaries are named ``.NAME.HOST-PID.XXXXXXXX.partial``: who made one is in its name,
+    so a later command can tell one whose maker is gone (killed with -9, or by the machine
+    going down) from one another command is still writing."""
+    return f".{target.name}.{_host()}-{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_partials(target: Path) -> list[Path]:
+    """Remove the temporaries of ``target`` left by commands that died before finishing (no
+    handler runs on kill -9): only those named for this very output, made on this machine by a
+    process that no longer exists. Returns what was removed."""
+    pattern = re.compile(
+        rf"\.{re.escape(target.name)}\.{re.escape(_host())}-(\d+)\.[A-Za-z0-9_]+\.partial"
+    )
+    removed = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            _remove(Path(entry.path))
+            removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_file(target: str | Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; move it onto ``target`` if the block succeeds."""
-    target = check_output(target, force)
+    target = check_output(target, force, kind="file")
     before = _identity(target)
-    _make_parent(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    created = _make_parent(target)
+    remove_stale_partials(target)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=partial_prefix(target), suffix=".partial", dir=target.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, default_mode(directory=False))
@@ -234,9 +341,11 @@ def atomic_file(target: str | Path, force: bool = False) -> Iterator[Path]:
         _publish(tmp, target, before)
     except OSError as exc:
         _remove(tmp)
+        remove_empty_folders(target.parent, created)
         raise write_failed(target, exc) from exc
     except BaseException:
         _remove(tmp)
+        remove_empty_folders(target.parent, created)
         raise
 
 
@@ -246,17 +355,63 @@ def atomic_dir(target: str | Path, force: bool = False) -> Iterator[Path]:
 
     With ``force`` an existing target is replaced only after the new content is complete.
     """
-    target = check_output(target, force)
+    target = check_output(target, force, kind="dir")
     before = _identity(target)
-    _make_parent(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    created = _make_parent(target)
+    remove_stale_partials(target)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=partial_prefix(target), suffix=".partial", dir=target.parent)
+    )
     os.chmod(tmp, default_mode(directory=True))
     try:
         yield tmp
         _publish(tmp, target, before)
     except OSError as exc:
         _remove(tmp)
+        remove_empty_folders(target.parent, created)
         raise write_failed(target, exc) from exc
     except BaseException:
         _remove(tmp)
+        remove_empty_folders(target.parent, created)
+        raise
+
+
+def check_run_folder(
+    out: str | Path, inputs: Iterable[str | Path] = (), force: bool = False, resume: bool = False
+) -> Path:
+    """The folder of a training run (``--out`` of every trainer), checked before training:
+    like any output, not overlapping an input (the data) and writable; a folder, not a file nor
+    a symbolic link (a run writes into it, and would follow the link); for a new run, absent or
+    empty unless ``force`` (each trainer then replaces only its own earlier artifacts)."""
+    out = Path(out).expanduser()
+    check_output(out, force=True, inputs=inputs)
+    if out.is_symlink():
+        raise GantkError(f"--out {out} is a symbolic link; give the run folder itself")
+    if out.exists() and not out.is_dir():
+        raise GantkError(f"--out {out} is a file; give a folder for the run")
+    if not resume and not force and out.is_dir() and any(out.iterdir()):
+        raise GantkError(
+            f"{out} already holds a run or other files; --resume it if it is a run, choose "
+            "another --out, or pass --force"
+        )
+    return out
+
+
+@contextlib.contextmanager
+def new_run(out: Path, resumable: Callable[[], bool]) -> Iterator[None]:
+    """A new training run in ``out``: should it fail before saving anything it could resume
+    from (``resumable()`` false: a full disk, data found unusable late), what it wrote is
+    removed again, and the folders the run made. A failed or refused run leaves no config.json
+    and no empty folder behind; files that were there before are never touched."""
+    out = Path(out).absolute()
+    created = missing_top(out)
+    before = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        if not resumable() and out.is_dir():
+            for path in out.iterdir():
+                if path.name not in before:
+                    _remove(path)
+            remove_empty_folders(out, created)
         raise

@@ -11,6 +11,7 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 BUNDLED = {
     "builtin:stego-100": "stego-100.safetensors",
     "builtin:texture-mixer": "texture-mixer.safetensors",
+    "builtin:texture-classifiers": "texture-classifiers.safetensors",  # CSS/CRS of the above
 }
 
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,13 +84,60 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+# Bytes per element of each dtype a safetensors header may name.
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+               "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1,
+               "F8_E5M2": 1}  # fmt: skip
+
+
+def _damaged(path: Path, why: str) -> GantkError:
+    return GantkError(
+        f"{path} is not a usable safetensors checkpoint ({why}); re-copy it or use a "
+        "checkpoint gantk wrote"
+    )
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_entry(path: Path, name: str, entry: Any, data_bytes: int) -> None:
+    """One tensor's header entry: dtype, shape and data_offsets of the right types, the byte
+    range inside the file and as long as the shape and dtype say."""
+    from gantk.io.files import describe
+
+    if not isinstance(entry, dict):
+        raise _damaged(path, f"tensor {name!r} is described by {describe(entry)}")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+        raise _damaged(path, f"tensor {name!r} has dtype {describe(dtype)}")
+    if not isinstance(shape, list) or not all(_whole(d) for d in shape):
+        raise _damaged(path, f"tensor {name!r} has shape {describe(shape)}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_whole(o) for o in offsets)
+            and offsets[0] <= offsets[1]):  # fmt: skip
+        raise _damaged(path, f"tensor {name!r} has data_offsets {describe(offsets)}, not "
+                             "[begin, end]")  # fmt: skip
+    if offsets[1] > data_bytes:
+        raise GantkError(
+            f"{path} is truncated or damaged (tensor {name!r} runs past the end "
+            "of the file); re-copy it or use an earlier checkpoint"
+        )
+    count = 1
+    for d in shape:
+        count *= d
+    if offsets[1] - offsets[0] != count * DTYPE_BYTES[dtype]:
+        raise _damaged(path, f"tensor {name!r} of shape {shape} does not fill its bytes")
+
+
 def read_header(path: str | Path) -> dict[str, Any]:
-    """Parse and validate the safetensors header without loading any tensor data."""
+    """Parse and validate the safetensors header without loading any tensor data: the one
+    reader of safetensors files (a regular file; a header of bounded size, JSON, with a
+    well-formed entry per tensor inside the file and string metadata)."""
+    from gantk.io.files import describe, open_regular, parse_json
+
     path = Path(path)
-    if not path.is_file():
-        raise GantkError(f"checkpoint {path} does not exist")
-    size = path.stat().st_size
-    with path.open("rb") as f:
+    with open_regular(path, "checkpoint") as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) < 8:
             raise GantkError(f"{path} is not a safetensors checkpoint (file too short)")
@@ -102,21 +149,20 @@ def read_header(path: str | Path) -> dict[str, Any]:
             )
         raw = f.read(length)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = parse_json(raw, "header")
+    except GantkError:
         raise GantkError(f"{path} is not a safetensors checkpoint (unreadable header)") from None
     if not isinstance(header, dict):
         raise GantkError(f"{path} is not a safetensors checkpoint (bad header)")
     data_bytes = size - 8 - length
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise _damaged(path, f"__metadata__ is {describe(metadata)}, not text by name")
     for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        end = entry.get("data_offsets", [0, 0])[1] if isinstance(entry, dict) else None
-        if end is None or end > data_bytes:
-            raise GantkError(
-                f"{path} is truncated or damaged (tensor {name!r} runs past the end "
-                "of the file); re-copy it or use an earlier checkpoint"
-            )
+        if name != "__metadata__":
+            _check_entry(path, name, entry, data_bytes)
     return header
 
 
@@ -147,11 +193,28 @@ def load_checkpoint(
         raise GantkError(
             f"{path} could not be read ({exc}); re-copy it or use another checkpoint"
         ) from exc
+    return Checkpoint(tensors, found, read_config(path, meta), meta.get("gantk.version", "unknown"),
+                      meta)  # fmt: skip
+
+
+def read_config(path: str | Path, meta: Mapping[str, str]) -> dict[str, Any]:
+    """A checkpoint's ``gantk.config``: a JSON object (what each network's config is then
+    parsed from, field by field, in :mod:`gantk.io.config_schema`)."""
+    from gantk.io.files import describe, parse_json
+
     try:
-        config = json.loads(meta.get("gantk.config", "{}"))
-    except json.JSONDecodeError:
-        raise GantkError(f"{path} has a damaged gantk.config; re-create the checkpoint") from None
-    return Checkpoint(tensors, found, config, meta.get("gantk.version", "unknown"), meta)
+        # NaN/Infinity as Python's json writes them: parse_config names a field holding one.
+        config = parse_json(meta.get("gantk.config", "{}"), "gantk.config", allow_nan=True)
+    except GantkError as exc:
+        raise GantkError(
+            f"{path} has a damaged gantk.config ({exc}); re-create the checkpoint"
+        ) from None
+    if not isinstance(config, dict):
+        raise GantkError(
+            f"{path} has a damaged gantk.config (config is {describe(config)}, not an object of "
+            "settings); re-create the checkpoint"
+        )
+    return config
 
 
 def flatten_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
@@ -179,24 +242,55 @@ def flatten_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor]
     return tensors, skeleton
 
 
+# Nesting a training state needs (optimizer state: state -> param id -> moment): far below
+# this; a skeleton nested deeper is damaged or hostile, and would exhaust the stack.
+MAX_STATE_DEPTH = 32
+# numpy arrays a state may hold (RNG states): numbers only.
+_ARRAY_KINDS = "biuf"
+
+
 def unflatten_state(tensors: Mapping[str, torch.Tensor], skeleton: Any) -> Any:
-    def build(node: Any) -> Any:
+    """The nested state from its tensors and JSON skeleton; ValueError naming the place if the
+    skeleton is not one :func:`flatten_state` writes (unknown markers, a reference to a tensor
+    the file lacks, a non-numeric array, nesting deeper than MAX_STATE_DEPTH)."""
+
+    def build(node: Any, where: str, depth: int) -> Any:
+        if depth > MAX_STATE_DEPTH:
+            raise ValueError(f"{where} is nested more than {MAX_STATE_DEPTH} deep")
         if isinstance(node, list):
-            return [build(v) for v in node]
-        if isinstance(node, dict):
-            if _TENSOR_REF in node:
-                return tensors[node[_TENSOR_REF]]
-            if "__dict__" in node:
-                return {k: build(v) for k, v in node["__dict__"]}
-            if "__tuple__" in node:
-                return tuple(build(v) for v in node["__tuple__"])
-            if "__ndarray__" in node:
-                import numpy as np
+            return [build(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(node)]
+        if not isinstance(node, dict):
+            return node
+        if _TENSOR_REF in node:
+            key = node[_TENSOR_REF]
+            if not isinstance(key, str) or key not in tensors:
+                raise ValueError(f"{where} names tensor {key!r}, which the file does not hold")
+            return tensors[key]
+        if "__dict__" in node:
+            pairs = node["__dict__"]
+            if not isinstance(pairs, list) or not all(
+                isinstance(p, list) and len(p) == 2 and isinstance(p[0], str | int) for p in pairs
+            ):
+                raise ValueError(f"{where} is not a list of [key, value] pairs")
+            return {k: build(v, f"{where}.{k}", depth + 1) for k, v in pairs}
+        if "__tuple__" in node:
+            items = node["__tuple__"]
+            if not isinstance(items, list):
+                raise ValueError(f"{where} is not a list of items")
+            return tuple(build(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(items))
+        if "__ndarray__" in node:
+            import numpy as np
 
-                return np.asarray(node["__ndarray__"], dtype=node["dtype"])
-        return node
+            try:
+                dtype = np.dtype(str(node.get("dtype")))
+                if dtype.kind not in _ARRAY_KINDS:
+                    raise TypeError(f"dtype {dtype} is not numeric")
+                return np.asarray(node["__ndarray__"], dtype=dtype)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ValueError(f"{where} is not a numeric array ({exc})") from None
+        raise ValueError(f"{where} is an object flatten_state does not write")
 
-    return build(skeleton)
+    return build(skeleton, "state", 0)
 
 
 def save_training_state(
@@ -211,14 +305,35 @@ def save_training_state(
 
 
 def load_training_state(path: str | Path, kind: str = "training-state") -> tuple[Any, dict]:
+    """The nested state and the config of a training-state file, the skeleton checked
+    (:func:`unflatten_state`); GantkError naming the file if it is damaged."""
+    from gantk.io.files import parse_json
+
     ckpt = load_checkpoint(path, kind)
     try:
-        skeleton = json.loads(ckpt.metadata["gantk.state"])
-    except (KeyError, json.JSONDecodeError):
+        # Infinity is a state's value (e.g. the best metric before any was measured).
+        skeleton = parse_json(ckpt.metadata["gantk.state"], "its gantk.state", allow_nan=True)
+        return unflatten_state(ckpt.tensors, skeleton), ckpt.config
+    except (KeyError, GantkError, ValueError) as exc:
+        why = "no gantk.state" if isinstance(exc, KeyError) else str(exc)
         raise GantkError(
-            f"{path} has no readable training state; resume from another run"
+            f"{path} has no readable training state ({why}); resume from a copy of the run or "
+            "start a new one"
         ) from None
-    return unflatten_state(ckpt.tensors, skeleton), ckpt.config
+
+
+def load_checked_state(load: Callable[[Any], Any], state: Any, path: str | Path) -> Any:
+    """``load(state)`` (its result), where the state came from a file: one that lacks a part,
+    holds a part of the wrong type or shape (KeyError, TypeError, ValueError, RuntimeError from
+    the load) is damaged, or from another kind of run, and refused naming the file."""
+    try:
+        return load(state)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        what = f"no {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0][:160]
+        raise GantkError(
+            f"{path} is damaged or belongs to another kind of run ({what}); resume from a copy "
+            "of the run or start a new one"
+        ) from None
 
 
 def rng_state() -> dict[str, Any]:

@@ -10,7 +10,8 @@ runs out of memory. Two checks stand in between:
   ignored (files from newer versions), missing ones take the field's default or are an error.
 - :func:`build_matching` builds the network first on the ``meta`` device (shapes only, no
   memory) and compares its tensors with the file's, so a config that disagrees with the weights
-  it came with is refused before any real allocation.
+  it came with is refused before any real allocation; weights that are NaN or infinite (a
+  diverged run) are refused too, instead of making blank images and NaN scores.
 
 Ranges belong to each config's own ``validate()``, which the callers run after parsing.
 """
@@ -29,14 +30,10 @@ import torch
 from torch import nn
 
 from gantk.errors import GantkError
+from gantk.io.files import describe as _describe
 
 C = TypeVar("C")
 M = TypeVar("M", bound=nn.Module)
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_value(value: Any, hint: Any, where: str) -> Any:
@@ -83,12 +80,18 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
     raise TypeError(f"config field type {hint} has no check")  # a gantk bug, not bad input
 
 
-def parse_config(cls: type[C], data: Any, where: str = "config") -> C:
-    """The dataclass ``cls`` from JSON-like ``data``, every field checked against its type.
+def parse_config(cls: type[C], data: Any, where: str = "config", strict: bool = False) -> C:
+    """The dataclass ``cls`` from JSON-like ``data``, every field checked against its type;
+    with ``strict``, a key that is no field is refused too (where the reader would pass it on).
 
     Raises ValueError with a message naming the field (``where.field``)."""
     if not isinstance(data, Mapping):
         raise ValueError(f"{where} is {_describe(data)}, not an object of settings")
+    if strict:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(str(k) for k in data if k not in names)
+        if unknown:
+            raise ValueError(f"{where}.{unknown[0]} is not a setting gantk knows")
     hints = typing.get_type_hints(cls)
     values = {}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -116,10 +119,10 @@ class _Missing:
         return f"missing (no {self.name!r} section)"
 
 
-def checked_config(cls: type[C], data: Any, path: str | Path, what: str) -> C:
+def checked_config(cls: type[C], data: Any, path: str | Path, what: str, strict: bool = False) -> C:
     """:func:`parse_config` and the config's ``validate()``, as one GantkError for the user."""
     try:
-        config = parse_config(cls, data, "config")
+        config = parse_config(cls, data, "config", strict)
         validate = getattr(config, "validate", None)
         if validate is not None:
             validate()
@@ -157,6 +160,14 @@ def build_matching(
             f"{path} does not match its own {what} config ({len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(reshaped)} reshaped tensors, e.g. {example}); "
             "use a checkpoint gantk wrote"
+        )
+    broken = next((k for k, v in tensors.items() if v.is_floating_point()
+                   and not bool(torch.isfinite(v).all())), None)  # fmt: skip
+    if broken is not None:
+        # A network of NaN weights makes NaN (blank) images and scores without a word.
+        raise GantkError(
+            f"{path} holds NaN or infinite weights (e.g. {broken}): its training diverged or the "
+            "file is damaged; use an earlier checkpoint"
         )
     module = build()
     module.load_state_dict(with_defaults(module, tensors))

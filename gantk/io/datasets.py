@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gantk.errors import GantkError
+from gantk.errors import GantkError, one_line
 from gantk.io.images import (
     ResizePolicy,
     UnreadableImage,
@@ -36,8 +36,8 @@ Warn = Callable[[str], None]
 
 
 def print_warning(message: str) -> None:
-    """Default warning sink: one line on stderr."""
-    print(f"warning: {message}", file=sys.stderr)
+    """Default warning sink: one line on stderr (a newline in a file name is escaped)."""
+    print(f"warning: {one_line(message)}", file=sys.stderr)
 
 
 class ImageDataset(Dataset):
@@ -238,36 +238,114 @@ class H5Dataset(ImageDataset):
     def __init__(self, path: str | Path) -> None:
         import h5py
 
+        from gantk.io.files import check_regular
+
         self.path = Path(path)
         self.name = str(path)
-        if not self.path.is_file():
+        if not self.path.exists():
             raise GantkError(f"{path} does not exist; write a pack with `gantk data pack`")
+        size = check_regular(self.path, "pack")
         try:
             with h5py.File(self.path, "r") as f:
-                if "images" not in f:
-                    raise GantkError(
-                        f"{path} is an HDF5 file but not a gantk pack (no 'images'); "
-                        "write one with `gantk data pack`"
-                    )
-                shape = f["images"].shape
-                self.labels = f["labels"][:] if "labels" in f else np.full(shape[0], -1, np.int64)
-                self.class_names = _json_attr(f["labels"], "class_names") if "labels" in f else None
-                if "attributes" in f:
-                    self.attributes = f["attributes"][:]
-                    self.attribute_names = _json_attr(f["attributes"], "names")
-                if "filenames" in f:
-                    self.filenames = [
-                        s.decode() if isinstance(s, bytes) else s for s in f["filenames"][:]
-                    ]
+                self._read_index(f, size)
         except OSError as exc:
             raise GantkError(
                 f"{path} is not a readable h5 pack ({exc}); write one with `gantk data pack`"
             ) from exc
-        if len(shape) != 4 or shape[3] != 3:
-            raise GantkError(f"{path}: 'images' has shape {shape}, expected (N, R, R, 3)")
-        self.resolution = int(shape[1])
         self._file = None
         self._pid = -1
+
+    def _damaged(self, why: str) -> GantkError:
+        return GantkError(f"{self.path} is not a usable gantk pack ({why}); write it again with "
+                          "`gantk data pack`")  # fmt: skip
+
+    def _read_index(self, f, size: int) -> None:
+        """Everything but the pixels, checked against the layout :mod:`gantk.io.packs` writes
+        (the module docstring there), before any of it is read: each part a dataset of its
+        dtype and shape, one label, attribute row and name per image, labels among the
+        classes. No more images than the file has bytes: a damaged header claiming more would
+        make reading the labels allocate for images that are not there."""
+        import h5py
+
+        images = f.get("images")
+        if images is None:
+            raise GantkError(
+                f"{self.path} is an HDF5 file but not a gantk pack (no 'images'); "
+                "write one with `gantk data pack`"
+            )
+        if not isinstance(images, h5py.Dataset):
+            raise self._damaged("'images' is a group, not an array")
+        shape = images.shape
+        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
+            raise GantkError(f"{self.path}: 'images' has shape {shape}, expected (N, R, R, 3)")
+        if images.dtype != np.uint8:
+            raise self._damaged(f"its images are {images.dtype}; packs hold 8-bit (uint8) pixels")
+        count = int(shape[0])
+        if count > size:
+            raise self._damaged(f"it claims {count} images in {size} bytes")
+        check_resolution(int(shape[1]))
+        self.resolution = int(shape[1])
+        self.labels = np.full(count, -1, np.int64)
+        if "labels" in f:
+            labels = self._array(f, "labels", (count,), "iu")
+            self.class_names = self._names(labels, "class_names")
+            values = labels[:].astype(np.int64)
+            outside = values[(values < 0) | (values >= len(self.class_names))]
+            if outside.size:
+                raise self._damaged(
+                    f"label {int(outside[0])} is not one of its {len(self.class_names)} classes"
+                )
+            self.labels = values
+        if "attributes" in f:
+            attributes = self._array(f, "attributes", (count, None), "iub")
+            self.attribute_names = self._names(attributes, "names")
+            if len(self.attribute_names) != attributes.shape[1]:
+                raise self._damaged(
+                    f"{attributes.shape[1]} attribute columns but {len(self.attribute_names)} "
+                    "attribute names"
+                )
+            table = attributes[:]
+            if ((table != 0) & (table != 1)).any():
+                raise self._damaged("attribute values other than 0 and 1")
+            self.attributes = table.astype(np.uint8)
+        if "filenames" in f:
+            names = self._array(f, "filenames", (count,), "OSU")
+            self.filenames = [s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s)
+                              for s in names[:]]  # fmt: skip
+
+    def _array(self, f, key: str, shape: tuple[int | None, ...], kinds: str):
+        """``f[key]`` if it is a dataset of ``shape`` (None: any length) and dtype kind."""
+        import h5py
+
+        node = f[key]
+        if not isinstance(node, h5py.Dataset):
+            raise self._damaged(f"'{key}' is a group, not an array")
+        fits = len(node.shape) == len(shape) and all(
+            want is None or have == want for have, want in zip(node.shape, shape, strict=True)
+        )
+        if not fits:
+            if len(node.shape) >= 1 and shape and node.shape[0] != shape[0]:
+                raise self._damaged(f"{node.shape[0]} {key} for {shape[0]} images")
+            raise self._damaged(f"'{key}' has shape {node.shape}")
+        if node.dtype.kind not in kinds:
+            raise self._damaged(f"'{key}' holds {node.dtype} values")
+        return node
+
+    def _names(self, node, key: str) -> list[str]:
+        """The JSON list of names in attribute ``key`` of ``node``."""
+        from gantk.io.files import parse_json
+
+        value = node.attrs.get(key)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if not isinstance(value, str):
+            raise self._damaged(f"{node.name} has no {key}")
+        names = parse_json(
+            value, f"{self.path}: {key}", fix="write it again with `gantk data pack`"
+        )
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise self._damaged(f"{key} is not a list of names")
+        return names
 
     def _images(self):
         import h5py
@@ -312,49 +390,27 @@ def iter_readable(
             advance(1)
 
 
-def _json_attr(node, key: str) -> list[str] | None:
-    import json
-
-    value = node.attrs.get(key)
-    return json.loads(value) if value is not None else None
-
-
 def read_attribute_csv(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """Parse ``filename,attr1,attr2,…`` with 0/1 values; returns (names, rows by filename)."""
+    from gantk.io.files import read_csv
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise GantkError(f"attribute CSV {path} does not exist")
-    try:
-        return _parse_attribute_csv(path)
-    except UnicodeDecodeError as exc:
-        raise GantkError(
-            f"{path} is not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8'"
-        ) from None
-
-
-def _parse_attribute_csv(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
-    import csv
-
-    # utf-8-sig: spreadsheets ("CSV UTF-8") start the file with a byte-order mark.
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header or header[0].strip().lower() != "filename" or len(header) < 2:
-            raise GantkError(f"{path}: the first line must be 'filename,attr1,attr2,...'")
-        names = [h.strip() for h in header[1:]]
-        rows: dict[str, np.ndarray] = {}
-        for line_no, row in enumerate(reader, start=2):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) != len(header):
-                raise GantkError(
-                    f"{path} line {line_no}: {len(row)} fields, expected {len(header)}"
-                )
-            values = [v.strip() for v in row[1:]]
-            bad = [v for v in values if v not in ("0", "1")]
-            if bad:
-                raise GantkError(f"{path} line {line_no}: attribute value {bad[0]!r} is not 0 or 1")
-            rows[row[0].strip()] = np.array([int(v) for v in values], dtype=np.uint8)
+    table = read_csv(path, "attribute CSV", fix="save it as 'CSV UTF-8'")
+    header = table[0][1] if table else None
+    if not header or header[0].strip().lower() != "filename" or len(header) < 2:
+        raise GantkError(f"{path}: the first line must be 'filename,attr1,attr2,...'")
+    names = [h.strip() for h in header[1:]]
+    rows: dict[str, np.ndarray] = {}
+    for line_no, row in table[1:]:
+        if len(row) != len(header):
+            raise GantkError(f"{path} line {line_no}: {len(row)} fields, expected {len(header)}")
+        values = [v.strip() for v in row[1:]]
+        bad = [v for v in values if v not in ("0", "1")]
+        if bad:
+            raise GantkError(f"{path} line {line_no}: attribute value {bad[0]!r} is not 0 or 1")
+        rows[row[0].strip()] = np.array([int(v) for v in values], dtype=np.uint8)
     return names, rows
 
 

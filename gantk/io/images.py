@@ -7,6 +7,8 @@ array of shape (H, W, 3); everything downstream may assume that one format.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -84,7 +86,7 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
-def _orientation(img: Image.Image) -> int:
+def exif_orientation(img: Image.Image) -> int:
     """EXIF orientation without decoding pixels: PIL's getexif() on a PNG loads the whole
     image to look for a late eXIf chunk, so for PNG only an eXIf chunk before the pixel data
     (already parsed into ``info``) is consulted."""
@@ -108,6 +110,8 @@ def open_image(path: str | Path) -> Iterator[Image.Image]:
     """Image.open with one failure type: a file that cannot be decoded, or whose header claims
     more than MAX_PIXELS (a decompression bomb or a damaged header), raises UnreadableImage."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the command forever
+            raise UnreadableImage(f"{path}: not a regular file (a pipe or device)")
         with warnings.catch_warnings():  # Pillow's warning for 1x-2x its limit: refused below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(path)
@@ -127,7 +131,7 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) after EXIF orientation, reading only the header."""
     with open_image(path) as img:
         width, height = img.size
-        orientation = _orientation(img)
+        orientation = exif_orientation(img)
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
@@ -136,6 +140,75 @@ def load_rgb(path: str | Path) -> np.ndarray:
     with open_image(path) as img:
         img.load()
         return to_rgb_array(ImageOps.exif_transpose(img))
+
+
+# ------------------------------------------------------------------------------------------
+# 16-bit colour PNGs: Pillow decodes them to 8 bits per channel (and cannot write them), so
+# gantk reads them with libpng (torchvision's decoder) and writes them itself.
+
+DEEP_PNG_RAWMODES = ("RGB;16B", "RGBA;16B")
+
+
+def is_deep_color_png(img: Image.Image) -> bool:
+    """Whether an opened (not yet loaded) image is a PNG with 16 bits per colour channel."""
+    tile = getattr(img, "tile", None) or []
+    return img.format == "PNG" and bool(tile) and tile[0].args in DEEP_PNG_RAWMODES
+
+
+def read_deep_png(path: str | Path) -> np.ndarray:
+    """A 16-bit RGB(A) PNG as uint16 (H, W, 3|4), as stored (no orientation applied)."""
+    import torch
+
+    with warnings.catch_warnings():  # torchvision 0.29 announces TorchCodec as the successor
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_png
+
+        data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+        try:
+            pixels = decode_png(data, ImageReadMode.UNCHANGED)
+        except RuntimeError as exc:
+            raise UnreadableImage(f"{path}: {exc}") from exc
+    return pixels.permute(1, 2, 0).numpy().astype(np.uint16)
+
+
+def save_deep_png(pixels: np.ndarray, path: str | Path, level: int = 6) -> None:
+    """Write uint16 (H, W, 3|4) pixels as a 16-bit RGB(A) PNG (every row Sub-filtered)."""
+    import struct
+    import zlib
+
+    height, width, channels = pixels.shape
+    rows = np.ascontiguousarray(pixels, dtype=">u2").view(np.uint8).reshape(height, -1)
+    step = 2 * channels  # bytes per pixel: the Sub filter subtracts the pixel to the left
+    filtered = rows.copy()
+    filtered[:, step:] = rows[:, step:] - rows[:, :-step]  # modulo 256, as PNG wants
+    body = np.concatenate([np.ones((height, 1), np.uint8), filtered], axis=1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, {3: 2, 4: 6}[channels], 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header))
+        f.write(chunk(b"IDAT", zlib.compress(body.tobytes(), level)) + chunk(b"IEND", b""))
+
+
+# Orientation tag value -> the numpy view showing the image upright (PIL's exif_transpose).
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """``pixels`` (H, W, …) turned as an EXIF orientation tag says, as viewers show them."""
+    turn = _UPRIGHT.get(orientation)
+    return pixels if turn is None else np.ascontiguousarray(turn(pixels))
 
 
 def upscale_factor(height: int, width: int, resolution: int, policy: ResizePolicy) -> float:

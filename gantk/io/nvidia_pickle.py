@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +62,20 @@ def _persistent(meta: Any) -> PersistentRecord:
 def _storage_from_bytes(data: bytes) -> Any:
     # torch's own _load_from_bytes calls torch.load without weights_only; these bytes hold a
     # bare storage, which the weights-only loader reads without running anything.
-    return torch.load(io.BytesIO(data), weights_only=True)
+    if not isinstance(data, bytes):
+        raise GantkError("the pickle holds a tensor storage that is not bytes")
+    try:
+        storage = torch.load(io.BytesIO(data), weights_only=True)
+    except Exception as exc:
+        # The weights-only loader runs nothing: any error it raises (KeyError, RuntimeError,
+        # UnpicklingError, ...) means damaged bytes.
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise GantkError(
+            f"a tensor's data in the pickle is damaged ({reason}); convert an intact snapshot"
+        ) from None
+    if not isinstance(storage, torch.storage.TypedStorage | torch.UntypedStorage):
+        raise GantkError("the pickle holds tensor data that is no storage")
+    return storage
 
 
 def _numpy_scalar(dtype: np.dtype, data: bytes | None = None) -> Any:
@@ -98,7 +113,48 @@ ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
 }
 
 
-class _Restricted(pickle.Unpickler):
+class _BoundedFile:
+    """The pickle file for the unpickler: a read of more bytes than the file has left is
+    refused before anything is allocated. A damaged or hostile length field (BINBYTES8 claiming
+    2^45 or 2^63 bytes) would otherwise be a MemoryError or an OverflowError."""
+
+    def __init__(self, f: io.BufferedReader, size: int) -> None:
+        self.f, self.size = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.size - self.f.tell()
+        if n > left:
+            raise GantkError(
+                f"a value claims {n} bytes where {max(left, 0)} are left: it is damaged; "
+                "convert an intact snapshot"
+            )
+        return self.f.read(n)
+
+    def readinto(self, buffer: Any) -> int:
+        # Only reached for lengths read() has not checked: the buffer exists already, and
+        # cannot be larger than the allocation Python just made for it.
+        return self.f.readinto(buffer)
+
+    def readline(self) -> bytes:
+        return self.f.readline()
+
+
+def _refuse_opcode(self: Any) -> None:
+    raise GantkError("the pickle uses an opcode network pickles never hold (a bytearray or an "
+                     "out-of-band buffer); refused")  # fmt: skip
+
+
+# The pure-Python unpickler (pickle._Unpickler): every length it reads goes through
+# _BoundedFile.read before anything of that size is allocated, where the C unpickler allocates
+# first. Its two opcodes that allocate before reading are refused: network pickles hold neither.
+_DISPATCH = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+for _op in (pickle.BYTEARRAY8, pickle.NEXT_BUFFER, pickle.READONLY_BUFFER):
+    _DISPATCH[_op[0]] = _refuse_opcode
+
+
+class _Restricted(pickle._Unpickler):  # type: ignore[name-defined,misc]
+    dispatch = _DISPATCH
+
     def find_class(self, module: str, name: str) -> Any:
         found = ALLOWED.get((module, name))
         if found is None:
@@ -116,16 +172,24 @@ class _Restricted(pickle.Unpickler):
 def read_network_pickle(path: str | Path) -> dict[str, Any]:
     """The snapshot dict of a stylegan2-ada-pytorch pickle (``G``, ``D``, ``G_ema``, …), with
     networks as :class:`PersistentRecord`; raises GantkError for anything else."""
+    from gantk.io.files import open_regular
+
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = _Restricted(f).load()
-    except GantkError as exc:
-        raise GantkError(f"{path}: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise GantkError(f"{path} is not a readable network pickle ({exc})") from None
-    except OSError as exc:
-        raise GantkError(f"cannot read {path} ({exc.strerror or exc})") from None
+    with open_regular(path, "network pickle") as f:
+        try:
+            data = _Restricted(_BoundedFile(f, os.fstat(f.fileno()).st_size)).load()
+            _check_depth(data)
+        except GantkError as exc:
+            raise GantkError(f"{path}: {exc}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+                IndexError, KeyError, RuntimeError, struct.error) as exc:  # fmt: skip
+            # Index/KeyError: an opcode popping from an empty stack or a missing memo entry;
+            # RuntimeError: torch refusing a tensor's size or strides.
+            raise GantkError(f"{path} is not a readable network pickle ({exc})") from None
+        except RecursionError:
+            raise GantkError(f"{path} is nested too deeply to be a network pickle") from None
+        except OSError as exc:
+            raise GantkError(f"cannot read {path} ({exc.strerror or exc})") from None
     if not isinstance(data, dict) or not any(
         isinstance(data.get(k), PersistentRecord) for k in ("G_ema", "G", "D")
     ):
@@ -135,15 +199,62 @@ def read_network_pickle(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# Nesting a network pickle needs (a snapshot dict, networks, sub-modules, their state dicts,
+# construction arguments): a few dozen levels. A deeper one is damaged or hostile, and reading it
+# recursively would exhaust the stack.
+MAX_DEPTH = 100
+
+
+def _check_depth(data: Any) -> None:
+    """Refuse data nested deeper than MAX_DEPTH, walking it without recursion (a pickle may
+    even hold cycles: each container is visited once)."""
+    stack, seen = [(data, 0)], set()
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            continue
+        if depth > MAX_DEPTH:
+            raise GantkError(
+                f"it is nested more than {MAX_DEPTH} levels deep: it is damaged; convert an "
+                "intact snapshot"
+            )
+        if isinstance(node, PersistentRecord):
+            node = node.state
+        if isinstance(node, dict):
+            seen.add(id(node))
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list | tuple):
+            seen.add(id(node))
+            stack.extend((v, depth + 1) for v in node)
+
+
+def _group(record: PersistentRecord, group: str, where: str) -> dict[str, Any]:
+    value = record.state.get(group)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise GantkError(
+            f"the pickle's {where or 'network'} has {group} of type {type(value).__name__}, "
+            "not a mapping by name: it is damaged; convert an intact snapshot"
+        )
+    return value
+
+
 def module_tensors(record: PersistentRecord, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Parameters and buffers of a network record and its sub-modules, by dotted name."""
+    """Parameters and buffers of a network record and its sub-modules, by dotted name;
+    GantkError for a record whose groups are not mappings of names to tensors."""
     out: dict[str, torch.Tensor] = {}
-    state = record.state
+    where = prefix.rstrip(".")
     for group in ("_parameters", "_buffers"):
-        for name, value in (state.get(group) or {}).items():
+        for name, value in _group(record, group, where).items():
             if isinstance(value, torch.Tensor):
                 out[prefix + name] = value.detach()
-    for name, child in (state.get("_modules") or {}).items():
+            elif value is not None:
+                raise GantkError(
+                    f"the pickle's {prefix + name} is a {type(value).__name__}, not a tensor: "
+                    "it is damaged; convert an intact snapshot"
+                )
+    for name, child in _group(record, "_modules", where).items():
         if isinstance(child, PersistentRecord):
             out.update(module_tensors(child, f"{prefix}{name}."))
     return out

@@ -9,7 +9,6 @@ uint8 (N, K) with a JSON ``names`` attribute; ``filenames`` (N,) strings; root a
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from gantk import __version__
 from gantk.errors import GantkError
 from gantk.io.atomic import atomic_file
 from gantk.io.datasets import ImageDataset, Warn, iter_readable, print_warning
+from gantk.io.limits import check_disk
 
 # Images are appended in blocks of at most BLOCK images and BLOCK_BYTES bytes: memory is
 # bounded by one block, whatever the size of the dataset.
@@ -38,16 +38,8 @@ class PackResult:
 def check_space(out: str | Path, needed: int) -> None:
     """Refuse before writing when the pack cannot fit: HDF5 reports a full disk late, as a
     failed close, and may bring the interpreter down with it (a segfault in h5py's clean-up)."""
-    folder = Path(out).expanduser().absolute().parent
-    while not folder.exists():
-        folder = folder.parent
-    free = shutil.disk_usage(folder).free
     needed += needed // 50 + (1 << 20)  # chunk index, labels, attributes, HDF5 headers
-    if free < needed:
-        raise GantkError(
-            f"{out} needs about {needed / 2**20:.0f} MiB, but only {free / 2**20:.0f} MiB are free "
-            f"on {folder}; free space or pack elsewhere"
-        )
+    check_disk(out, needed, str(out), "free space or pack elsewhere")
 
 
 def write_pack(

@@ -17,6 +17,7 @@ from gantk.errors import GantkError
 from gantk.metrics.features import FeatureNet
 from gantk.metrics.frechet import GaussianStats, frechet_from_stats
 from gantk.metrics.sources import ImageSource
+from gantk.nn.distributed import Dist
 
 
 def feature_pass(
@@ -26,14 +27,20 @@ def feature_pass(
     batch_size: int = 50,
     workers: int = 0,
     advance: Callable[[int], None] | None = None,
+    part: range | None = None,
 ) -> tuple[dict[str, GaussianStats], dict[str, torch.Tensor]]:
-    """Run every network over the source once; returns (stats by net, kept features by net)."""
+    """Run every network over the source once; returns (stats by net, kept features by net).
+    ``part``: only those batches (a shard's or a process's share; :func:`pooled` joins the
+    shares of the processes)."""
     stats = {net.name: GaussianStats(net.dim) for net in nets}
     kept: dict[str, list[torch.Tensor]] = {name: [] for name in keep}
-    for images in source.batches(batch_size, workers):
+    for images in source.batches(batch_size, workers, part):
         for net in nets:
             features = net(images)
-            stats[net.name].update(features)
+            try:
+                stats[net.name].update(features)
+            except GantkError as exc:  # name the set whose images gave NaN features
+                raise GantkError(f"{source.spec}: {exc}") from None
             if net.name in kept:
                 kept[net.name].append(features.cpu())
         if advance is not None:
@@ -41,8 +48,29 @@ def feature_pass(
     return stats, {k: torch.cat(v) for k, v in kept.items() if v}
 
 
+def pooled(
+    found: tuple[dict[str, GaussianStats], dict[str, torch.Tensor]], dist: Dist
+) -> tuple[dict[str, GaussianStats], dict[str, torch.Tensor]]:
+    """What the processes' feature passes found together: the statistics' sums added across
+    processes (exact: sums of features and of their outer products, never an average of
+    covariances) and the kept features joined in rank order, which is the order of the set."""
+    stats, kept = found
+    if dist.world == 1:
+        return found
+    for s in stats.values():
+        assert s.total is not None and s.outer is not None
+        packed = torch.from_numpy(np.concatenate([[s.count], s.total, s.outer.ravel()]))
+        summed = dist.sum(packed).numpy()
+        s.count = round(float(summed[0]))
+        s.total, s.outer = summed[1 : 1 + s.dim], summed[1 + s.dim :].reshape(s.dim, s.dim)
+    shares = dist.gather(kept)  # a process with no images kept nothing
+    names = dict.fromkeys(name for share in shares for name in share)
+    return stats, {name: torch.cat([s[name] for s in shares if name in s]) for name in names}
+
+
 def fid(a: GaussianStats, b: GaussianStats) -> float:
-    # A squared distance: rounding can leave it a hair below 0 for identical statistics.
+    # A squared distance: rounding can leave it a hair below 0 for identical statistics. Only
+    # that: frechet_from_stats refuses NaN and invalid statistics, so none is clamped into 0.
     return max(0.0, frechet_from_stats(a, b))
 
 

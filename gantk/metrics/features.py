@@ -166,3 +166,51 @@ def load_feature_net(
         net = FeatureNet(name, 4096, _vgg16_fc2(state), _prepare_vgg, str(path) if path else None)
     net.module.requires_grad_(False)
     return net.to(device)
+
+
+INCEPTION_CLASSES = 1008  # the 2015-12-05 Inception's softmax: ImageNet's 1000 and 8 unused
+
+
+class _Logits(nn.Module):
+    """pool3 features -> the classifier's logits without its bias."""
+
+    def __init__(self, trunk: nn.Module, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.register_buffer("weight", weight.float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x) @ self.weight.T
+
+
+def load_inception_logits(
+    name: str = "inception", weights: str | Path | None = None, device: str | torch.device = "cpu"
+) -> FeatureNet:
+    """The FID InceptionV3 up to its 1008 class logits, for Inception scores: pool3 features
+    times the softmax layer's weights, *without* its bias, as the original Inception Score code
+    (Salimans et al. 2016, which reads the same 2015-12-05 network's ``softmax/logits/MatMul``)
+    and torch-fidelity's ``logits_unbiased`` compute them. ``random-inception`` is the seeded
+    random network of :func:`load_feature_net` with its random classifier."""
+    if name not in ("inception", "random-inception"):
+        raise GantkError(f"Inception logits come from inception or random-inception, not {name!r}")
+    path = None
+    if name == "inception":
+        path = find_weights("inception-fid", weights)
+        state = _load_state(path)
+    else:
+        if weights is not None:
+            raise GantkError("random-inception reads no weight file; drop the Inception weights")
+        with torch.random.fork_rng(devices=[]):  # seeding must not move the caller's stream
+            state = fid_inception_architecture().state_dict()
+    fc = state.get("fc.weight")
+    if not isinstance(fc, torch.Tensor) or tuple(fc.shape) != (INCEPTION_CLASSES, 2048):
+        raise GantkError(
+            f"{path or name} has no {INCEPTION_CLASSES}-class classifier (fc.weight), which "
+            "Inception scores need; use pt_inception-2015-12-05-6726825d.pth"
+        )
+    module = _Logits(_fid_inception(state), fc)
+    net = FeatureNet(
+        name, INCEPTION_CLASSES, module, _prepare_inception, str(path) if path else None
+    )
+    net.module.requires_grad_(False)
+    return net.to(device)

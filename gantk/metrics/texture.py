@@ -15,6 +15,18 @@ Per strip:
 - CCD (centre cosine distance): 1 - cos between gram(centre) - gram(left) and
   gram(right) - gram(centre), Gram matrices flattened into one vector: 0 when the centre's
   style lies on the straight path from left to right.
+- CSS (centre seam score) and CRS (centre repetition score): the probability that the strip's
+  central crop holds a seam, and that it repeats itself, given by two small classifiers trained
+  on real crops against two textures concatenated (seams) or one crop tiled twice
+  (repetitions); the seam classifier judges the central R x R crop, the repetition classifier
+  the central R x 2R crop (the thesis's 128 x 128 and 128 x 256 at its R = 128). Lower is better.
+  See :mod:`gantk.metrics.texture_classifiers` for their definition and training.
+- CIS (centre Inception score): the Inception score (:mod:`gantk.metrics.inception_score`)
+  of all central R x R crops, one part. The thesis uses an Inception-ResNet-v2 fine-tuned on
+  its texture datasets; gantk has no such network and uses the FID InceptionV3's ImageNet
+  logits (``cis[inception]``) or, without its weight file, the seeded random network
+  (``cis[random-inception]``): the network is always in the name, because neither is the
+  thesis's CIS. Higher is better; at most the number of strips.
 - CSWD (centre sliced Wasserstein distance): gantk's multi-scale Laplacian-pyramid SWD
   (:mod:`gantk.metrics.swd`, the ProGAN protocol) between all centre crops and as many real
   R x R crops of the test textures. Like ``gantk evaluate swd`` and ProGAN's report it is
@@ -24,8 +36,10 @@ Per strip:
 - grid (gantk's, not the paper's): how much the strip's middle half repeats at the model's
   latent-cell period (e.g. 4 px), which is where an undertrained decoder draws grid lines: the
   power of the row- and column-mean profiles at that period over the median power of the
-  nearby frequencies (the larger of the two axes; about 1 for no periodicity). ``grid_real``
-  is the same measure on real crops of the test textures, what the textures themselves have.
+  nearby frequencies (the larger of the two axes; about 1 for no periodicity), the median over
+  strips. ``grid_real`` is the same measure on real crops of the test textures, what the
+  textures themselves have. Medians, not means: a power ratio is heavy-tailed, and the few
+  test textures that are tiles or grates (periodic at 4 px themselves) would own a mean.
 
 Feature networks: the standard numbers use ImageNet VGG-19 for the Gram metrics and LPIPS v0.1
 with an AlexNet trunk for SPD. Without those weight files the same architectures with fixed
@@ -38,7 +52,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +61,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gantk.errors import GantkError
+from gantk.metrics.features import FeatureNet
+from gantk.metrics.inception_score import inception_score
 from gantk.metrics.lpips_metric import load_lpips, lpips_distance, network_name
 from gantk.metrics.swd import swd_images
+from gantk.metrics.texture_classifiers import CLASSIFIERS, WIDTH, TextureClassifiers
 from gantk.texture.data import TextureSampler, TextureSource
 from gantk.texture.gram import GramNet, gram_matrices, gram_vector
 from gantk.texture.latent import strip_weights
@@ -58,7 +75,10 @@ STANDARD_GRAM = "vgg19"
 STANDARD_LPIPS = "lpips-alex"
 LPIPS_NETS = ("auto", "alex", "vgg", "random-alex", "random-vgg")
 RANDOM_SEED = 0  # random-lpips-* trunks are the same on every machine
-METRICS = ("spd", "cgd", "ccd", "cswd", "seconds")
+# In Table 3.1's order; css, crs and cis only when their networks are given.
+METRICS = ("spd", "cgd", "ccd", "css", "crs", "cis", "cswd", "seconds")
+PER_STRIP = ("spd", "cgd", "ccd", "css", "crs", "seconds")  # reported as mean and std
+CIS_BATCH = 25  # centre crops per Inception pass (each is resized to 299 x 299)
 GRID_NEIGHBOURS = 8  # frequency bins on each side that make the reference of the grid peak
 
 # A method makes an R x length strip from (left, right, length); tensors 1x3xRxR in [-1, 1].
@@ -108,9 +128,12 @@ def load_texture_lpips(
     return model.to(device).eval().requires_grad_(False)
 
 
-def metric_names(gram_name: str, lpips_name: str) -> dict[str, str]:
+def metric_names(
+    gram_name: str, lpips_name: str, inception_name: str | None = None
+) -> dict[str, str]:
     """Plain metric -> reported name: 'cgd' with ImageNet VGG-19, 'cgd[random-vgg19]' with any
-    other Gram network; 'spd' with standard LPIPS-alex, e.g. 'spd[random-lpips-alex]'."""
+    other Gram network; 'spd' with standard LPIPS-alex, e.g. 'spd[random-lpips-alex]'; CIS
+    always with its network ('cis[inception]', 'cis[random-inception]'), never the thesis's."""
 
     def named(metric: str, network: str, standard: str) -> str:
         return metric if network == standard else f"{metric}[{network}]"
@@ -119,6 +142,9 @@ def metric_names(gram_name: str, lpips_name: str) -> dict[str, str]:
         "spd": named("spd", lpips_name, STANDARD_LPIPS),
         "cgd": named("cgd", gram_name, STANDARD_GRAM),
         "ccd": named("ccd", gram_name, STANDARD_GRAM),
+        "css": "css",
+        "crs": "crs",
+        "cis": f"cis[{inception_name or 'none'}]",
         "cswd": "cswd",
         "seconds": "seconds",
     }
@@ -127,11 +153,30 @@ def metric_names(gram_name: str, lpips_name: str) -> dict[str, str]:
 # -- one strip ---------------------------------------------------------------------------------
 
 
-def center_crop(strip: Tensor, size: int) -> Tensor:
-    """The central ``size`` x ``size`` crop (columns 3.5R..4.5R of an 8R strip)."""
-    height, width = strip.shape[-2:]
-    y, x = (height - size) // 2, (width - size) // 2
-    return strip[..., y : y + size, x : x + size]
+def center_crop(strip: Tensor, size: int, width: int | None = None) -> Tensor:
+    """The central ``size`` x ``width`` crop (default square): columns 3.5R..4.5R of an 8R
+    strip for R x R, 3R..5R for R x 2R."""
+    width = size if width is None else width
+    total_h, total_w = strip.shape[-2:]
+    if total_h < size or total_w < width:
+        raise GantkError(f"a {total_h}x{total_w} strip has no central {size}x{width} crop")
+    y, x = (total_h - size) // 2, (total_w - width) // 2
+    return strip[..., y : y + size, x : x + width]
+
+
+def classifier_scores(classifiers: TextureClassifiers, strip: Tensor, size: int) -> dict:
+    """{'css': P(seam), 'crs': P(repetition)} of one strip (1x3xHxW): each classifier on the
+    strip's central crop of its size, R x R and R x 2R."""
+    return {
+        key: float(classifiers.probability(name, center_crop(strip, size, WIDTH[name] * size))[0])
+        for key, name in zip(("css", "crs"), CLASSIFIERS, strict=True)
+    }
+
+
+def center_inception_score(inception: FeatureNet, centers: Tensor) -> float:
+    """CIS: the Inception score (one part) of the central crops (N, 3, R, R) uint8."""
+    logits = torch.cat([inception(part).cpu() for part in centers.split(CIS_BATCH)])
+    return inception_score(logits)[0]
 
 
 def gram_scores(
@@ -284,6 +329,8 @@ def evaluate_interpolation(
     swd_seed: int = 0,
     warmup: bool = True,
     grid_period: int | None = None,
+    classifiers: TextureClassifiers | None = None,
+    inception: FeatureNet | None = None,
 ) -> dict:
     """Run ``method`` on every pair (strips R x ``length_factor``·R) and score it.
 
@@ -292,15 +339,23 @@ def evaluate_interpolation(
     :func:`metric_names` (std over pairs, ddof=0). ``on_strip(i, strip)`` sees each strip
     (for sample grids and progress). With ``warmup`` the first pair is run once untimed
     before the timed runs. With ``grid_period`` (the model's latent-cell size in pixels) the
-    result also has ``grid`` and ``grid_real`` (see the module's docstring).
+    result also has ``grid`` and ``grid_real`` (see the module's docstring); with
+    ``classifiers`` (of the strips' R) CSS and CRS, with ``inception`` (a logits network,
+    :func:`gantk.metrics.features.load_inception_logits`) CIS.
     """
     if not pairs:
         raise GantkError("no texture pairs to evaluate; ask for at least one pair")
     size = pairs[0][0].shape[-1]
     length = length_factor * size
+    if classifiers is not None and classifiers.config.resolution != size:
+        raise GantkError(
+            f"the seam and repetition classifiers are for {classifiers.config.resolution} px "
+            f"textures, these are {size} px; train classifiers for them with `gantk train "
+            f"texture-classifiers --resolution {size}`"
+        )
     if warmup:  # first-call costs (allocator, cuDNN autotuning) are not the method's
         method(*pairs[0], length)
-    scores: list[StripScores] = []
+    scores: list[dict[str, float]] = []
     centers, grids = [], []
     for index, (left, right) in enumerate(pairs):
         start = time.perf_counter()
@@ -313,23 +368,29 @@ def evaluate_interpolation(
                 f"the method made a {strip.shape[-2]}x{strip.shape[-1]} strip, "
                 f"expected {size}x{length}"
             )
-        scores.append(score_strip(strip, left, right, gram_net, lpips_model, seconds))
+        strip_scores = asdict(score_strip(strip, left, right, gram_net, lpips_model, seconds))
+        if classifiers is not None:
+            strip_scores.update(classifier_scores(classifiers, strip, size))
+        scores.append(strip_scores)
         if grid_period:
             grids.append(periodic_peak(strip[..., length // 4 : 3 * length // 4], grid_period))
         centers.append(_to_uint8(center_crop(strip, size)))
         if on_strip is not None:
             on_strip(index, strip)
-    names = metric_names(gram_net.name, network_name(lpips_model))
+    inception_name = inception.name if inception is not None else None
+    names = metric_names(gram_net.name, network_name(lpips_model), inception_name)
     metrics: dict[str, float] = {}
-    for key in ("spd", "cgd", "ccd", "seconds"):
-        values = np.array([getattr(s, key) for s in scores], dtype=np.float64)
+    for key in (k for k in PER_STRIP if k in scores[0]):
+        values = np.array([s[key] for s in scores], dtype=np.float64)
         metrics[names[key]] = float(values.mean())
         metrics[names[key] + "_std"] = float(values.std())
+    if inception is not None:
+        metrics[names["cis"]] = center_inception_score(inception, torch.cat(centers))
     cswd = swd_images(_to_uint8(real_crops), torch.cat(centers), seed=swd_seed)
     metrics[names["cswd"]] = float(cswd["mean"])
     if grid_period:
-        metrics["grid"] = float(np.mean(grids))
-        metrics["grid_real"] = float(np.mean([periodic_peak(c, grid_period) for c in real_crops]))
+        metrics["grid"] = float(np.median(grids))
+        metrics["grid_real"] = float(np.median([periodic_peak(c, grid_period) for c in real_crops]))
     return {
         "metrics": metrics,
         "pairs": len(pairs),

@@ -133,6 +133,28 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
+def read_texture_image(spec: str) -> tuple[np.ndarray, str]:
+    """One texture (file path or ``builtin:NAME``) as H x W x 3 uint8, and its name."""
+    text = str(spec)
+    if text.startswith("builtin:"):
+        return _load_builtin(text, allow_group=False)[0].image, text
+    path = Path(text).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise GantkError(f"{path} {what}; give one texture image file or builtin:NAME")
+    if not is_image_file(path):
+        raise GantkError(f"{path} is not an image; give a texture image file or builtin:NAME")
+    return _read(path), path.name
+
+
+def window_side(image: np.ndarray, size: int, scale: float) -> int:
+    """The side of the centre square that becomes the model's ``size``: the shorter side, or
+    with ``scale`` > 0 a window of ``scale`` x the model's size (the scale at which the model saw
+    textures in training, crops downscaled 1-4x, instead of squeezing a whole photo into it)."""
+    side = min(image.shape[:2])
+    return min(side, max(round(scale * size), 1)) if scale > 0 else side
+
+
 def load_texture(spec: str, size: int, scale: float = 0.0) -> tuple[torch.Tensor, str | None]:
     """One texture (file path or ``builtin:NAME``) as a 1 x 3 x size x size tensor in [-1, 1].
 
@@ -142,23 +164,9 @@ def load_texture(spec: str, size: int, scale: float = 0.0) -> tuple[torch.Tensor
     """
     if size < 1:
         raise GantkError(f"texture size must be a positive number of pixels, got {size}")
-    text = str(spec)
-    if text.startswith("builtin:"):
-        image, label = _load_builtin(text, allow_group=False)[0].image, text
-    else:
-        path = Path(text).expanduser()
-        if not path.is_file():
-            what = "is a folder" if path.is_dir() else "does not exist"
-            raise GantkError(f"{path} {what}; give one texture image file or builtin:NAME")
-        if not is_image_file(path):
-            raise GantkError(f"{path} is not an image; give a texture image file or builtin:NAME")
-        image, label = _read(path), path.name
+    image, label = read_texture_image(spec)
     height, width = image.shape[:2]
-    side = min(height, width)
-    if scale > 0:
-        # A window of `scale` x the model's size: the scale at which the model saw textures in
-        # training (crops downscaled 1-4x), instead of squeezing a whole photo into 64 px.
-        side = min(side, max(round(scale * size), 1))
+    side = window_side(image, size, scale)
     top, left = (height - side) // 2, (width - side) // 2
     square = image[top : top + side, left : left + side]
     note = None

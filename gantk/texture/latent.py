@@ -90,24 +90,96 @@ def training_tiles(z: Tensor, generator: torch.Generator, shuffle: bool = True) 
     return place(shuffled, z, [(0, 0), (0, 2 * t), (2 * t, 0), (2 * t, 2 * t)])
 
 
+COVERS = ("patches", "rows", "none")
+MIXES = ("select", "blend")
+
+
+def patch_cover(
+    z: Tensor, height: int, width: int, origin: tuple[int, int], generator: torch.Generator
+) -> Tensor:
+    """A (height, width) latent canvas of square patches, each a random crop of z (half its
+    side), on a grid aligned to ``origin``: the texture without the whole-tile repetition, and
+    without the row and column swaps of the paper's shuffle, whose joins run straight across
+    the canvas and show as streaks when the generator cannot hide them."""
+    t_h, t_w = z.shape[2:]
+    patch = max(min(t_h, t_w) // 2, 1)
+    y0, x0 = origin
+    dy, dx = (-y0) % patch, (-x0) % patch  # the grid starts a whole number of patches away
+    rows, cols = -(-(height + dy) // patch), -(-(width + dx) // patch)
+    tops = torch.randint(0, t_h - patch + 1, (rows, cols), generator=generator).tolist()
+    lefts = torch.randint(0, t_w - patch + 1, (rows, cols), generator=generator).tolist()
+    big = z.new_empty(z.shape[0], z.shape[1], rows * patch, cols * patch)
+    for r in range(rows):
+        for c in range(cols):
+            y, x = tops[r][c], lefts[r][c]
+            big[:, :, r * patch : (r + 1) * patch, c * patch : (c + 1) * patch] = z[
+                :, :, y : y + patch, x : x + patch
+            ]
+    return big[:, :, dy : dy + height, dx : dx + width]
+
+
 def cover(
     z: Tensor,
     height: int,
     width: int,
     anchors: list[tuple[int, int]],
     generator: torch.Generator | None,
+    kind: str = "rows",
 ) -> Tensor:
-    """z tiled over a (height, width) latent canvas, aligned so tiles start at the first anchor,
-    shuffled (when ``generator`` is given) and with the exact z at every anchor."""
+    """z over a (height, width) latent canvas, aligned to the first anchor, with the exact z at
+    every anchor. ``kind``: ``rows`` (the paper's): z tiled, then rows and columns shuffled;
+    ``patches``: random patches of z (:func:`patch_cover`); ``none``: z tiled. No
+    ``generator``: tiled, whatever the kind."""
     t_h, t_w = z.shape[2:]
     y0, x0 = anchors[0] if anchors else (0, 0)
+    if generator is not None and kind == "patches":
+        return place(patch_cover(z, height, width, (y0, x0), generator), z, anchors)
     rows, cols = -(-(height + t_h) // t_h) + 1, -(-(width + t_w) // t_w) + 1
     big = tile(z, rows, cols)
     dy, dx = (-y0) % t_h, (-x0) % t_w
     canvas = big[:, :, dy : dy + height, dx : dx + width]
-    if generator is not None:
+    if generator is not None and kind == "rows":
         canvas = random_shuffle(canvas, t_h, generator)
     return place(canvas, z, anchors)
+
+
+# How selection draws its regions: the noise's grain and the feathering of region edges, in
+# latent cells.
+SELECT_GRAIN = 6
+SELECT_FEATHER = 1.0
+
+
+def select_weights(weights: Tensor, generator: torch.Generator) -> Tensor:
+    """Weights (K, h, w) turned into regions: each latent cell goes to one texture, the largest
+    of the log-weights plus smooth random noise with Gumbel marginals (a smooth Gaussian field
+    per texture, made Gumbel through its quantiles): the Gumbel-max trick, so every cell goes to
+    texture k with probability w_k, while neighbouring cells agree, which draws organic blobs;
+    edges feathered over a cell or so. Cells where one weight is 1 (placed textures) keep it
+    exactly.
+
+    Averaging the latents of different textures (``blend``) decodes, with a generator of the
+    bundled model's size, to a washed-out mixture that is neither texture; selecting keeps
+    every point a texture, and the interpolation is in how much of each there is."""
+    count, height, width = weights.shape
+    grid = (max(2, -(-height // SELECT_GRAIN) + 1), max(2, -(-width // SELECT_GRAIN) + 1))
+    noise = torch.randn(count, *grid, generator=generator, dtype=torch.float64)
+    field = F.interpolate(noise[None], size=(height, width), mode="bicubic", align_corners=True)[0]
+    # Interpolation lowers the variance between grid points: back to a standard normal, then
+    # to a standard Gumbel through the normal's CDF and the Gumbel's quantile function.
+    field = (field - field.mean()) / field.std().clamp_min(1e-12)
+    uniform = (0.5 * (1 + torch.erf(field / 2**0.5))).clamp(1e-12, 1 - 1e-12)
+    gumbel = -torch.log(-torch.log(uniform))
+    score = weights.double().clamp_min(1e-12).log() + gumbel.to(weights.device)
+    regions = F.one_hot(score.argmax(0), count).permute(2, 0, 1).float()
+    radius = max(math.ceil(3 * SELECT_FEATHER), 1)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=weights.device)
+    kernel = torch.exp(-(x**2) / (2 * SELECT_FEATHER**2))
+    kernel = (kernel / kernel.sum()).to(regions)
+    soft = F.pad(regions[:, None], [radius] * 4, mode="replicate")
+    soft = F.conv2d(F.conv2d(soft, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[:, 0]
+    soft = soft / soft.sum(0, keepdim=True)
+    fixed = weights >= 1 - 1e-6
+    return torch.where(fixed.any(0, keepdim=True), fixed.to(soft), soft)
 
 
 # -- weight maps (K, h, w); they sum to one over K ---------------------------------------------
@@ -169,15 +241,21 @@ def blend(
     weights: Tensor,
     anchors: list[list[tuple[int, int]]],
     generator: torch.Generator | None,
+    cover_kind: str = "rows",
+    mix: str = "blend",
 ) -> tuple[Tensor, Tensor | None]:
     """The canvas latent: sum_k w_k * cover(z_k) and the spatially varying global code
-    sum_k w_k * g_k. Accumulates one texture at a time so memory stays at two canvases."""
+    sum_k w_k * g_k, with ``mix`` select the weights first made regions (:func:`select_weights`,
+    which needs ``generator``). Accumulates one texture at a time so memory stays at two
+    canvases."""
+    if mix == "select" and generator is not None:
+        weights = select_weights(weights, generator)
     height, width = weights.shape[1:]
     z_local: Tensor | None = None
     z_global: Tensor | None = None
     for k, (zl, zg) in enumerate(zip(locals_, globals_, strict=True)):
         w = weights[k].to(zl.device)[None, None]
-        part = cover(zl, height, width, anchors[k], generator) * w
+        part = cover(zl, height, width, anchors[k], generator, cover_kind) * w
         z_local = part if z_local is None else z_local + part
         if zg is not None:
             g = zg[:, :, None, None] * w

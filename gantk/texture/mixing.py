@@ -19,6 +19,8 @@ from torch import Tensor
 from gantk.errors import GantkError
 from gantk.io.images import to_uint8 as images_to_uint8
 from gantk.texture.latent import (
+    COVERS,
+    MIXES,
     blend,
     brush_weights,
     palette_weights,
@@ -75,9 +77,20 @@ class Mixer:
         model: TextureMixer,
         shuffle: bool = True,
         decode_tile: int = DEFAULT_DECODE_TILE,
+        cover: str = "rows",
+        mix: str = "blend",
     ) -> None:
+        """``cover`` and ``mix``: see gantk.texture.latent (COVERS, MIXES); the paper's are
+        rows (tiles with rows and columns shuffled) and blend (weighted latent averages).
+        ``shuffle`` False tiles the latents as they are (cover none)."""
+        if cover not in COVERS:
+            raise GantkError(f"--cover must be one of {', '.join(COVERS)}, got {cover!r}")
+        if mix not in MIXES:
+            raise GantkError(f"--mix must be one of {', '.join(MIXES)}, got {mix!r}")
         self.model = model
         self.shuffle = shuffle
+        self.cover = cover if shuffle else "none"
+        self.mix = mix
         self.decode_tile = decode_tile
         self.resolution = model.config.resolution
         self.device = next(model.parameters()).device
@@ -133,8 +146,9 @@ class Mixer:
         anchors: list[list[tuple[int, int]]] = [[] for _ in textures]
         for p in placements:
             anchors[p.index].append((p.y, p.x))
-        generator = torch.Generator().manual_seed(seed) if self.shuffle else None
-        z_local, z_global = blend(locals_, globals_, weights, anchors, generator)
+        generator = torch.Generator().manual_seed(seed)
+        z_local, z_global = blend(locals_, globals_, weights, anchors, generator, self.cover,
+                                  self.mix)  # fmt: skip
         image = self.decode_tiled(z_local, z_global)
         return image[:, :, : size[0], : size[1]]
 

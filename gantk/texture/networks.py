@@ -177,9 +177,10 @@ def spread(z_global: Tensor | None, like: Tensor) -> Tensor | None:
 
 class TextureCritic(nn.Module):
     """WGAN-GP critic for ``resolution``-sized crops (no normalisation layers: the gradient
-    penalty is computed per sample)."""
+    penalty is computed per sample). ``aspect`` > 1 takes crops ``aspect`` times as wide as
+    tall (the repetition classifier of :mod:`gantk.metrics.texture_classifiers`)."""
 
-    def __init__(self, cfg: TextureMixerConfig) -> None:
+    def __init__(self, cfg: TextureMixerConfig, aspect: int = 1) -> None:
         super().__init__()
         layers: list[nn.Module] = [_conv(3, cfg.d_channels, 1)]
         ch, res = cfg.d_channels, cfg.resolution
@@ -188,7 +189,7 @@ class TextureCritic(nn.Module):
             layers += [_conv(ch, ch), _conv(ch, nxt), nn.AvgPool2d(2)]
             ch, res = nxt, res // 2
         self.body = nn.Sequential(*layers)
-        self.fc = EqualLinear(ch * 16, ch, activation="lrelu")
+        self.fc = EqualLinear(ch * 16 * aspect, ch, activation="lrelu")  # a 4 x 4·aspect map
         self.out = EqualLinear(ch, 1)
 
     def forward(self, x: Tensor) -> Tensor:

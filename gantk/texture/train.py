@@ -8,6 +8,10 @@ Per step, for pairs of real crops (S1, S2):
   (as are the global codes), decoded at 3x size, a random crop judged by Gram (λ4) and
   adversarial (λ5, critic D_itp) losses, each α-weighted between S1 and S2.
 Ablations of Table 3.1: ``no_shuffle``, ``no_blend`` (S2 = S1), ``global_dim=0`` (no z^g).
+
+Under torchrun the processes train data-parallel on one global batch of pairs
+(gantk.nn.distributed): crops, blend weights, shuffles, interpolation crops and the gradient
+penalty's interpolates are drawn for the whole batch, gradients averaged; rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from gantk.io.checkpoint import (
 from gantk.io.config_schema import build_matching, checked_config, parse_config
 from gantk.io.runlog import LOG_FILE, append_log, rewind_log
 from gantk.io.stop_request import StopRequest
-from gantk.nn.penalties import gradient_penalty
+from gantk.nn.distributed import Dist, init_distributed
+from gantk.nn.penalties import gp_weights, gradient_penalty
 from gantk.nn.precision import (
     autocast,
     channels_last,
@@ -117,18 +122,52 @@ class TextureTrainConfig:
         return parse_config(cls, data, "texture training config")
 
 
-def random_crops(images: Tensor, size: int, gen: torch.Generator) -> Tensor:
-    """One random ``size`` crop per image (independent positions)."""
+def random_crops(
+    images: Tensor, size: int, gen: torch.Generator, dist: Dist | None = None
+) -> Tensor:
+    """One random ``size`` crop per image (independent positions); ``dist``: ``images`` is a
+    process's share of the batch, the positions are drawn for all of it."""
     h, w = images.shape[2:]
-    ys = torch.randint(0, h - size + 1, (images.shape[0],), generator=gen).tolist()
-    xs = torch.randint(0, w - size + 1, (images.shape[0],), generator=gen).tolist()
+    dist = dist or Dist()
+    count = images.shape[0]
+    ys = dist.draw(count, lambda n: torch.randint(0, h - size + 1, (n,), generator=gen)).tolist()
+    xs = dist.draw(count, lambda n: torch.randint(0, w - size + 1, (n,), generator=gen)).tolist()
     return torch.stack(
         [img[:, y : y + size, x : x + size] for img, y, x in zip(images, ys, xs, strict=True)]
     )
 
 
+def interpolation_crop(
+    model: TextureMixer,
+    s1: Tensor,
+    s2: Tensor,
+    generator: torch.Generator,
+    shuffle: bool = True,
+    dist: Dist | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The interpolation task (eqs. 3.7-3.9): a random crop of the pair's decoded 3x3 tiled,
+    shuffled, α-blended latents, and the blend weights α. ``dist``: the pairs are a process's
+    share of the batch; every draw is made as for the whole batch."""
+    dist = dist or Dist()
+    zl, zg = model.encode(torch.cat([s1, s2]))
+    zl1, zl2 = zl.chunk(2)
+    alpha = dist.draw(s1.shape[0], lambda n: torch.rand(n, generator=generator)).to(s1.device)
+    a = alpha[:, None, None, None]
+
+    def tiles(z: Tensor) -> Tensor:
+        return dist.sample_wise(lambda part: training_tiles(part, generator, shuffle), z)
+
+    big = a * tiles(zl1) + (1 - a) * tiles(zl2)
+    glob = None
+    if zg is not None:
+        g1, g2 = zg.chunk(2)
+        glob = spread(alpha[:, None] * g1 + (1 - alpha[:, None]) * g2, big)
+    image = model.decode(big, glob).float()
+    return random_crops(image, model.config.resolution, generator, dist), alpha
+
+
 class TextureTrainer:
-    def __init__(self, config: TextureTrainConfig, out: Path) -> None:
+    def __init__(self, config: TextureTrainConfig, out: Path, dist: Dist | None = None) -> None:
         from gantk.texture.data import TextureSampler, load_texture_sources
 
         config = replace(config, precision=resolve_precision(config.precision, config.device))
@@ -153,6 +192,10 @@ class TextureTrainer:
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=betas)
         d_params = list(self.d_rec.parameters()) + list(self.d_itp.parameters())
         self.opt_d = torch.optim.Adam(d_params, lr=config.lr, betas=betas)
+        # Under torchrun: this process's place; each trains on an equal share of the pairs.
+        self.dist = dist or init_distributed(self.device)
+        self.dist.check_batch(config.batch_size)
+        self.dist.sync_gradients(self.opt_g, self.opt_d)
         sources = load_texture_sources(config.data, split="train")
         self.sampler = TextureSampler(sources, config.resolution, augment=config.augment)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -164,28 +207,17 @@ class TextureTrainer:
         """Batch of (S1, S2); the sampler's RNG is derived from (seed, step) so a resumed run
         draws exactly the crops it would have drawn."""
         rng = np.random.default_rng([self.config.seed, self.step])
-        crops = self.sampler.sample(2 * self.config.batch_size, rng).to(self.device)
-        s1, s2 = crops.chunk(2)
+        crops = self.sampler.sample(2 * self.config.batch_size, rng)
+        # The whole batch's crops (one stream of draws), this process's pairs.
+        s1, s2 = (self.dist.shard(half).to(self.device) for half in crops.chunk(2))
         return s1, (s1 if not self.config.blend else s2)
 
     # -- one step ----------------------------------------------------------------------------
 
     def _interpolate(self, s1: Tensor, s2: Tensor) -> tuple[Tensor, Tensor]:
-        """A random crop of the pair's decoded 3x3 interpolation, and the blend weights α."""
-        cfg, gen = self.config, self.generator
-        zl, zg = self.model.encode(torch.cat([s1, s2]))
-        zl1, zl2 = zl.chunk(2)
-        alpha = torch.rand(s1.shape[0], generator=gen).to(self.device)
-        a = alpha[:, None, None, None]
-        big = a * training_tiles(zl1, gen, cfg.shuffle) + (1 - a) * training_tiles(
-            zl2, gen, cfg.shuffle
+        return interpolation_crop(
+            self.model, s1, s2, self.generator, self.config.shuffle, self.dist
         )
-        glob = None
-        if zg is not None:
-            g1, g2 = zg.chunk(2)
-            glob = spread(alpha[:, None] * g1 + (1 - alpha[:, None]) * g2, big)
-        image = self.model.decode(big, glob).float()
-        return random_crops(image, cfg.resolution, gen), alpha
 
     def _gram_losses(
         self, real: Tensor, recon: Tensor, crop: Tensor, alpha: Tensor
@@ -249,17 +281,11 @@ class TextureTrainer:
         (loss_rec + loss_itp).backward()
         self.opt_d.step()
         self.step += 1
-        grams = (
-            {} if gram_rec is None else {"gram_rec": gram_rec.item(), "gram_itp": gram_itp.item()}
-        )
-        return {
-            "l1": l1.item(),
-            **grams,
-            "adv_rec": adv_rec.item(),
-            "adv_itp": adv_itp.item(),
-            "d_rec": loss_rec.item(),
-            "d_itp": loss_itp.item(),
-        }
+        grams = {} if gram_rec is None else {"gram_rec": gram_rec, "gram_itp": gram_itp}
+        # Means over the global batch (each process's share is equal).
+        losses = {"l1": l1, **grams, "adv_rec": adv_rec, "adv_itp": adv_itp,
+                  "d_rec": loss_rec, "d_itp": loss_itp}  # fmt: skip
+        return self.dist.means(losses)
 
     def _critic_losses(
         self, real: Tensor, recon: Tensor, crop: Tensor, alpha: Tensor, pair: list[Tensor]
@@ -277,18 +303,23 @@ class TextureTrainer:
         loss_rec = REC_TERMS * (
             d_rec(recon).mean()
             - d_real.mean()
-            + cfg.gp_weight * gradient_penalty(d_rec, real, recon).mean()
+            # real is cat([S1, S2]): each half shared out on its own.
+            + cfg.gp_weight * gradient_penalty(d_rec, real, recon, alpha=self._gp(real, 2)).mean()
             + cfg.drift_weight * (d_real**2).mean()
         )
         loss_itp = d_itp(crop).mean()
         for weight, source in zip((alpha, 1 - alpha), pair, strict=True):
             d_src = d_itp(source)
-            gp = gradient_penalty(d_itp, source, crop, per_sample=True)
+            gp = gradient_penalty(d_itp, source, crop, per_sample=True, alpha=self._gp(source))
             loss_itp = (
                 loss_itp
                 + (weight * (-d_src + cfg.gp_weight * gp + cfg.drift_weight * d_src**2)).mean()
             )
         return loss_rec, loss_itp
+
+    def _gp(self, real: Tensor, groups: int = 1) -> Tensor:
+        """The gradient penalty's interpolation weights, drawn for the whole batch."""
+        return gp_weights(real, self.dist, groups)
 
     def _autocast(self):
         return autocast(self.config.precision, self.device)
@@ -350,15 +381,18 @@ class TextureTrainer:
 
     def run(self, on_log: Callable[[dict], None] | None = None) -> dict:
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(
-            json.dumps({**asdict(cfg), "gram_net_used": self.gram.name}, indent=2)
-        )
-        rewind_log(self.out / LOG_FILE, self.step)
+        main = self.dist.main  # the one process that writes
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(
+                json.dumps({**asdict(cfg), "gram_net_used": self.gram.name}, indent=2)
+            )
+            rewind_log(self.out / LOG_FILE, self.step)
         window: list[dict[str, float]] = []
         entry: dict = {}
+        stopping = False
         with StopRequest() as stop:
-            while self.step < cfg.steps and not stop.requested:
+            while self.step < cfg.steps and not stopping:
                 last = self.train_step(*self._pairs())
                 window.append(last)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -369,21 +403,26 @@ class TextureTrainer:
                         values = [w[k] for w in window if k in w]
                         entry[k] = sum(values) / len(values)
                     window.clear()
-                    append_log(self.out / LOG_FILE, entry)
+                    if main:
+                        append_log(self.out / LOG_FILE, entry)
                     if on_log:
                         on_log(entry)
                     if not all(math.isfinite(v) for v in entry.values()):
                         raise GantkError(
                             f"training diverged at step {self.step} (loss is not finite)"
                         )
-                if self.step % cfg.snapshot_every == 0 or self.step == cfg.steps or stop.requested:
+                # Every process stops at the same step when any was asked to.
+                stopping = self.dist.any(stop.requested)
+                if self.step % cfg.snapshot_every == 0 or self.step == cfg.steps or stopping:
                     if not all(math.isfinite(v) for v in last.values()):  # never save NaN weights
                         raise GantkError(
                             f"training diverged at step {self.step} (loss is not finite)"
                         )
-                    self.save_model()
-                    self.save_state()
-                    self.save_samples()
+                    if main:
+                        self.save_model()
+                        self.save_state()
+                        self.save_samples()
+        self.dist.barrier()  # the run's files are written when any process returns
         return entry
 
 

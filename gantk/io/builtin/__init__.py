@@ -36,6 +36,7 @@ class BuiltinInfo:
 
 
 MAX_GENERATED = 1_000_000
+MAX_SEED = 2**62  # as --seed (gantk.cli.common.SeedOpt)
 
 BUILTINS: dict[str, BuiltinInfo] = {
     info.name: info
@@ -147,11 +148,17 @@ def load_builtin(
 ):
     """Build the dataset named by ``spec``; explicit arguments override the spec's options."""
     from gantk.io.images import check_resolution
+    from gantk.io.limits import check_memory
 
     info, options = parse_spec(spec)
     count = count if count is not None else _as_int(options, "n", spec)
     resolution = resolution if resolution is not None else _as_int(options, "resolution", spec)
-    seed = seed if seed is not None else _as_int(options, "seed", spec)
+    written = _as_int(options, "seed", spec)
+    if written is not None and not 0 <= written <= MAX_SEED:
+        # The range --seed takes: a negative seed is a typo, not another dataset (checked even
+        # where --seed overrides it, so it never passes silently).
+        raise GantkError(f"{spec}: option seed must be in 0..{MAX_SEED}, got {written}")
+    seed = seed if seed is not None else written
     options = {k: v for k, v in options.items() if k not in ("n", "resolution", "seed")}
     count = info.default_count if count is None else count
     if not 1 <= count <= info.max_count:
@@ -161,5 +168,11 @@ def load_builtin(
         )
     resolution = check_resolution(
         info.default_resolution if resolution is None else resolution, low=8, high=1024
+    )
+    # Built-ins are made in memory at once: refuse what cannot fit before drawing any of it.
+    check_memory(
+        f"builtin:{info.name} with {count} images of {resolution}x{resolution}",
+        count * resolution * resolution * 3,
+        "ask for fewer images (n=) or a smaller resolution",
     )
     return info.build()(count, resolution, seed or 0, **options)
