@@ -28,6 +28,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check gantk tests bench examples scripts
 	$(BIN)/ruff format --check gantk tests bench examples scripts
+	# The layering of docs/architecture.md (contracts in pyproject.toml; every import counts).
+	$(BIN)/lint-imports
 
 man: $(STAMP)
 	$(BIN)/python -m gantk.cli.manpages man

@@ -34,8 +34,10 @@ VARIANTS = {
 def measure(args: argparse.Namespace, variant: str) -> dict:
     import torch
 
+    from gantk.gan.config import TrainConfig
+    from gantk.gan.loop import loader
     from gantk.gan.networks import NetworkConfig, count_parameters
-    from gantk.gan.train import TrainConfig, Trainer
+    from gantk.gan.trainer import Trainer
     from gantk.io.builtin import load_builtin
 
     extra = {
@@ -65,7 +67,7 @@ def measure(args: argparse.Namespace, variant: str) -> dict:
     )
     trainer = Trainer(config, dataset=data)
     device = torch.device(args.device)
-    batches = trainer._loader()
+    batches = loader(trainer)
 
     def step() -> None:
         images, _ = next(batches)

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gantk.gan.generate import NOISE_SEED_OFFSET, latents_for, load_generator, sample_uint8
+from gantk.gan.generate import load_generator
+from gantk.gan.sampling import NOISE_SEED_OFFSET, latents_for, sample_uint8
 from gantk.io.builtin import load_builtin
 from gantk.metrics.frechet import GaussianStats, frechet_from_stats
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 def parameter_counts(run: Path) -> tuple[int, int]:
     """(G, D) parameters of a run's networks."""
-    from gantk.gan.train import load_run_networks
+    from gantk.gan.run import load_run_networks
 
     G, D, _ = load_run_networks(run)
     return sum(p.numel() for p in G.parameters()), sum(p.numel() for p in D.parameters())

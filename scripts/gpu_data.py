@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gantk.io.datasets import ArrayDataset
+from gantk.io.dataset_base import ArrayDataset
 from gantk.io.packs import write_pack
 
 CROP_BYTES = 128 * 128 * 3  # the canvases of the native design (2x2 tiles of 64 px)

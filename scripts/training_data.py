@@ -219,7 +219,7 @@ def write_stego_pack(
 ) -> None:
     """Multi-scale random crops: 60 % from photos, 40 % from textures, balanced over files."""
     from gantk.io.builtin.crops import random_crops
-    from gantk.io.datasets import ArrayDataset
+    from gantk.io.dataset_base import ArrayDataset
     from gantk.io.packs import write_pack
 
     def loaders(kind: str) -> dict:

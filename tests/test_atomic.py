@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gantk.errors import GantkError
-from gantk.io import atomic
+from gantk.io import safefile
 from gantk.io.atomic import atomic_dir, atomic_file, check_output
 
 
@@ -375,22 +375,22 @@ def test_the_later_publisher_loses_and_the_winner_stays(
 
 
 def test_noreplace_fallback_without_renameat2(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(atomic, "_RENAMEAT2", None)
+    monkeypatch.setattr(safefile, "_RENAMEAT2", None)
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.write_text("new")
     dst.write_text("old")
     with pytest.raises(FileExistsError):
-        atomic.rename_noreplace(src, dst)
+        safefile.rename_noreplace(src, dst)
     assert dst.read_text() == "old" and src.exists()
     dst.unlink()
-    atomic.rename_noreplace(src, dst)
+    safefile.rename_noreplace(src, dst)
     assert dst.read_text() == "new" and not src.exists()
     folder, full = tmp_path / "folder", tmp_path / "full"
     folder.mkdir()
     full.mkdir()
     (full / "x").write_text("x")
     with pytest.raises(FileExistsError):
-        atomic.rename_noreplace(folder, full)
+        safefile.rename_noreplace(folder, full)
     assert _entries(full) == ["x"]
 
 

@@ -8,7 +8,6 @@ import torch
 from naive_ops import naive_patch_attention, naive_unfold
 from torch import Tensor
 
-from gantk import ops
 from gantk.errors import GantkError
 from gantk.gan.attention import (
     ATTENTION_KINDS,
@@ -17,6 +16,7 @@ from gantk.gan.attention import (
     make_attention,
     parse_attention_spec,
 )
+from gantk.ops import dispatch
 from gantk.ops.patch_attention import (
     key_patch_linear,
     patch_attention,
@@ -221,7 +221,7 @@ def test_dispatch_sends_kernel_calls_to_the_loaded_module(monkeypatch: pytest.Mo
             calls.append((kernel_size, dilation, reflect))
             return torch.full_like(values, 7.0)
 
-    monkeypatch.setattr(ops, "kernels_for", lambda tensor: FakeKernels)
+    monkeypatch.setattr(dispatch, "kernels_for", lambda tensor: FakeKernels)
     values, weights = _inputs(3)
     out = patch_attention(values, weights, 3, 2, "reflect")
     assert calls == [(3, 2, True)] and bool((out == 7.0).all())

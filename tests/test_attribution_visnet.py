@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gantk.attribution.networks import Attributor, AttributorConfig, build_model
+from gantk.attribution.networks import Attributor, AttributorConfig
+from gantk.attribution.train import build_model
 from gantk.attribution.visnet import VisNet, correlation, visualize
 from gantk.errors import GantkError
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 from helpers import error_line
 
+from gantk.gan.config import TrainConfig
 from gantk.gan.networks import NetworkConfig
-from gantk.gan.train import TrainConfig, resume_training, start_training
+from gantk.gan.run import resume_training, start_training
 from gantk.nn import augment
 from gantk.nn.augment import AdaController, AdaptiveAugment, diff_augment
 

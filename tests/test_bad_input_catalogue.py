@@ -174,7 +174,8 @@ def _training_states(root: Path, f: dict[str, Path]) -> None:
     from safetensors.torch import save_file
 
     from gantk.fingerprint.train_stego import StegoTrainConfig
-    from gantk.gan.train import STATE_KIND, TrainConfig
+    from gantk.gan.config import TrainConfig
+    from gantk.gan.trainer import STATE_KIND
 
     config = {**asdict(StegoTrainConfig(data="builtin:shapes")), "bogus": 1}
     f["stego_unknown"] = root / "stego-unknown"
@@ -294,7 +295,11 @@ def _packs(root: Path, f: dict[str, Path]) -> None:
 def _run_folders(root: Path, f: dict[str, Path]) -> None:
     """A GAN run with a log (one whose loss is no number), a fingerprinted run to mint
     generators from, and a labeled folder of two sources."""
-    from gantk.gan.scalable import FINGERPRINTED_KIND, FingerprintedGenerator, make_decoder
+    from gantk.fingerprint.scalable.networks import (
+        FINGERPRINTED_KIND,
+        FingerprintedGenerator,
+        make_decoder,
+    )
 
     f["run"] = root / "gan-run"
     f["run"].mkdir()

@@ -10,22 +10,26 @@ import pytest
 import torch
 
 from gantk.fingerprint import bits as fpbits
-from gantk.fingerprint.stego import decode_bits, embed_any_size
+from gantk.fingerprint import native
+from gantk.fingerprint.strength import Embedder
 from gantk.fingerprint.train_stego import load_stego
 from gantk.io.bundled import resolve_model_path
-from gantk.io.datasets import open_dataset
-from gantk.io.images import fit_image
-from gantk.metrics.texture import periodic_peak, sample_pairs
+from gantk.perturb import center_crop, jpeg, resize
 from gantk.texture.data import load_texture_sources
+from gantk.texture.metrics import periodic_peak, sample_pairs
 from gantk.texture.mixing import Mixer
 from gantk.texture.train import load_texture_mixer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# What the shipped builtin:stego-100 reaches on the images below, with a margin: raise these
-# when a better model ships (docs/models.md has the full held-out figures).
-MIN_PSNR_DB = 25.0
-MIN_BIT_ACCURACY = 0.90
+# What the shipped builtin:stego-100 (v3, the native design) reaches on the images below with
+# --strength auto, with a margin: raise these when a better model ships (docs/models.md has the
+# full held-out figures: PSNR 44 dB mean on held-out photos, every bit right, JPEG 75, half size
+# and 80 % crops at 0.98-1.0).
+MIN_PSNR_DB = 38.0
+# Mean bit accuracy after each attack (the crop: two of the four images are 256 px photos, whose
+# 205 px crop is at the edge of what the pilot finds).
+MIN_ACCURACY = {"clean": 0.98, "jpeg": 0.95, "half": 0.95, "crop": 0.85}
 
 
 def _stego():
@@ -35,42 +39,52 @@ def _stego():
 def test_bundled_stego_loads_with_the_shapes_embed_and_decode_expect() -> None:
     encoder, decoder = _stego()
     assert encoder.config.bits == decoder.config.bits == 100
+    assert encoder.config.design == "native" and encoder.config.luma
     r = encoder.config.resolution
     assert r >= 32 and r & (r - 1) == 0
     assert all(p.dtype == torch.float32 for p in encoder.parameters())  # fp16 file, fp32 model
-    code = torch.randint(0, 2, (2, 100), generator=torch.Generator().manual_seed(0)).float()
-    for shape in ((2, 3, 50, 70), (2, 3, 200, 300)):  # any size, any aspect
-        images = torch.rand(shape) * 2 - 1
-        with torch.no_grad():
-            marked = embed_any_size(encoder, images, code)
-        assert marked.shape == images.shape and marked.abs().max() <= 1
-        decoded = decode_bits(decoder, [marked[i : i + 1] for i in range(2)])
-        assert decoded.shape == (2, 100) and set(np.unique(decoded)) <= {0, 1}
+    code = torch.randint(0, 2, (1, 100), generator=torch.Generator().manual_seed(0)).float()
+    embedder = Embedder(encoder, decoder, "native", 1.0)
+    for shape in ((1, 3, 50, 70), (1, 3, 200, 300)):  # any size, any aspect (small: resized)
+        image = torch.rand(shape) * 2 - 1
+        marked = embedder.embed(image, code).image
+        assert marked.shape == image.shape and marked.abs().max() <= 1
+        decoded, _ = native.decode_bits(decoder, [marked])
+        assert decoded.shape == (1, 100) and set(np.unique(decoded)) <= {0, 1}
 
 
-@pytest.mark.parametrize("size", [64, 128])
-def test_bundled_stego_on_photos_it_never_saw(size: int) -> None:
+def test_bundled_stego_on_photos_it_never_saw() -> None:
+    """The issue's photo targets, fast: china and flower (427x640, never trained on) and 256 px
+    crops of them, fingerprinted with auto strength, then read untouched, after JPEG 75, at half
+    size and from an 80 % centre crop."""
     encoder, decoder = _stego()
-    photos = open_dataset("builtin:photos?sources=china,flower&n=16&seed=3", resolution=256)
-    rng = np.random.default_rng(size)
-    originals = [fit_image(photos.image(i), size) for i in range(len(photos))]
-    codes = rng.integers(0, 2, (len(originals), 100), dtype=np.uint8)
+    embedder = Embedder(encoder, decoder, "native", None, 33.0)
+    photos = [load_texture_sources(f"builtin:{name}")[0].image for name in ("china", "flower")]
+    images = photos + [p[60:316, 100:356] for p in photos]
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 2, (len(images), 100), dtype=np.uint8)
     marked, psnrs = [], []
-    with torch.no_grad():
-        for rgb, code in zip(originals, codes, strict=True):
-            x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
-            y = embed_any_size(encoder, x, torch.from_numpy(code[None]).float())
-            saved = ((y[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-            mse = np.mean((saved.astype(np.float64) - rgb) ** 2)
-            psnrs.append(10 * np.log10(255**2 / mse))
-            marked.append(torch.from_numpy(saved).permute(2, 0, 1)[None].float() / 127.5 - 1)
-    matches = (decode_bits(decoder, marked) == codes).sum(axis=1)
-    assert np.mean(psnrs) >= MIN_PSNR_DB
-    assert matches.mean() / 100 >= MIN_BIT_ACCURACY
-    assert (matches >= fpbits.threshold(100, 1e-6)).all()  # every image detected at FPR 1e-6
-    clean = decode_bits(decoder, [torch.from_numpy(o).permute(2, 0, 1)[None].float() / 127.5 - 1
-                                  for o in originals])  # fmt: skip
-    assert ((clean == codes).sum(axis=1) < fpbits.threshold(100, 1e-6)).all()  # no false alarm
+    for rgb, code in zip(images, codes, strict=True):
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1
+        done = embedder.embed(x, torch.from_numpy(code[None]).float())
+        assert done.flagged is None
+        saved = ((done.image[0] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        psnrs.append(10 * np.log10(255**2 / np.mean((saved.astype(np.float64) - rgb) ** 2)))
+        marked.append(done.image)
+    need = fpbits.threshold(100, 1e-6)
+    assert np.mean(psnrs) >= MIN_PSNR_DB, psnrs
+    for name, attack in (("clean", lambda t: t), ("jpeg", lambda t: jpeg(t, 75)),
+                         ("half", lambda t: resize(t, 0.5)),
+                         ("crop", lambda t: center_crop(t, 0.8))):  # fmt: skip
+        decoded, _ = native.decode_bits(decoder, [attack(m) for m in marked])
+        matches = (decoded == codes).sum(axis=1)
+        assert matches.mean() / 100 >= MIN_ACCURACY[name], (name, matches)
+        if name != "crop":  # a 205 px crop of a 256 px photo may lose its grid (docs/models.md)
+            assert (matches >= need).all(), name  # every image detected at FPR 1e-6
+    originals = [torch.from_numpy(np.ascontiguousarray(o)).permute(2, 0, 1)[None].float()
+                 / 127.5 - 1 for o in images]  # fmt: skip
+    clean, _ = native.decode_bits(decoder, originals)
+    assert ((clean == codes).sum(axis=1) < need).all()  # no false alarm
 
 
 def _texture_mixer():
@@ -112,7 +126,7 @@ def test_bundled_texture_mixer_strips_have_no_grid_at_the_cell_period() -> None:
 
 def test_bundled_texture_classifiers_fit_the_mixer_and_tell_real_crops_from_faults() -> None:
     from gantk.io.checkpoint import read_header
-    from gantk.metrics.texture_classifiers import (
+    from gantk.texture.classifiers import (
         BUILTIN,
         CLASSIFIERS,
         ExampleSource,

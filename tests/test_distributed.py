@@ -285,8 +285,8 @@ def _without(doc: dict, *keys: str) -> dict:
 @pytest.fixture(scope="module")
 def batch_inputs(tmp_path_factory) -> dict[str, Path]:
     """Images of mixed sizes in sub-folders, a stego model, labeled sources and an attributor."""
-    from gantk.attribution.networks import AttributorConfig, build_model
-    from gantk.attribution.train import save_attributor
+    from gantk.attribution.networks import AttributorConfig
+    from gantk.attribution.train import build_model, save_attributor
     from gantk.fingerprint.stego import StegoConfig, StegoDecoder, StegoEncoder
     from gantk.fingerprint.train_stego import save_stego
 

@@ -192,7 +192,7 @@ def test_cli_saved_stats_give_the_same_fid(cli, tmp_path) -> None:
 
 def test_cli_evaluates_a_generator_on_the_fly(cli, tmp_path) -> None:
     from gantk.gan.networks import Generator, NetworkConfig
-    from gantk.gan.train import GENERATOR_KIND
+    from gantk.gan.trainer import GENERATOR_KIND
     from gantk.io.checkpoint import save_checkpoint
 
     config = NetworkConfig(

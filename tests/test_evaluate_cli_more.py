@@ -76,7 +76,7 @@ def test_swd_cli_identical_sets_are_at_zero(cli) -> None:
 
 def test_ivom_cli_with_attributes(cli, alexnet_weights, tmp_path) -> None:
     from gantk.gan.networks import Generator, NetworkConfig
-    from gantk.gan.train import GENERATOR_KIND
+    from gantk.gan.trainer import GENERATOR_KIND
     from gantk.io.checkpoint import save_checkpoint
 
     config = NetworkConfig(

@@ -13,7 +13,8 @@ from helpers import error_line
 from PIL import Image
 from safetensors.torch import save_file
 
-from gantk.attribution.networks import AttributorConfig, build_model
+from gantk.attribution.networks import AttributorConfig
+from gantk.attribution.train import build_model
 from gantk.fingerprint.stego import StegoConfig, StegoDecoder, StegoEncoder
 from gantk.gan.networks import GENERATOR_KIND, Generator, NetworkConfig
 from gantk.io.config_schema import parse_config

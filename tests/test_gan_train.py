@@ -14,16 +14,11 @@ from PIL import Image
 
 from gantk.errors import GantkError
 from gantk.gan import losses
+from gantk.gan.config import TrainConfig
 from gantk.gan.generate import load_generator
 from gantk.gan.networks import NetworkConfig
-from gantk.gan.train import (
-    CONFIG_FILE,
-    STATE_KIND,
-    TrainConfig,
-    Trainer,
-    resume_training,
-    start_training,
-)
+from gantk.gan.run import CONFIG_FILE, resume_training, start_training
+from gantk.gan.trainer import STATE_KIND, Trainer
 from gantk.io.checkpoint import load_checkpoint, load_training_state
 from gantk.io.datasets import open_dataset
 
@@ -282,7 +277,7 @@ def test_ctrl_c_saves_and_resume_finishes_the_run(tmp_path: Path, uninterrupted:
     def progress(kimg: float, stats: dict) -> None:
         ticks.append(kimg)
         if len(ticks) == 2:
-            trainer._on_sigint(signal.SIGINT, None)
+            trainer.stop.request()  # what the first Ctrl-C does
 
     result = trainer.run(progress)
     assert result["interrupted"] is True and result["steps"] == 2 and trainer.step == 2
@@ -410,7 +405,8 @@ def test_new_run_refuses_a_non_empty_out_without_force(tmp_path: Path) -> None:
 
 
 def test_step_batches_depend_only_on_seed_and_step(tmp_path: Path) -> None:
-    from gantk.gan.train import Dist, StepBatchSampler
+    from gantk.gan.loop import StepBatchSampler
+    from gantk.nn.distributed import Dist
 
     a = StepBatchSampler(32, 8, seed=0, start_step=0, dist=Dist())
     b = StepBatchSampler(32, 8, seed=0, start_step=5, dist=Dist())

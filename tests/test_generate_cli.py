@@ -87,7 +87,7 @@ def test_train_resume_refuses_a_changed_option(cli, trained, tmp_path: Path) -> 
 def test_train_resume_without_kimg_keeps_the_runs_target(
     cli, trained, tmp_path: Path, monkeypatch
 ) -> None:
-    from gantk.gan import train as train_module
+    from gantk.gan import trainer as train_module
 
     def no_training(self, progress=None) -> dict:
         return {"kimg": self.cfg.kimg, "steps": self.step, "interrupted": False, "checkpoint": ""}

@@ -12,7 +12,7 @@ from test_gan_train import assert_same_tensors, config, quiet
 
 from gantk.errors import GantkError
 from gantk.gan.imle import ImleTrainer, minority_indices
-from gantk.gan.train import resume_training, start_training
+from gantk.gan.run import resume_training, start_training
 from gantk.io.datasets import open_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")

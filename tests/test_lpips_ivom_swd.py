@@ -20,8 +20,8 @@ from PIL import Image
 from scipy.stats import wasserstein_distance
 
 from gantk.errors import GantkError
-from gantk.gan.generate import latents_for
 from gantk.gan.networks import Generator, NetworkConfig
+from gantk.gan.sampling import latents_for
 from gantk.io.builtin import load_builtin
 from gantk.io.datasets import open_dataset
 from gantk.io.images import to_uint8

@@ -6,10 +6,9 @@ from __future__ import annotations
 import torch
 
 from gantk.gan.fddf import fddf
-from gantk.gan.generate import NOISE_SEED_OFFSET, latents_for
 from gantk.gan.networks import Discriminator, Generator, NetworkConfig
+from gantk.gan.sampling import NOISE_SEED_OFFSET, GeneratorSampler, latents_for
 from gantk.io.datasets import open_dataset
-from gantk.metrics.modes import _generator_batches
 from gantk.metrics.sources import ImageSource
 
 
@@ -35,7 +34,7 @@ def by_hand(G: Generator, seeds: range) -> torch.Tensor:
 
 def test_generator_source_draws_seeded_random_noise() -> None:
     G = tiny_generator()
-    source = ImageSource("g", "generator", 6, 8, _generator=G, seed=10)
+    source = ImageSource("g", "generator", 6, 8, sampler=GeneratorSampler(G), seed=10)
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
@@ -54,7 +53,7 @@ def test_generator_source_draws_seeded_random_noise() -> None:
 
 def test_mode_counting_samples_like_the_other_metrics() -> None:
     G = tiny_generator()
-    (batch,) = list(_generator_batches(G, count=3, batch_size=8, seed=5))
+    (batch,) = list(GeneratorSampler(G).batches(range(5, 8), batch_size=8))
     assert torch.equal(batch, by_hand(G, range(5, 8)))
 
 

@@ -10,8 +10,9 @@ import torch
 from helpers import assert_close_in_norm, error_line
 
 from gantk.gan import microbatch
+from gantk.gan.config import TrainConfig
 from gantk.gan.networks import NetworkConfig
-from gantk.gan.train import TrainConfig, Trainer
+from gantk.gan.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -58,7 +58,7 @@ def test_convert_command_then_generate_gives_nvidias_images_for_its_seeds(cli, t
     assert read_metadata(g)["gantk.latents"] == "numpy-randomstate"
     # the latents for seeds 0-3 are NVIDIA's
     G = load_generator(g)
-    from gantk.gan.generate import latents_for
+    from gantk.gan.sampling import latents_for
 
     np.testing.assert_array_equal(latents_for([0, 1, 2, 3], G).numpy(), ref["z"])
     out = tmp_path / "images"
@@ -171,7 +171,9 @@ def _tiny_pair(tmp_path: Path) -> tuple[Path, Path, NetworkConfig]:
 
 
 def test_training_starts_from_a_model(cli, tmp_path) -> None:
-    from gantk.gan.train import TrainConfig, Trainer, start_from
+    from gantk.gan.config import TrainConfig
+    from gantk.gan.run import start_from
+    from gantk.gan.trainer import Trainer
     from gantk.io.checkpoint import load_checkpoint
 
     g, d, config = _tiny_pair(tmp_path)

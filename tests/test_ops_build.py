@@ -17,6 +17,7 @@ import torch
 from helpers import error_line
 
 from gantk import ops
+from gantk.io import safefile
 from gantk.ops import build
 
 
@@ -174,10 +175,10 @@ def test_live_lock_times_out_with_advice(tmp_path: Path) -> None:
 def test_unreadable_lock_is_cleared_after_a_grace_period(tmp_path: Path) -> None:
     lock = tmp_path / "gantk-build.lock"
     lock.write_text("{not json")
-    assert not build.lock_is_stale(lock, 60)  # may be mid-write
+    assert not safefile.lock_is_stale(lock, 60)  # may be mid-write
     old = time.time() - 60
     os.utime(lock, (old, old))
-    assert build.lock_is_stale(lock, 60)
+    assert safefile.lock_is_stale(lock, 60)
 
 
 # ----------------------------------------------------------------------------------------------

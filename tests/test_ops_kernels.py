@@ -150,11 +150,10 @@ def test_scaled_conv_function_gradcheck_and_double_backward() -> None:
 def test_modulated_conv_sends_covered_cuda_calls_to_the_kernel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gantk import ops
-    from gantk.ops import modulated_conv
+    from gantk.ops import dispatch, modulated_conv
 
     seen: list[str] = []
-    monkeypatch.setattr(ops, "kernels_for", lambda tensor: ScaledConvContract)
+    monkeypatch.setattr(dispatch, "kernels_for", lambda tensor: ScaledConvContract)
     monkeypatch.setattr(
         modulated_conv,
         "modulated_conv2d_kernel",

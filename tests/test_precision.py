@@ -83,7 +83,7 @@ def test_cli_refuses_fp16_on_the_cpu_before_writing(cli, tmp_path: Path) -> None
 
 
 def test_gan_keeps_the_old_amp_spelling_and_refuses_both(cli, tmp_path: Path) -> None:
-    from gantk.cli.train import _amp
+    from gantk.cli.train_gan import _amp
 
     assert _amp("fp32", "none", "cpu") == "none" and _amp("bf16", None, "cpu") == "bf16"
     assert _amp("fp32", "bf16", "cpu") == "bf16"  # a script's old --amp still works

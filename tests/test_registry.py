@@ -1,4 +1,4 @@
-"""gantk.fingerprint.registry: the secret user <-> fingerprint registry of scalable fingerprints."""
+"""gantk.fingerprint.scalable.registry: the secret user <-> fingerprint registry (scalable)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,8 @@ import pytest
 
 from gantk.errors import GantkError
 from gantk.fingerprint import bits as fpbits
-from gantk.fingerprint import registry as regmod
-from gantk.fingerprint.registry import (
-    MIN_DISTANCE_DEFAULT,
-    Registry,
-    default_min_distance,
-    min_distance_for,
-)
+from gantk.fingerprint.scalable import registry as regmod
+from gantk.fingerprint.scalable.registry import Registry, default_min_distance
 
 RUN = "a" * 64
 OTHER_RUN = "b" * 64
@@ -177,36 +172,9 @@ def test_draw_avoids_pending_draws_and_reports_full(tmp_path: Path) -> None:
         reg.draw("a", rng, 1)
 
 
-def test_min_distance_for_hand_computation() -> None:
-    t = fpbits.threshold(128, 1e-6)
-    assert 85 < t < 100  # sanity: ~ 64 + 4.75 * sqrt(32)
-    assert min_distance_for(128, 1e-6) == 2 * (128 - t) + 1
-    t_m = fpbits.threshold(128, 1e-6 / 1000)
-    assert min_distance_for(128, 1e-6, registry_size=1000) == 2 * (128 - t_m) + 1
-    # nothing can verify 4 bits at 1e-6: any distinct fingerprints are fine
-    assert min_distance_for(4, 1e-6) == 1
-    assert default_min_distance(128) == MIN_DISTANCE_DEFAULT == 16
+def test_default_min_distance() -> None:
+    assert default_min_distance(128) == 16  # bits // 8: the paper's 128 bits
     assert default_min_distance(4) == 1
-
-
-def test_min_distance_for_guarantee_holds() -> None:
-    """No string verifies two fingerprints that are min_distance_for apart, but one verifies
-    both at one bit less."""
-    bits, fpr = 32, 1e-3
-    t = fpbits.threshold(bits, fpr)
-    d = min_distance_for(bits, fpr)
-    a = np.zeros(bits, dtype=np.uint8)
-    for dist, both in ((d, False), (d - 1, True)):
-        b = a.copy()
-        b[:dist] = 1
-        # the string that best fits both: half of the differing bits from each
-        mid = a.copy()
-        mid[: dist // 2] = 1
-        fits = [int((mid == x).sum()) >= t for x in (a, b)]
-        assert all(fits) is both
-
-
-# --------------------------------------------------------------------------- damage
 
 
 def test_tampered_bit_detected(tmp_path: Path) -> None:
@@ -346,7 +314,7 @@ def test_identify_matches_brute_force(tmp_path: Path, monkeypatch: pytest.Monkey
     fps = reg.fingerprints()
     noisy = fps[rng.integers(0, 40, 300)] ^ (rng.random((300, 32)) < 0.1).astype(np.uint8)
     decoded = np.concatenate([noisy, rng.integers(0, 2, (100, 32), dtype=np.uint8)])
-    monkeypatch.setattr(regmod, "_CHUNK_CELLS", 40 * 7)  # several chunks, one ragged
+    monkeypatch.setattr(fpbits, "_CHUNK_CELLS", 40 * 7)  # several chunks, one ragged
     out = reg.identify(decoded, fpr=1e-3)
     t = max(fpbits.threshold(32, 1e-3 / 40), 32 - (4 - 1) // 2)
     for row, bits in zip(out, decoded, strict=True):
@@ -382,13 +350,13 @@ def test_identify_rejects_bad_input(tmp_path: Path) -> None:
         reg.identify(np.full((2, 128), 0.5), 1e-3)
 
 
-# --------------------------------------------------------------------------- bits.read_registry
+# --------------------------------------------------------------------------- read_entries
 
 
 def test_read_registry_reads_h5(tmp_path: Path) -> None:
     reg = _three(tmp_path / "r.h5")
     path = reg.save()
-    entries = fpbits.read_registry(path)
+    entries = regmod.read_entries(path)
     assert [e["name"] for e in entries] == ["alice", "bob", "carol-2"]
     assert all(e["bits"] == 128 for e in entries)
     for entry, fp in zip(entries, reg.fingerprints(), strict=True):
@@ -399,12 +367,12 @@ def test_read_registry_reads_h5(tmp_path: Path) -> None:
     odd = Registry.create(tmp_path / "odd.hdf5", 10, RUN)
     odd.add("x", np.array([1, 0, 1, 1, 0, 0, 1, 0, 1, 1]))
     odd.save()
-    (entry,) = fpbits.read_registry(tmp_path / "odd.hdf5")
+    (entry,) = regmod.read_entries(tmp_path / "odd.hdf5")
     assert fpbits.parse(entry["fingerprint"], 10).tolist() == [1, 0, 1, 1, 0, 0, 1, 0, 1, 1]
     with pytest.raises(GantkError, match="checksum"):
         with h5py.File(path, "r+") as f:
             f["names"][0] = "eve"
-        fpbits.read_registry(path)
+        regmod.read_entries(path)
 
 
 # --------------------------------------------------------------------------- failed saves
@@ -422,7 +390,7 @@ def test_failed_save_leaves_existing_registry_intact(
         tmp.write_bytes(b"\x89HDF\r\n\x1a\n half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(regmod, "_write_h5", half_written)
+    monkeypatch.setattr(regmod, "write_h5", half_written)
     reg.add("dave", reg.draw("dave", np.random.default_rng(4), 16))
     with pytest.raises(
         GantkError, match=r"No space left on device.*previous registry is unchanged"
@@ -437,7 +405,7 @@ def test_failed_save_leaves_existing_registry_intact(
         tmp.write_bytes(b"junk")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(regmod, "_write_h5", crash)
+    monkeypatch.setattr(regmod, "write_h5", crash)
     with pytest.raises(RuntimeError, match="boom"):
         reg.save()
     assert path.read_bytes() == before
@@ -482,7 +450,7 @@ def _plain_sha256_of(path: Path, fmt: int) -> str:
         for i, name in enumerate(names):
             fp = np.asarray(f["fingerprints"][i], dtype=np.uint8)
             reg_entries.append(regmod.RegistryEntry(name, fp, times[i], hashes[i]))
-        text = regmod._content(fmt, int(f.attrs["bits"]), str(f.attrs["run"]),
+        text = regmod.content(fmt, int(f.attrs["bits"]), str(f.attrs["run"]),
                                str(f.attrs["created"]), str(f.attrs["gantk.version"]),
                                reg_entries)  # fmt: skip
     return hashlib.sha256(text.encode("ascii")).hexdigest()
@@ -527,7 +495,7 @@ def test_the_key_file_is_made_private_once(tmp_path: Path, monkeypatch, capsys) 
     first = key.read_text()
     _three(tmp_path / "s.h5").save()
     assert key.read_text() == first and "made a registry key" not in capsys.readouterr().err
-    from gantk.fingerprint.registry_key import key_id
+    from gantk.fingerprint.scalable.registry_key import key_id
 
     with h5py.File(tmp_path / "s.h5", "r") as f:
         assert f.attrs["key_id"] == key_id(first.strip().encode())

@@ -13,13 +13,13 @@ import torch
 from helpers import assert_close_in_norm, error_line
 from PIL import Image
 
-from gantk.gan.networks import NetworkConfig
-from gantk.gan.scalable import (
+from gantk.fingerprint.scalable.instances import fold_instance
+from gantk.fingerprint.scalable.networks import (
     FingerprintedGenerator,
-    fold_instance,
     make_decoder,
     parse_modulate_res,
 )
+from gantk.gan.networks import NetworkConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -117,10 +117,10 @@ def test_training_writes_generator_and_decoder(run):
 
 
 def test_path_length_is_taken_on_the_fingerprint_styles(tmp_path, monkeypatch):
+    from gantk.fingerprint.scalable.train import ScalableTrainer
     from gantk.gan import losses
+    from gantk.gan.config import TrainConfig
     from gantk.gan.networks import NetworkConfig
-    from gantk.gan.scalable import ScalableTrainer
-    from gantk.gan.train import TrainConfig
 
     seen = []
     real_path_lengths = losses.path_lengths
@@ -180,7 +180,7 @@ def test_instances_registry_generate_decode(run, cli, tmp_path):
                  reg, "--out", models, "--json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert sorted(p.stem for p in models.iterdir()) == ["alice", "bob", "user-00003", "user-00004"]
-    from gantk.fingerprint.registry import Registry
+    from gantk.fingerprint.scalable.registry import Registry
 
     assert Registry.open(reg).names() == ["alice", "bob", "user-00003", "user-00004"]
 
@@ -206,7 +206,7 @@ def test_instances_registry_generate_decode(run, cli, tmp_path):
 HOLD_REGISTRY = """
 import sys, time
 from pathlib import Path
-from gantk.fingerprint.registry import locked
+from gantk.fingerprint.scalable.registry import locked
 with locked(sys.argv[1]):
     Path(sys.argv[2]).touch()
     while not Path(sys.argv[3]).exists():
@@ -221,7 +221,7 @@ def test_registry_in_use_by_another_process(run, cli, tmp_path, monkeypatch):
     import sys
     import time
 
-    from gantk.fingerprint import registry as registry_module
+    from gantk.fingerprint.scalable import registry as registry_module
 
     models, reg = tmp_path / "models", tmp_path / "reg.h5"
     first = cli("fingerprint-embed", run / "latest.safetensors", "--users", "alice",
@@ -284,7 +284,7 @@ def test_scalable_bad_input(run, cli, tmp_path):
         cli("generate", ckpt, "-n", "1", "--out", tmp_path / "g")
     )
     # a registry of another bit length
-    from gantk.fingerprint.registry import Registry
+    from gantk.fingerprint.scalable.registry import Registry
 
     other = Registry.create(tmp_path / "r64.h5", 64, "someotherrun")
     other.save()
@@ -317,7 +317,7 @@ def test_scalable_bad_input(run, cli, tmp_path):
 def test_capacity_against_brute_force():
     import numpy as np
 
-    from gantk.fingerprint.scalable_eval import capacity
+    from gantk.fingerprint.scalable.evaluation import capacity
 
     rows = capacity([8, 20], bag=300, seed=3)
     rng = np.random.default_rng(3)
@@ -390,7 +390,7 @@ def test_decoder_ignores_reference_attention_and_modulate_needs_bits(cli, tmp_pa
 
 
 def test_fingerprints_are_secret_by_default(run, cli, tmp_path):
-    from gantk.fingerprint.registry import Registry
+    from gantk.fingerprint.scalable.registry import Registry
 
     codes = []
     for k in range(2):

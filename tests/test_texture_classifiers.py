@@ -20,8 +20,7 @@ from PIL import Image
 
 from gantk.errors import GantkError
 from gantk.metrics.inception_score import inception_score
-from gantk.metrics.texture import center_crop, classifier_scores
-from gantk.metrics.texture_classifiers import (
+from gantk.texture.classifiers import (
     KIND,
     ClassifierTrainConfig,
     ExampleSource,
@@ -34,6 +33,7 @@ from gantk.metrics.texture_classifiers import (
     with_seams,
 )
 from gantk.texture.data import TextureSource
+from gantk.texture.metrics import center_crop, classifier_scores
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

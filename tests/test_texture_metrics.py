@@ -18,14 +18,14 @@ from helpers import error_line
 from PIL import Image
 
 from gantk.errors import GantkError
-from gantk.metrics.texture import (
+from gantk.texture.gram import load_gram_net
+from gantk.texture.metrics import (
     alpha_blend_strip,
     gram_scores,
     load_texture_lpips,
     periodic_peak,
     score_strip,
 )
-from gantk.texture.gram import load_gram_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,9 +14,11 @@ import torch
 from helpers import error_line
 from PIL import Image
 
+from gantk.gan.config import TrainConfig
 from gantk.gan.generate import load_generator
 from gantk.gan.networks import NetworkConfig
-from gantk.gan.train import TrainConfig, resume_training, start_training
+from gantk.gan.run import resume_training, start_training
+from gantk.gan.sampling import GeneratorSampler
 from gantk.io.checkpoint import read_metadata
 from gantk.io.datasets import open_dataset
 from gantk.metrics import distribution
@@ -65,8 +67,8 @@ def test_measured_at_each_interval_and_equal_to_an_independent_evaluation(run: P
     data = open_dataset(DATA, resolution=16)
     rows = sorted(np.random.RandomState(0).permutation(len(data))[:COUNT].tolist())
     real = ImageSource(DATA, "dataset", COUNT, None,
-                       _dataset=torch.utils.data.Subset(data, rows))  # fmt: skip
-    fake = ImageSource("g", "generator", COUNT, 16, _generator=snapshot)
+                       dataset=torch.utils.data.Subset(data, rows))  # fmt: skip
+    fake = ImageSource("g", "generator", COUNT, 16, sampler=GeneratorSampler(snapshot))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         real_stats, real_kept = distribution.feature_pass(real, [net], [net.name])

@@ -10,8 +10,7 @@ ProGAN discriminator) so Adam at lr 1e-3 trains every layer at the same pace.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -57,9 +56,6 @@ class AttributorConfig:
 
     def channels(self, resolution: int) -> int:
         return max(1, min(self.channel_max, self.channel_base // resolution))
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
 
 
 class AttributionModel(nn.Module):
@@ -142,12 +138,3 @@ class Attributor(AttributionModel):
 
     def model_fingerprints(self) -> Tensor:
         return (self.classify.weight * self.classify.weight_gain).detach()
-
-
-def build_model(config: AttributorConfig) -> AttributionModel:
-    """The network a config describes (the classifier, a variant of it, or visNet)."""
-    if config.validate().parsed_variant().kind == "visnet":
-        from gantk.attribution.visnet import VisNet
-
-        return VisNet(config)
-    return Attributor(config)

@@ -25,8 +25,9 @@ import torch
 from torch import Tensor
 
 from gantk.attribution.data import read_images, split, to_float
-from gantk.attribution.networks import KIND, AttributionModel, AttributorConfig, build_model
+from gantk.attribution.networks import KIND, AttributionModel, Attributor, AttributorConfig
 from gantk.attribution.recipes import get_recipe
+from gantk.attribution.visnet import VisNet
 from gantk.errors import GantkError
 from gantk.io.checkpoint import load_checkpoint, save_checkpoint
 from gantk.io.config_schema import build_matching, checked_config
@@ -77,6 +78,13 @@ class AttributorTrainConfig:
             raise GantkError("--lr must be positive")
         self.precision = resolve_precision(self.precision, self.device)
         return self
+
+
+def build_model(config: AttributorConfig) -> AttributionModel:
+    """The network a config describes (the classifier, a variant of it, or visNet)."""
+    if config.validate().parsed_variant().kind == "visnet":
+        return VisNet(config)
+    return Attributor(config)
 
 
 def save_attributor(path: Path, model: AttributionModel, metadata: dict[str, str]) -> Path:

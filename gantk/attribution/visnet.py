@@ -26,11 +26,15 @@ from torch import Tensor, nn
 
 from gantk.attribution.networks import AttributionModel, AttributorConfig
 from gantk.errors import GantkError
-from gantk.gan.losses import d_loss, g_loss, gradient_penalty
 from gantk.io.atomic import atomic_file, check_output
 from gantk.nn.distributed import Dist
 from gantk.nn.layers import EqualConv2d, EqualLinear
-from gantk.nn.penalties import gp_weights
+from gantk.nn.penalties import (
+    gp_weights,
+    gradient_penalty,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
 from gantk.nn.resample import DEFAULT_FILTER, make_filter, upsample2d
 
 # The paper's loss weights (Eq. 4): "not sensitive to dataset and are fixed".
@@ -214,8 +218,8 @@ class VisNet(AttributionModel):
             fake = self.reconstruct(x)
         real_score, fake_score = self.critic(x), self.critic(fake)
         gp = gradient_penalty(self.critic, x, fake, alpha=gp_weights(x, dist))
-        # d_loss's WGAN-GP includes ProGAN's small drift term, which the authors' code also had.
-        critic_loss = d_loss("wgan-gp", real_score, fake_score) + GP_WEIGHT * gp
+        # With ProGAN's small drift term, which the authors' code also had.
+        critic_loss = wgan_critic_loss(real_score, fake_score) + GP_WEIGHT * gp
         opt_critic.zero_grad(set_to_none=True)
         critic_loss.backward()
         opt_critic.step()
@@ -228,7 +232,7 @@ class VisNet(AttributionModel):
             residual = rec - x
             logits = self._logits(residual.flatten(1))
             l1 = residual.abs().mean()
-            adv = g_loss("wgan-gp", self.critic(rec))
+            adv = wgan_generator_loss(self.critic(rec))
             ce = F.cross_entropy(logits, y)
             loss = PIX_WEIGHT * l1 + ADV_WEIGHT * adv + CLS_WEIGHT * ce
             opt_rec.zero_grad(set_to_none=True)

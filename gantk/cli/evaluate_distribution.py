@@ -92,6 +92,7 @@ def _distribution(
     saved, for ``gantk evaluate merge-stats``."""
     from gantk.cli.common import process_device
     from gantk.errors import GantkError
+    from gantk.gan.generate import open_sampler
     from gantk.io.atomic import check_output
     from gantk.metrics import distribution as dist
     from gantk.metrics.features import STANDARD_FOR, load_feature_net, metric_name
@@ -107,7 +108,7 @@ def _distribution(
     wanted = sorted(set(chosen.values()))
     keep = sorted({chosen[m] for m in metrics if m in ("kid", "pr", "prd")})
     sources = [
-        open_source(s, count, resolution, seed, truncation, dev, subset, attributes)
+        open_source(s, count, resolution, seed, truncation, dev, subset, attributes, open_sampler)
         for s in ([set_a] if set_b is None else [set_a, set_b])
     ]
     # Statistics files need no network: FID between two of them loads no weights (and so

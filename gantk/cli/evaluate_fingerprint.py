@@ -78,13 +78,9 @@ def robustness_command(
     from gantk.cli.common import resolve_device
     from gantk.errors import GantkError
     from gantk.fingerprint import bits as fpbits
-    from gantk.fingerprint.artificial import (
-        expected_for,
-        load_or_stop,
-        read_expectation,
-        resolve_model,
-        to_tensor,
-    )
+    from gantk.fingerprint.artificial import resolve_model
+    from gantk.fingerprint.image_files import load_or_stop, to_tensor
+    from gantk.fingerprint.records import expected_for, read_expectation
     from gantk.fingerprint.robustness import image_sweep, model_sweep, plot
     from gantk.fingerprint.train_stego import load_stego
     from gantk.io.atomic import atomic_file, check_output
@@ -192,7 +188,8 @@ def secrecy_command(
     encoder of their own, trained independently, tries to tell the owner's fingerprinted
     images from clean ones with an SVM. Accuracy near 0.5 means secret (paper: 0.502)."""
     from gantk.errors import GantkError
-    from gantk.fingerprint.artificial import load_or_stop, resolve_model, to_tensor
+    from gantk.fingerprint.artificial import resolve_model
+    from gantk.fingerprint.image_files import load_or_stop, to_tensor
     from gantk.fingerprint.secrecy import ats_attack
     from gantk.fingerprint.train_stego import load_stego
     from gantk.io.images import list_images
@@ -279,10 +276,10 @@ def scalable_command(
     (Table 6.3), and robustness to perturbations (Fig. 6.5)."""
     from gantk.cli.common import resolve_device
     from gantk.errors import GantkError
-    from gantk.fingerprint import scalable_eval as ev
-    from gantk.fingerprint.artificial import to_tensor
+    from gantk.fingerprint.image_files import to_tensor
     from gantk.fingerprint.robustness import plot
-    from gantk.gan.scalable import BitDecoder, load_fingerprinted
+    from gantk.fingerprint.scalable import evaluation as ev
+    from gantk.fingerprint.scalable.networks import BitDecoder, load_fingerprinted
     from gantk.io.atomic import atomic_file, check_output
     from gantk.io.datasets import open_dataset
     from gantk.perturb import SWEEPS, parse_names

@@ -75,7 +75,7 @@ def fddf_command(
     (thesis Table 2.2; larger = more distinguishable)."""
     from gantk.cli.common import resolve_device
     from gantk.gan.fddf import fddf
-    from gantk.gan.train import load_run_networks
+    from gantk.gan.run import load_run_networks
     from gantk.io.datasets import open_dataset
 
     out = Output(quiet, as_json)
@@ -136,13 +136,14 @@ def modes_command(
     KL is KL(p_hat || uniform), biased upward for small -n: compare at equal counts.
     """
     from gantk.cli.common import resolve_device
+    from gantk.gan.generate import open_sampler
     from gantk.metrics.modes import digit_classifier, evaluate_modes
 
     out = Output(quiet, as_json)
     dev = resolve_device(device)
     model, _ = digit_classifier(dev, classifier)
     with out.progress(count, "classifying") as advance:
-        result = evaluate_modes(source, count, batch_size, dev, seed, model, advance)
+        result = evaluate_modes(source, count, batch_size, dev, seed, model, advance, open_sampler)
     rows = [
         ["modes covered", f"{result['modes_covered']} of {result['num_modes']}"],
         ["KL to uniform", f"{result['kl_to_uniform']:.4f}"],

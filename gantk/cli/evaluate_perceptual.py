@@ -101,12 +101,16 @@ def swd_command(
     """Sliced Wasserstein distance on Laplacian-pyramid patches (ProGAN protocol), per level
     (x1e3) and averaged. Needs no pretrained network."""
     from gantk.cli.common import resolve_device
+    from gantk.gan.generate import open_sampler
     from gantk.metrics.sources import open_source
     from gantk.metrics.swd import swd_images
 
     out = Output(quiet, as_json)
     dev = resolve_device(device)
-    a, b = (open_source(s, count, resolution, seed, truncation, dev) for s in (set_a, set_b))
+    a, b = (
+        open_source(s, count, resolution, seed, truncation, dev, open_generator=open_sampler)
+        for s in (set_a, set_b)
+    )
     result = swd_images(a.batches(batch_size), b.batches(batch_size), seed=seed)
     rows = [[f"{res} px", f"{value:.4g}"] for res, value in result["levels"].items()]
     rows.append(["mean", f"{result['mean']:.4g}"])

@@ -24,7 +24,7 @@ from gantk.cli.texture import CoverOpt, GramNetOpt, GramWeightsOpt, MixOpt
 
 if TYPE_CHECKING:  # torch stays out of `gantk --help`
     from gantk.metrics.features import FeatureNet
-    from gantk.metrics.texture_classifiers import TextureClassifiers
+    from gantk.texture.classifiers import TextureClassifiers
 
 TEXTURE_METHODS = ("ours", "alpha")
 CIS_NETS = ("auto", "inception", "random-inception", "none")
@@ -143,8 +143,8 @@ def texture_command(
     from gantk.io.atomic import atomic_file, check_output
     from gantk.io.images import make_grid, save_image
     from gantk.io.weights import locate
-    from gantk.metrics import texture as tm
     from gantk.metrics.lpips_metric import TRUNK_WEIGHTS, network_name
+    from gantk.texture import metrics as tm
     from gantk.texture.data import SPLITS, load_texture_sources
     from gantk.texture.gram import load_gram_net
     from gantk.texture.mixing import Mixer, to_uint8
@@ -291,7 +291,7 @@ def _classifiers(
     bundled ones are skipped with a warning for a model of another resolution, a file given is
     an error then."""
     from gantk.errors import GantkError
-    from gantk.metrics.texture_classifiers import describe, load_texture_classifiers
+    from gantk.texture.classifiers import describe, load_texture_classifiers
 
     if spec == "none":
         return None, None, None

@@ -160,7 +160,8 @@ def fingerprint_embed(
 
     RUN (scalable fingerprints): each user gets OUT/NAME.safetensors, an ordinary generator
     (`gantk generate` takes it) with the user's fingerprint folded into its weights; the
-    fingerprints, spaced so no two can verify the same image at --fpr, go to --registry.
+    fingerprints, at least bits/8 apart so that nearest-entry identification cannot confuse two
+    users, go to --registry.
 
     Under torchrun the processes share the images out; --shard K/N embeds part K of N into
     OUT (a part folder) for `gantk fingerprint-merge`, which assembles the N parts into the
@@ -292,7 +293,7 @@ def fingerprint_merge(
     Example: gantk fingerprint-embed photos/ --fingerprint 0x… --shard $K/4 --out part-$K
     (K = 0..3 of a job array), then gantk fingerprint-merge part-* --out fingerprinted/
     """
-    from gantk.fingerprint.artificial import merge_parts
+    from gantk.fingerprint.records import merge_parts
 
     output = Output(quiet, as_json)
     record = merge_parts(parts, out, force)  # links or copies: no work worth a progress bar
@@ -327,8 +328,8 @@ def _is_fingerprinted_run(spec: str) -> bool:
 def _scalable_decoder(spec: str, registry: Path | None, fpr: float, device: str, output: Output):
     """F of a fingerprinted run as a bit decoder, and the registry lookup for its users."""
     from gantk.errors import GantkError
-    from gantk.fingerprint.registry import Registry
-    from gantk.fingerprint.scalable import bit_decoder, run_id
+    from gantk.fingerprint.scalable.instances import bit_decoder, run_id
+    from gantk.fingerprint.scalable.registry import Registry
 
     dec = bit_decoder(spec, resolve_device(device))
     if registry is None:
@@ -388,7 +389,7 @@ def _embed_instances(
     as_json: bool, quiet: bool,
 ) -> None:  # fmt: skip
     from gantk.errors import GantkError
-    from gantk.fingerprint.scalable import make_instances
+    from gantk.fingerprint.scalable.instances import make_instances
     from gantk.io.atomic import check_output, missing_top, remove_empty_folders
     from gantk.io.files import size_text
     from gantk.io.limits import check_count, check_disk
@@ -491,8 +492,9 @@ def fingerprint_decode(
     import csv
 
     from gantk.errors import GantkError
-    from gantk.fingerprint import bits as fpbits
-    from gantk.fingerprint.artificial import decode_report, read_expectation
+    from gantk.fingerprint.artificial import decode_report
+    from gantk.fingerprint.records import read_expectation
+    from gantk.fingerprint.scalable.registry import read_entries
     from gantk.io.atomic import atomic_file, check_output
     from gantk.io.images import is_image_file, list_images
     from gantk.nn.distributed import Shard, init_distributed
@@ -522,7 +524,7 @@ def fingerprint_decode(
     design = design or (record.get("design", "paper") if record else trained_for)
     if design not in ("native", "paper"):
         raise GantkError(f"--design must be native or paper, got {design!r}")
-    entries = fpbits.read_registry(registry) if registry and identify is None else None
+    entries = read_entries(registry) if registry and identify is None else None
     ranks = init_distributed(process_device(device))
     with output.progress(len(paths), "decoding") as advance:
         report = decode_report(

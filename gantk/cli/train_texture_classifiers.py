@@ -102,7 +102,7 @@ def command(
 
     from gantk.errors import GantkError
     from gantk.io.atomic import check_output
-    from gantk.metrics import texture_classifiers as tc
+    from gantk.texture import classifiers as tc
     from gantk.texture.data import load_texture_sources
 
     if split not in ("train", "all"):

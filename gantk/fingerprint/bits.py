@@ -110,19 +110,14 @@ MAX_BITS = 4096
 
 
 def read_registry(path: str | Path) -> list[dict]:
-    """A fingerprint registry: JSON ``{"fingerprints": [{"name": …, "fingerprint": "0x…",
+    """A JSON fingerprint registry: ``{"fingerprints": [{"name": …, "fingerprint": "0x…",
     "bits": n}, …]}`` (``gantk fingerprint-embed`` records and scalable-fingerprint user lists
-    use the same entries), or the same entries from an ``.h5`` registry of scalable fingerprints
-    (:class:`gantk.fingerprint.registry.Registry`). Every entry is checked: a name and a
-    fingerprint that are text, ``bits`` a positive whole number the fingerprint holds."""
+    use the same entries; an ``.h5`` registry of scalable fingerprints gives the same entries
+    through :func:`gantk.fingerprint.scalable.registry.read_entries`). Every entry is checked: a
+    name and a fingerprint that are text, ``bits`` a positive whole number the fingerprint
+    holds."""
     from gantk.io.files import describe, read_json
 
-    path = Path(path)
-    if path.suffix.lower() in {".h5", ".hdf5"}:
-        # Imported here: the registry module imports this one.
-        from gantk.fingerprint.registry import Registry
-
-        return Registry.open(path).as_json_entries()
     data = read_json(path, "registry", MAX_REGISTRY_BYTES)
     entries = data.get("fingerprints") if isinstance(data, dict) else None
     if not isinstance(entries, list):
@@ -146,20 +141,58 @@ def read_registry(path: str | Path) -> list[dict]:
     return entries
 
 
+# Bound the (rows x entries) match matrix of nearest() to ~64 MiB of float32 per chunk.
+_CHUNK_CELLS = 1 << 24
+
+
+def hamming(candidates: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Hamming distances (C, K) between 0/1 rows of ``candidates`` (C, bits) and ``others``."""
+    if not len(others) or not len(candidates):
+        return np.zeros((len(candidates), len(others)), dtype=np.int64)
+    a, b = candidates.astype(np.float32), others.astype(np.float32)
+    # |a xor b| = a.(1-b) + (1-a).b as two float32 matmuls: exact, since every value <= bits,
+    # far below 2**24, and much faster than an (C, K, bits) boolean comparison.
+    return np.rint(a @ (1 - b).T + (1 - a) @ b.T).astype(np.int64)
+
+
+def nearest(rows: np.ndarray, fingerprints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The identification rule of both kinds of fingerprint: for each decoded row (N, bits),
+    the fingerprint (of M) with the most matching bits, the earliest on ties, and that count;
+    (index (N,), matches (N,)), zeros when there is no fingerprint. Whether the match is
+    trusted is the caller's test: the Bonferroni-corrected p-value (``p_value * M``, so that
+    searching M fingerprints is accounted for) and, for a registry of scalable fingerprints,
+    its verification threshold (:meth:`gantk.fingerprint.scalable.registry.Registry.threshold`)."""
+    n, count = len(rows), len(fingerprints)
+    best = np.zeros(n, dtype=np.int64)
+    matches = np.zeros(n, dtype=np.int64)
+    if count:
+        bits = fingerprints.shape[1]
+        # ±1 encoding: s.t = matches - mismatches, so matches = (s.t + bits) / 2; one exact
+        # float32 matmul per chunk of rows keeps N x M large registries fast and bounded.
+        signed = 2 * fingerprints.astype(np.float32) - 1
+        step = max(1, _CHUNK_CELLS // count)
+        for start in range(0, n, step):
+            chunk = 2 * rows[start : start + step].astype(np.float32) - 1
+            agree = np.rint((chunk @ signed.T + bits) / 2).astype(np.int64)
+            best[start : start + step] = agree.argmax(axis=1)  # first maximum on ties
+            matches[start : start + step] = agree.max(axis=1)
+    return best, matches
+
+
 def closest(decoded: np.ndarray, registry: list[dict]) -> dict | None:
-    """The registry entry with the most matching bits, with its match count, p-value, and the
-    p-value corrected for having searched the whole registry."""
-    best = None
+    """The registry entry with the most matching bits (:func:`nearest`), with its match count,
+    p-value, and the p-value corrected for having searched the whole registry."""
     candidates = [entry for entry in registry if int(entry["bits"]) == len(decoded)]
-    for entry in candidates:
-        matches = int((parse(entry["fingerprint"], len(decoded)) == decoded).sum())
-        if best is None or matches > best["matches"]:
-            best = {"name": entry["name"], "fingerprint": entry["fingerprint"], "matches": matches}
-    if best is not None:
-        best["bit_accuracy"] = best["matches"] / len(decoded)
-        best["p_value"] = float(p_value(best["matches"], len(decoded)))
-        # The best of several candidates matches better than chance more easily: Bonferroni.
-        best["p_value_corrected"] = min(1.0, best["p_value"] * len(candidates))
+    if not candidates:
+        return None
+    codes = np.stack([parse(entry["fingerprint"], len(decoded)) for entry in candidates])
+    index, matches = nearest(np.asarray(decoded)[None, :], codes)
+    entry, count = candidates[int(index[0])], int(matches[0])
+    best = {"name": entry["name"], "fingerprint": entry["fingerprint"], "matches": count}
+    best["bit_accuracy"] = count / len(decoded)
+    best["p_value"] = float(p_value(count, len(decoded)))
+    # The best of several candidates matches better than chance more easily: Bonferroni.
+    best["p_value_corrected"] = min(1.0, best["p_value"] * len(candidates))
     return best
 
 

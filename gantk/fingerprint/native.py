@@ -132,11 +132,14 @@ def _unit_rms(x: Tensor) -> Tensor:
     return x / rms.to(x.dtype)
 
 
-def shape_residual(images: Tensor, residual: Tensor, budget_db: float, tile: int) -> Tensor:
+def shape_residual(
+    images: Tensor, residual: Tensor, budget_db: float, tile: int, weight: Tensor | None = None
+) -> Tensor:
     """The residual of strength 1 (differentiable, for training): the encoder's residual and
-    the pilot (its PILOT_SHARE of the energy), each attenuated by the images' JND and
-    band-passed, scaled together to the budget's RMS per image."""
-    weight = attenuation(images).to(residual.dtype)
+    the pilot (its PILOT_SHARE of the energy), each attenuated by the images' JND (``weight``:
+    :func:`attenuation` of ``images``, when the caller has it already) and band-passed, scaled
+    together to the budget's RMS per image."""
+    weight = (attenuation(images) if weight is None else weight).to(residual.dtype)
     height, width = images.shape[-2:]
     rows, cols = -(-height // tile), -(-width // tile)
     tiled = pilot(tile).to(residual).repeat(1, 1, rows, cols)[..., :height, :width]
@@ -208,11 +211,15 @@ class Grid:
 
 
 def fold(plane: Tensor, period: int) -> Tensor:
-    """(H, W) -> (period, period): the mean of the pixels at each position modulo the period,
-    over the whole periods the plane holds."""
-    rows, cols = plane.shape[0] // period, plane.shape[1] // period
-    whole = plane[: rows * period, : cols * period]
-    return whole.reshape(rows, period, cols, period).mean(dim=(0, 2))
+    """(H, W) -> (period, period): the sum of the pixels at each position modulo the period,
+    over every pixel of the plane (partial periods at the edges too: on a small or cropped
+    image they are a good part of the evidence)."""
+    height, width = plane.shape
+    rows = torch.arange(height, device=plane.device) % period
+    cols = torch.arange(width, device=plane.device) % period
+    index = (rows[:, None] * period + cols[None, :]).flatten()
+    sums = plane.new_zeros(period * period).index_add_(0, index, plane.flatten())
+    return sums.view(period, period)
 
 
 def _peak(corr: Tensor) -> tuple[float, float]:

@@ -95,7 +95,8 @@ def model_sweep(
 ) -> list[dict]:
     """Rows for weight quantization and weight noise of a generator; ``expected`` is one
     fingerprint (bits,), the one embedded in its training data."""
-    from gantk.gan.generate import latents_for, load_generator, render
+    from gantk.gan.generate import load_generator, render
+    from gantk.gan.sampling import latents_for
 
     limit = fpbits.threshold(decoder.config.bits, fpr)
     seeds = list(range(seed, seed + count))

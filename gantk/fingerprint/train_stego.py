@@ -381,9 +381,7 @@ def save_stego(
     shipping (loading converts back to float32)."""
     tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     tensors.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})
-    if dtype is not None:
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-    return save_checkpoint(path, tensors, KIND, encoder.config.to_dict(), metadata)
+    return save_checkpoint(path, tensors, KIND, encoder.config.to_dict(), metadata, dtype=dtype)
 
 
 def load_stego(

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from gantk.gan.generate import NOISE_SEED_OFFSET, seeded_noise
+from gantk.gan.loop import StepBatchSampler
 from gantk.gan.networks import Discriminator, Generator
-from gantk.gan.train import Dist, StepBatchSampler
+from gantk.gan.sampling import NOISE_SEED_OFFSET, seeded_noise
 from gantk.io.datasets import ImageDataset
 from gantk.metrics.frechet import GaussianStats, frechet_from_stats
+from gantk.nn.distributed import Dist
 
 
 def _real_batch(

@@ -1,20 +1,29 @@
-"""Sampling from a trained generator: image files, grids and latent walks.
+"""Loading generators, and sampling them into image files, grids and latent walks.
 
 Image ``i`` of a run with ``--seed S`` comes from the latent drawn with seed S + i, so any one
-image can be regenerated alone, whatever ``-n`` and the batch size were.
+image can be regenerated alone, whatever ``-n`` and the batch size were. Loading a generator
+imports no trainer: a checkpoint holds a plain generator (``gan-generator``) or a fingerprinted
+instance (``gan-instance``, :mod:`gantk.gan.folded`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gantk.errors import GantkError
+from gantk.gan.folded import FINGERPRINTED_KIND, INSTANCE_KIND, GeneratorInstance
 from gantk.gan.networks import GENERATOR_KIND, Generator, NetworkConfig, with_resampling_of
+from gantk.gan.sampling import (
+    LATENTS_KEY,
+    NUMPY_LATENTS,
+    TORCH_LATENTS,
+    GeneratorSampler,
+    latents_for,
+)
 from gantk.io.atomic import atomic_dir, atomic_file
 from gantk.io.checkpoint import load_checkpoint
 from gantk.io.config_schema import build_matching, checked_config, section
@@ -24,8 +33,6 @@ from gantk.io.images import make_grid, save_gif, save_image, to_uint8
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
     """Rebuild a generator from a ``gan-generator`` checkpoint (G_ema weights) or a
     fingerprinted instance (``gan-instance``, from ``gantk fingerprint-embed``)."""
-    from gantk.gan.scalable import FINGERPRINTED_KIND, INSTANCE_KIND, GeneratorInstance
-
     ckpt = load_checkpoint(path)
     if ckpt.kind == FINGERPRINTED_KIND:
         raise GantkError(
@@ -47,6 +54,13 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
         raise GantkError(f"{path} asks for latents drawn as {convention!r}, unknown to gantk")
     G.latent_convention = convention
     return G.to(device).eval().requires_grad_(False)
+
+
+def open_sampler(
+    path: str | Path, device: str | torch.device = "cpu", truncation: float = 1.0
+) -> GeneratorSampler:
+    """A generator checkpoint as the metrics sample it (:mod:`gantk.gan.sampling`)."""
+    return GeneratorSampler(load_generator(path, device), truncation)
 
 
 MAX_SEED = 2**62  # torch seeds are 64-bit; keep seed + offsets well inside
@@ -78,57 +92,6 @@ def parse_seeds(text: str) -> list[int]:
     return [seed for first, last in ranges for seed in range(first, last + 1)]
 
 
-# How seeds become latents, recorded in a checkpoint's metadata under LATENTS_KEY: gantk's own
-# (torch's generator seeded with s), or NVIDIA's generate.py (numpy's RandomState(s)), so a
-# converted NVIDIA model draws the very latents its users know by seed.
-LATENTS_KEY = "gantk.latents"
-TORCH_LATENTS = "torch"
-NUMPY_LATENTS = "numpy-randomstate"
-
-
-def latents_for(seeds: Sequence[int], G: torch.nn.Module) -> torch.Tensor:
-    """The latents (len(seeds), z_dim) that ``G``'s seed convention gives ``seeds``."""
-    z_dim = G.config.z_dim
-    if getattr(G, "latent_convention", TORCH_LATENTS) == NUMPY_LATENTS:
-        rows = [np.random.RandomState(s).randn(z_dim) for s in seeds]
-        return torch.from_numpy(np.stack(rows)).float()
-    return torch.stack(
-        [torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
-    )
-
-
-# Metric noise seeds sit far above latent seeds, so a batch's noise never replays a latent.
-NOISE_SEED_OFFSET = 1 << 40
-
-
-@contextmanager
-def seeded_noise(seed: int, device: torch.device | str) -> Iterator[None]:
-    """Draw the generator's random noise inputs from ``seed`` inside the block, leaving the
-    caller's random state as it was. Metrics sample with random noise, as StyleGAN2's do (a
-    constant noise map repeated over every sample narrows the distribution being measured);
-    seeding keeps a metric repeatable."""
-    device = torch.device(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
-def sample_uint8(
-    G: torch.nn.Module,
-    z: torch.Tensor,
-    noise_seed: int,
-    psi: float = 1.0,
-    c: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """uint8 (B, 3, H, W) images of latents ``z`` for metrics: random noise inputs drawn from
-    ``noise_seed`` (so one batch is reproducible on its own)."""
-    device = next(G.parameters()).device
-    with torch.no_grad(), seeded_noise(noise_seed, device):
-        img = G(z.to(device), psi=psi, noise_mode="random",
-                c=c.to(device) if c is not None else None)  # fmt: skip
-    return to_uint8(img).permute(0, 3, 1, 2).cpu()
-
-
 def class_index(G: torch.nn.Module, label: str | int | None) -> int | None:
     """``--class`` as an index: a class name of the checkpoint, or a number 0..c_dim-1."""
     if label is None or isinstance(label, int):
@@ -140,16 +103,6 @@ def class_index(G: torch.nn.Module, label: str | int | None) -> int | None:
         return int(label)
     known = f"one of {', '.join(names)} or " if names else ""
     raise GantkError(f"--class {label!r} is not a class of this generator: give {known}an index")
-
-
-def seed_classes(G: torch.nn.Module, seeds: Sequence[int]) -> torch.Tensor | None:
-    """One-hot classes for metrics on a conditional G: seed s draws class s mod c_dim (every
-    class equally often, the same images every run); None for an unconditional G."""
-    classes = G.config.c_dim
-    if not classes:
-        return None
-    labels = torch.tensor([s % classes for s in seeds])
-    return torch.nn.functional.one_hot(labels, classes).float()
 
 
 def class_vectors(G: torch.nn.Module, label: int | None, count: int) -> torch.Tensor | None:

@@ -27,13 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from gantk.errors import GantkError
-from gantk.gan.train import Trainer
+from gantk.gan.config import TrainConfig
+from gantk.gan.trainer import Trainer, register
 
 FEATURE_SPACES = ("auto", "pixel", "d", "inception", "lpips")
 INTERP_SHARE = 0.4  # the authors' interpolation weight, as a share of the reconstruction weight
 
 
-def check_config(config) -> None:
+def check_config(config: TrainConfig) -> None:
     """Settings IMLE-GAN refuses, with what to do instead."""
     if config.imle_minority and not config.imle:
         raise GantkError("--minority restricts IMLE's reconstruction; add --imle")
@@ -152,7 +153,18 @@ def minority_indices(dataset, spec: str | None, data: str) -> np.ndarray:
     return attribute_rows(dataset, names)
 
 
+@register
 class ImleTrainer(Trainer):
+    """The StyleGAN2 trainer plus IMLE's reconstruction (and interpolation) loss."""
+
+    @classmethod
+    def uses(cls, config: TrainConfig) -> bool:
+        return bool(config.imle or config.imle_minority)
+
+    @classmethod
+    def check_config(cls, config: TrainConfig) -> None:
+        check_config(config)
+
     def build_networks(self) -> None:
         super().build_networks()
         cfg = self.cfg

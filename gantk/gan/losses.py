@@ -18,8 +18,13 @@ import torch.nn.functional as F
 
 from gantk.errors import GantkError
 from gantk.nn.penalties import gradient_penalty as gradient_penalty  # re-exported
+from gantk.nn.penalties import wgan_critic_loss, wgan_generator_loss
 
 LOSSES = ("ns", "saturating", "wgan-gp", "hinge", "contrastive")
+
+
+class NonFiniteLoss(GantkError):
+    """A loss or penalty became inf or NaN (the trainer stops at the last good state)."""
 
 
 def dual_contrastive(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
@@ -43,8 +48,7 @@ def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     if kind in ("ns", "saturating"):
         return F.softplus(-real).mean() + F.softplus(fake).mean()
     if kind == "wgan-gp":
-        # The drift term keeps real logits near 0 (Karras et al. 2018).
-        return fake.mean() - real.mean() + 0.001 * real.square().mean()
+        return wgan_critic_loss(real, fake)
     if kind == "hinge":
         return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
     if kind == "contrastive":
@@ -59,7 +63,7 @@ def g_loss(kind: str, fake: torch.Tensor, real: torch.Tensor | None = None) -> t
         # Minimize log(1 - sigmoid(fake)) = -softplus(fake): the original minimax objective.
         return -F.softplus(fake).mean()
     if kind in ("wgan-gp", "hinge"):
-        return -fake.mean()
+        return wgan_generator_loss(fake)
     if kind == "contrastive":
         if real is None:
             raise ValueError("the contrastive generator loss needs the logits of real images")

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from gantk.errors import GantkError
-from gantk.gan.generate import LATENTS_KEY, NUMPY_LATENTS
 from gantk.gan.networks import (
     D_ARCHS,
     G_ARCHS,
@@ -33,6 +32,7 @@ from gantk.gan.networks import (
     Generator,
     NetworkConfig,
 )
+from gantk.gan.sampling import LATENTS_KEY, NUMPY_LATENTS
 from gantk.io.checkpoint import file_sha256
 from gantk.io.config_schema import build_matching
 from gantk.io.nvidia_pickle import PersistentRecord, module_tensors, read_network_pickle

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from gantk.errors import GantkError
+from gantk.gan.sampling import GeneratorSampler
 from gantk.io.atomic import atomic_file
 from gantk.metrics import distribution
 from gantk.metrics.features import FeatureNet, load_feature_net, metric_name
@@ -81,7 +82,7 @@ class TrainingMetrics:
         # would miss whole classes.
         rows = np.sort(np.random.RandomState(0).permutation(total)[:n]).tolist()
         subset = torch.utils.data.Subset(self.dataset, rows)
-        source = ImageSource(self.data_spec, "dataset", n, None, _dataset=subset)
+        source = ImageSource(self.data_spec, "dataset", n, None, dataset=subset)
         stats, kept = self._pass(source)
         features = kept.get(self.net.name)
         mu, cov = stats.mean_cov()
@@ -122,9 +123,9 @@ class TrainingMetrics:
     def evaluate(self, generator: torch.nn.Module) -> dict[str, float]:
         """Every metric of ``generator`` (sampled with seeds 0…count-1) against the data."""
         real_stats, real_features = self.real()
-        resolution = generator.config.resolution  # type: ignore[union-attr]
-        source = ImageSource("generator", "generator", self.count, resolution,
-                             _generator=generator)  # fmt: skip
+        sampler = GeneratorSampler(generator)
+        source = ImageSource("generator", "generator", self.count, sampler.resolution,
+                             sampler=sampler)  # fmt: skip
         fake_stats, kept = self._pass(source)
         values: dict[str, float] = {}
         for name in self.names:

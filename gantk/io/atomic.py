@@ -21,19 +21,21 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import ctypes
-import ctypes.util
-import errno
 import os
-import re
-import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
 from gantk.errors import GantkError
+from gantk.io.safefile import (
+    default_mode,
+    partial_prefix,
+    remove,
+    remove_stale_partials,
+    rename_noreplace,
+    temporary_beside,
+)
 
 # Every file and folder the running command was given to read (set by the CLI for the whole
 # command, gantk.cli.common.handle_errors): every output checked anywhere below it is checked
@@ -158,22 +160,6 @@ def _make_parent(target: Path) -> Path | None:
     return top
 
 
-def default_mode(directory: bool) -> int:
-    """The mode a plain open()/mkdir() would give under the current umask (mkstemp and mkdtemp
-    use 0600/0700, which would make every output private to its owner)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
 Identity = tuple[int, int, int] | None
 
 
@@ -186,53 +172,6 @@ def _identity(path: Path) -> Identity:
     except FileNotFoundError:
         return None
     return (st.st_dev, st.st_ino, st.st_mtime_ns)
-
-
-_RENAME_NOREPLACE = 1
-_AT_FDCWD = -100
-
-
-def _renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    name = ctypes.util.find_library("c")
-    try:
-        func = ctypes.CDLL(name, use_errno=True).renameat2
-    except (OSError, AttributeError, TypeError):
-        return None  # not glibc >= 2.28 (e.g. macOS, musl): the portable fallback is used
-    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    return func
-
-
-_RENAMEAT2 = _renameat2()
-
-
-def rename_noreplace(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst``, raising FileExistsError if ``dst`` exists, atomically.
-
-    Linux's renameat2(RENAME_NOREPLACE) where the file system supports it; otherwise a hard link
-    for files (link() never replaces) and, for folders, rename() after a check: rename() refuses
-    a non-empty folder in the way, so only an empty one appearing in that instant is lost.
-    """
-    if _RENAMEAT2 is not None:
-        if (
-            _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
-            == 0
-        ):
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-            raise OSError(err, os.strerror(err), str(dst))
-    if os.path.lexists(dst):
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
-    if src.is_dir():
-        try:
-            os.rename(src, dst)
-        except OSError as exc:
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst)) from exc
-            raise
-    else:
-        os.link(src, dst, follow_symlinks=False)
-        os.unlink(src)
 
 
 def os_reason(exc: OSError) -> str:
@@ -265,7 +204,7 @@ def _publish(tmp: Path, target: Path, before: Identity) -> None:
     # --force: set what was there aside (the link itself, never what it points to), check it is
     # still what the command started from, then put the new output in its place.
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    _remove(old)  # left by an earlier crashed process that had the same pid
+    remove(old)  # left by an earlier crashed process that had the same pid
     try:
         os.replace(target, old)
     except FileNotFoundError:
@@ -277,50 +216,9 @@ def _publish(tmp: Path, target: Path, before: Identity) -> None:
     try:
         rename_noreplace(tmp, target)
     except FileExistsError:
-        _remove(old)
+        remove(old)
         raise _lost_race(target) from None
-    _remove(old)
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
-
-
-def partial_prefix(target: Path) -> str:
-    """Temporaries are named ``.NAME.HOST-PID.XXXXXXXX.partial``: who made one is in its name,
-    so a later command can tell one whose maker is gone (killed with -9, or by the machine
-    going down) from one another command is still writing."""
-    return f".{target.name}.{_host()}-{os.getpid()}."
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
-def remove_stale_partials(target: Path) -> list[Path]:
-    """Remove the temporaries of ``target`` left by commands that died before finishing (no
-    handler runs on kill -9): only those named for this very output, made on this machine by a
-    process that no longer exists. Returns what was removed."""
-    pattern = re.compile(
-        rf"\.{re.escape(target.name)}\.{re.escape(_host())}-(\d+)\.[A-Za-z0-9_]+\.partial"
-    )
-    removed = []
-    try:
-        entries = list(os.scandir(target.parent))
-    except OSError:
-        return removed
-    for entry in entries:
-        match = pattern.fullmatch(entry.name)
-        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
-            _remove(Path(entry.path))
-            removed.append(Path(entry.path))
-    return removed
+    remove(old)
 
 
 @contextlib.contextmanager
@@ -329,22 +227,14 @@ def atomic_file(target: str | Path, force: bool = False) -> Iterator[Path]:
     target = check_output(target, force, kind="file")
     before = _identity(target)
     created = _make_parent(target)
-    remove_stale_partials(target)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=partial_prefix(target), suffix=".partial", dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, default_mode(directory=False))
     try:
-        yield tmp
-        _publish(tmp, target, before)
+        with temporary_beside(target, default_mode(directory=False)) as tmp:
+            yield tmp
+            _publish(tmp, target, before)
     except OSError as exc:
-        _remove(tmp)
         remove_empty_folders(target.parent, created)
         raise write_failed(target, exc) from exc
     except BaseException:
-        _remove(tmp)
         remove_empty_folders(target.parent, created)
         raise
 
@@ -367,11 +257,11 @@ def atomic_dir(target: str | Path, force: bool = False) -> Iterator[Path]:
         yield tmp
         _publish(tmp, target, before)
     except OSError as exc:
-        _remove(tmp)
+        remove(tmp)
         remove_empty_folders(target.parent, created)
         raise write_failed(target, exc) from exc
     except BaseException:
-        _remove(tmp)
+        remove(tmp)
         remove_empty_folders(target.parent, created)
         raise
 
@@ -412,6 +302,6 @@ def new_run(out: Path, resumable: Callable[[], bool]) -> Iterator[None]:
         if not resumable() and out.is_dir():
             for path in out.iterdir():
                 if path.name not in before:
-                    _remove(path)
+                    remove(path)
             remove_empty_folders(out, created)
         raise

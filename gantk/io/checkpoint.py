@@ -26,7 +26,8 @@ import torch
 
 from gantk import __version__
 from gantk.errors import GantkError
-from gantk.io.atomic import atomic_file, default_mode
+from gantk.io.atomic import atomic_file
+from gantk.io.safefile import default_mode
 
 # safetensors files begin with an 8-byte little-endian header length; anything above this is
 # not a header we would write (and guards against reading a huge bogus length into memory).
@@ -50,8 +51,11 @@ def save_checkpoint(
     config: Mapping[str, Any] | None = None,
     metadata: Mapping[str, str] | None = None,
     force: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write ``tensors`` atomically with the gantk metadata; returns the path."""
+    """Write ``tensors`` atomically with the gantk metadata; returns the path. ``dtype`` (e.g.
+    float16 for the models that ship in the wheel) converts the floating-point tensors; every
+    loader converts them back to float32."""
     from safetensors.torch import save_file
 
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
@@ -64,6 +68,8 @@ def save_checkpoint(
     )
     # safetensors refuses views that share storage; a contiguous CPU copy of each is always valid.
     payload = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    if dtype is not None:
+        payload = {k: v.to(dtype) if v.is_floating_point() else v for k, v in payload.items()}
     from safetensors import SafetensorError
 
     with atomic_file(path, force) as tmp:

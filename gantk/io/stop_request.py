@@ -10,23 +10,34 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
 
 
-class StopRequest:
-    """``with StopRequest() as stop: ... if stop.requested: save; break``."""
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
-    def __init__(self) -> None:
+
+class StopRequest:
+    """``with StopRequest() as stop: ... if stop.requested: save; break``; ``log`` says that the
+    stop was heard (default: a line on stderr)."""
+
+    def __init__(self, log: Callable[[str], None] | None = None) -> None:
         self.requested = False
+        self._log = log or _to_stderr
         self._previous: object = None
         # signal handlers can only be installed from the main thread (not, e.g., in a worker).
         self._active = threading.current_thread() is threading.main_thread()
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
+    def request(self) -> None:
+        """What the first Ctrl-C does; a second one aborts at once (KeyboardInterrupt)."""
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("stopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+        self._log("stopping after this step (Ctrl-C again to abort without saving)")
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.request()
 
     def __enter__(self) -> StopRequest:
         if self._active:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,8 +34,9 @@ from torch import nn
 from gantk.errors import GantkError
 from gantk.metrics.lpips_metric import lpips_distance, resize_to, to_unit_range
 
-if TYPE_CHECKING:
-    from gantk.gan.networks import Generator
+# A generator as IvOM uses it: z (B, z_dim) -> images (B, 3, R, R) in [-1, 1], called with
+# noise_mode="const", and ``config.z_dim`` (gantk.gan.networks.Generator is one).
+Generator = nn.Module
 
 Advance = Callable[[int], None] | None
 

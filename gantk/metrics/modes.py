@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gantk.errors import GantkError
+from gantk.metrics.sources import ImageSource, OpenGenerator
 
 CLASSIFIER_KIND = "digit-classifier"
 CLASSIFIER_RESOLUTION = 32
@@ -365,19 +366,6 @@ def mode_coverage(modes: np.ndarray, num_modes: int = NUM_MODES) -> dict[str, An
     }
 
 
-def _generator_batches(
-    G: nn.Module, count: int, batch_size: int, seed: int
-) -> Iterator[torch.Tensor]:
-    """uint8 (B, 3, H, W) from latent seeds seed…seed+count-1 (as ``gantk generate`` draws
-    latents), with seeded random noise inputs, as every gantk metric samples."""
-    from gantk.gan.generate import NOISE_SEED_OFFSET, latents_for, sample_uint8
-
-    G.eval()
-    for start in range(seed, seed + count, batch_size):
-        seeds = range(start, min(start + batch_size, seed + count))
-        yield sample_uint8(G, latents_for(seeds, G), NOISE_SEED_OFFSET + start)
-
-
 def _dataset_batches(dataset: Any, count: int, batch_size: int) -> Iterator[torch.Tensor]:
     """The first ``count`` images of a gantk dataset (items are (uint8 (3, H, W), label))."""
     for start in range(0, count, batch_size):
@@ -393,37 +381,39 @@ def evaluate_modes(
     seed: int = 0,
     classifier: DigitClassifier | None = None,
     advance: Advance = None,
+    open_generator: OpenGenerator | None = None,
 ) -> dict[str, Any]:
     """Stacked-MNIST mode coverage of a generator or a dataset.
 
-    ``source`` is a gantk ``Generator`` (sampled with seeds seed…seed+count-1, noise_mode
-    "const", psi 1), a gantk dataset (its first ``count`` images; fewer if it is smaller), an
-    object with ``batches(batch_size)`` yielding uint8 (B, 3, H, W) such as
-    :class:`gantk.metrics.sources.ImageSource`, or a string: a ``.safetensors`` generator
-    checkpoint or anything :func:`gantk.io.datasets.open_dataset` accepts. Returns
-    :func:`mode_coverage`'s dict plus ``classifier_test_accuracy`` and ``source``.
-    ``advance(n)`` is called with the number of images classified after each batch.
+    ``source`` is a generator :class:`~gantk.metrics.sources.Sampler` (sampled with seeds
+    seed…seed+count-1 as every metric samples: :class:`gantk.gan.sampling.GeneratorSampler`),
+    a gantk dataset (its first ``count`` images; fewer if it is smaller), an
+    :class:`~gantk.metrics.sources.ImageSource`, or a string: a ``.safetensors`` generator
+    checkpoint (opened by ``open_generator``) or anything
+    :func:`gantk.io.datasets.open_dataset` accepts. Returns :func:`mode_coverage`'s dict plus
+    ``classifier_test_accuracy`` and ``source``. ``advance(n)`` is called with the number of
+    images classified after each batch.
     """
-    from gantk.gan.networks import Generator
-    from gantk.gan.scalable import GeneratorInstance
-
     if count < 1:
         raise GantkError(f"mode coverage needs at least 1 sample, got count={count}")
     label = str(source) if isinstance(source, str | Path) else None
     if isinstance(source, str | Path):
         if str(source).lower().endswith(".safetensors"):
-            from gantk.gan.generate import load_generator
-
-            source = load_generator(source, device)
+            if open_generator is None:
+                raise GantkError(f"{source} is a model checkpoint; give a dataset")
+            source = open_generator(str(source), str(device), 1.0)
         else:
             from gantk.io.datasets import open_dataset
 
             source = open_dataset(str(source), count=count)
     batches: Iterator[torch.Tensor]
-    if isinstance(source, Generator | GeneratorInstance):
+    if isinstance(source, ImageSource):
+        label = label or source.spec
+        batches = source.batches(batch_size)
+    elif hasattr(source, "batches") and hasattr(source, "resolution"):  # a Sampler
         label = label or "generator"
         label += f" (seeds {seed}-{seed + count - 1})"
-        batches = _generator_batches(source, count, batch_size, seed)
+        batches = source.batches(range(seed, seed + count), batch_size)
     elif hasattr(source, "batches"):
         label = label or str(getattr(source, "spec", type(source).__name__))
         batches = source.batches(batch_size)
@@ -434,7 +424,7 @@ def evaluate_modes(
     else:
         raise GantkError(
             f"cannot take Stacked-MNIST samples from a {type(source).__name__}; give a "
-            "generator, a dataset or an image source"
+            "generator sampler, a dataset or an image source"
         )
     if classifier is None:
         classifier, _ = digit_classifier(device)

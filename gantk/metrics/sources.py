@@ -4,13 +4,18 @@ A source is given as a string: a folder, an .h5 pack or ``builtin:NAME`` (a data
 ``gan-generator`` checkpoint (sampled with seeds SEED…SEED+n-1, like ``gantk generate``); or an
 ``.npz`` file of cached feature statistics (``--save-stats``), usable where only statistics are
 needed (FID).
+
+Generators are sampled through the :class:`Sampler` interface (seeds in, uint8 batches out;
+:class:`gantk.gan.sampling.GeneratorSampler` is the one gantk has), which the caller opens
+(``open_generator``): this layer never imports a model package.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -24,16 +29,31 @@ from gantk.metrics.frechet import GaussianStats, check_gaussian
 DEFAULT_GENERATOR_SAMPLES = 10000
 
 
+class Sampler(Protocol):
+    """What a metric needs of a generator: its image size, and the uint8 (B, 3, H, W) images of
+    any run of latent seeds, the same images whatever batch or part of a longer run they are
+    drawn in (:class:`gantk.gan.sampling.GeneratorSampler`)."""
+
+    @property
+    def resolution(self) -> int: ...
+
+    def batches(self, seeds: Sequence[int], batch_size: int) -> Iterator[torch.Tensor]: ...
+
+
+# Opens a generator checkpoint as a Sampler: (path, device, truncation) -> Sampler
+# (gantk.gan.generate.open_sampler).
+OpenGenerator = Callable[[str, str, float], Sampler]
+
+
 @dataclass
 class ImageSource:
     spec: str
     kind: str  # "dataset", "generator" or "stats"
     count: int
     resolution: int | None
-    _dataset: object = None
-    _generator: object = None
-    seed: int = 0
-    truncation: float = 1.0
+    dataset: object = None
+    sampler: Sampler | None = None
+    seed: int = 0  # the first latent seed of a generator's images
     stats: dict[str, GaussianStats] = field(default_factory=dict)
 
     def batches(
@@ -46,26 +66,11 @@ class ImageSource:
         if self.kind == "stats":
             raise GantkError(f"{self.spec} holds statistics only; this metric needs images")
         if self.kind == "generator":
-            from gantk.gan.generate import (
-                NOISE_SEED_OFFSET,
-                latents_for,
-                sample_uint8,
-                seed_classes,
-            )
-
-            G = self._generator
-            seeds = range(self.seed, self.seed + self.count)[first:stop]
-            for start, chunk in zip(
-                seeds[::batch_size], latents_for(seeds, G).split(batch_size),
-                strict=True,
-            ):  # fmt: skip
-                # Noise inputs random (as StyleGAN2's metrics sample), seeded by the batch's
-                # first latent seed: the same images on every run.
-                batch_seeds = range(start, start + len(chunk))
-                yield sample_uint8(G, chunk, NOISE_SEED_OFFSET + start, self.truncation,
-                                   seed_classes(G, batch_seeds))  # fmt: skip
+            assert self.sampler is not None
+            yield from self.sampler.batches(range(self.seed, self.seed + self.count)[first:stop],
+                                            batch_size)  # fmt: skip
             return
-        dataset = self._dataset
+        dataset = self.dataset
         if (first, stop) != (0, self.count):
             dataset = torch.utils.data.Subset(dataset, range(first, stop))  # type: ignore[arg-type]
         loader = torch.utils.data.DataLoader(
@@ -114,26 +119,20 @@ def open_source(
     device: str = "cpu",
     subset: Sequence[str] | None = None,
     attributes_csv: str | Path | None = None,
+    open_generator: OpenGenerator | None = None,
 ) -> ImageSource:
-    """A set to measure: cached statistics, a generator, or a dataset (with ``subset``, only
-    its images having any of those attributes, e.g. a minority group)."""
+    """A set to measure: cached statistics, a generator (a ``.safetensors`` checkpoint, opened
+    by ``open_generator``), or a dataset (with ``subset``, only its images having any of those
+    attributes, e.g. a minority group)."""
     text = str(spec)
     if text.lower().endswith(".npz"):
         return load_stats(text)
     if text.lower().endswith(".safetensors"):
-        from gantk.gan.generate import load_generator
-
-        G = load_generator(text, device)
+        if open_generator is None:
+            raise GantkError(f"{text} is a model checkpoint; give a set of images or statistics")
+        sampler = open_generator(text, device, truncation)
         n = count or DEFAULT_GENERATOR_SAMPLES
-        return ImageSource(
-            text,
-            "generator",
-            n,
-            G.config.resolution,
-            _generator=G,
-            seed=seed,
-            truncation=truncation,
-        )
+        return ImageSource(text, "generator", n, sampler.resolution, sampler=sampler, seed=seed)
     from gantk.io.datasets import Subset, attribute_rows, attributes_file, open_dataset
 
     # Feature networks resize to their own input size anyway, so small images may be enlarged.
@@ -147,7 +146,7 @@ def open_source(
     res = dataset.resolution if dataset.resolution is not None else _common_size(dataset)
     if len(dataset) < 2:
         raise GantkError(f"{spec} has {len(dataset)} image; a distribution metric needs at least 2")
-    return ImageSource(text, "dataset", len(dataset), res, _dataset=dataset)
+    return ImageSource(text, "dataset", len(dataset), res, dataset=dataset)
 
 
 def save_stats(

@@ -1,6 +1,6 @@
-"""Gradient penalties for adversarial training, shared by the GAN trainer (through
-:mod:`gantk.gan.losses`, which re-exports them) and the Texture Mixer, so that the Texture
-Mixer does not depend on the GAN code."""
+"""WGAN-GP for adversarial training: the critic and generator losses and the gradient
+penalty, shared by the GAN trainer (through :mod:`gantk.gan.losses`, which re-exports them), the
+Texture Mixer and visNet's critic (attribution), so that neither depends on the GAN code."""
 
 from __future__ import annotations
 
@@ -9,6 +9,16 @@ from collections.abc import Callable
 import torch
 
 from gantk.nn.distributed import Dist
+
+
+def wgan_critic_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """The critic's Wasserstein loss on its scores, with ProGAN's drift term that keeps real
+    scores near 0 (Karras et al. 2018)."""
+    return fake.mean() - real.mean() + 0.001 * real.square().mean()
+
+
+def wgan_generator_loss(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
 
 
 def gradient_penalty(

@@ -17,17 +17,18 @@ which path each op takes and why.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING
 
 from gantk.errors import GantkError
+from gantk.ops import build, dispatch
+from gantk.ops.dispatch import CHOICES as CHOICES  # re-exported
+from gantk.ops.dispatch import kernels_for as kernels_for
+from gantk.ops.dispatch import requested_backend
 
-if TYPE_CHECKING:
-    import torch
-
-CHOICES = ("auto", "ref", "cuda")
+# The op modules ask gantk.ops.dispatch for kernels; building and self-checking them is
+# gantk.ops.build's (whose self-check runs the op modules): wired here, where both are known, so
+# that neither imports the other's side.
+dispatch.set_loader(lambda required: build.load_kernels(required=required))
 
 # What each op's kernel covers; everything else runs the reference.
 KERNEL_SCOPE = {
@@ -42,27 +43,8 @@ KERNEL_SCOPE = {
 }
 
 
-def requested_backend() -> str:
-    value = os.environ.get("GANTK_OPS", "auto").strip().lower() or "auto"
-    if value not in CHOICES:
-        raise GantkError(f"GANTK_OPS={value!r} is not one of {', '.join(CHOICES)}")
-    return value
-
-
-def kernels_for(tensor: torch.Tensor) -> ModuleType | None:
-    """The compiled kernel module if ``tensor`` should be processed by it, else None."""
-    requested = requested_backend()
-    if requested == "ref" or not tensor.is_cuda:
-        return None
-    from gantk.ops import build
-
-    return build.load_kernels(required=requested == "cuda")
-
-
 def _path_and_reason(requested: str) -> tuple[str, str]:
     import torch
-
-    from gantk.ops import build
 
     if requested == "ref":
         return "ref", "forced by GANTK_OPS=ref"
@@ -96,7 +78,7 @@ def _path_and_reason(requested: str) -> tuple[str, str]:
 def _prebuilt_path(folder: Path) -> tuple[str, str]:
     """What a process would do with the finished build in ``folder``, going by its self-check
     marks (the check itself runs on first use)."""
-    from gantk.ops import build, selfcheck
+    from gantk.ops import selfcheck
 
     mark = folder / selfcheck.FAILED_MARK
     if mark.is_file():

@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import shutil
-import socket
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +34,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from gantk.errors import GantkError
+from gantk.io.safefile import exclusive
 
 if TYPE_CHECKING:
     import torch
@@ -46,9 +44,6 @@ SOURCES = ("bindings.cpp", "modulated_conv.cu", "patch_attention.cu")
 HEADERS = ("common.cuh", "patch_attention_math.h")
 FAILED_MARK = "build-failed.log"
 LOCK_NAME = "gantk-build.lock"
-# A lock file still being written by its owner is unreadable for a moment; after this long an
-# unreadable lock belongs to a process that died mid-write.
-_UNREADABLE_LOCK_GRACE_S = 10.0
 
 
 class OpsBuildError(GantkError):
@@ -228,64 +223,21 @@ def import_library(path: Path) -> ModuleType:
 # The build lock
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def lock_is_stale(path: Path, stale_after: float) -> bool:
-    """Whether the lock at ``path`` can be cleared: its owner died, or it is too old."""
-    try:
-        owner = json.loads(path.read_text())
-        started = float(owner["time"])
-    except FileNotFoundError:
-        return False
-    except (OSError, ValueError, KeyError, TypeError):
-        try:
-            return time.time() - path.stat().st_mtime > _UNREADABLE_LOCK_GRACE_S
-        except FileNotFoundError:
-            return False
-    pid = owner.get("pid")
-    if owner.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
-        return True
-    return time.time() - started > stale_after
-
-
 @contextlib.contextmanager
 def build_lock(path: Path, timeout: float, stale_after: float, poll: float = 0.5) -> Iterator[None]:
-    """Hold ``path`` as an exclusive lock for the duration of a build."""
+    """Hold ``path`` as an exclusive lock for the duration of a build (gantk's one lock,
+    :func:`gantk.io.safefile.exclusive`): a lock whose owner died, or older than
+    ``stale_after``, is cleared with a warning."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout
-    token = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if lock_is_stale(path, stale_after):
-                warnings.warn(f"cleared a stale CUDA ops build lock: {path}", stacklevel=3)
-                path.unlink(missing_ok=True)
-                continue
-            if time.monotonic() > deadline:
-                raise OpsBuildError(
-                    f"another process has held the CUDA ops build lock for over {timeout:.0f} s "
-                    f"({path}); if no build is running, delete that file"
-                ) from None
-            time.sleep(poll)
-            continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump(token, handle)
-        break
-    try:
+
+    def busy() -> OpsBuildError:
+        return OpsBuildError(
+            f"another process has held the CUDA ops build lock for over {timeout:.0f} s "
+            f"({path}); if no build is running, delete that file"
+        )
+
+    with exclusive(path, timeout, busy, stale_after, what="CUDA ops build lock", poll=poll):
         yield
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(path.read_text()) == token:
-                path.unlink()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gantk import ops
+from gantk.ops import dispatch
 from gantk.ops.autograd_routing import reference_gradients
 
 # What the compiled kernel handles: stride 1, "same" padding, these kernel sizes and dtypes.
@@ -211,7 +211,7 @@ def modulated_conv2d(
     are needed (training) and the fused one otherwise (inference), which is faster for each.
     """
     if x.is_cuda and kernel_covers(x, weight, styles, padding):
-        kernels = ops.kernels_for(x)
+        kernels = dispatch.kernels_for(x)
         if kernels is not None:
             return modulated_conv2d_kernel(kernels, x, weight, styles, demodulate)
     if fused is None:

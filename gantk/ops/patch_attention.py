@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gantk import ops
+from gantk.ops import dispatch
 from gantk.ops.autograd_routing import reference_gradients
 
 PADDING_MODES = ("zeros", "reflect")
@@ -226,7 +226,7 @@ def patch_attention(
             the kernels cannot be built.
     """
     _check_inputs(values, weights, kernel_size, dilation, padding_mode)
-    kernels = ops.kernels_for(values)
+    kernels = dispatch.kernels_for(values)
     if kernels is None:
         return patch_attention_ref(values, weights, kernel_size, dilation, padding_mode)
     # contiguous() here, outside the Function: a copy made inside forward would be detached

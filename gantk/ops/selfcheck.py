@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from gantk.io.safefile import replace_file
 from gantk.ops.modulated_conv import modulated_conv2d_kernel, modulated_conv2d_ref
 from gantk.ops.patch_attention import PatchAttentionKernel, patch_attention_ref
 
@@ -225,9 +225,8 @@ def clear_marks(folder: Path) -> list[Path]:
 
 def _write(path: Path, name: str, results: list[Result]) -> None:
     record = {"device": name, "time": time.time(), "results": [asdict(r) for r in results]}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # processes of one job may race
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)  # readers never see half a mark
+    with replace_file(path) as tmp:  # readers never see half a mark; racing processes each
+        tmp.write_text(json.dumps(record, indent=1))  # write their own temporary
 
 
 def record(folder: Path, device: torch.device, results: list[Result]) -> Path | None:

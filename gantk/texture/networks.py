@@ -178,7 +178,7 @@ def spread(z_global: Tensor | None, like: Tensor) -> Tensor | None:
 class TextureCritic(nn.Module):
     """WGAN-GP critic for ``resolution``-sized crops (no normalisation layers: the gradient
     penalty is computed per sample). ``aspect`` > 1 takes crops ``aspect`` times as wide as
-    tall (the repetition classifier of :mod:`gantk.metrics.texture_classifiers`)."""
+    tall (the repetition classifier of :mod:`gantk.texture.classifiers`)."""
 
     def __init__(self, cfg: TextureMixerConfig, aspect: int = 1) -> None:
         super().__init__()

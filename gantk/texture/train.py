@@ -476,11 +476,8 @@ def save_texture_mixer(
 ) -> Path:
     """Encoders + generator in one file; the config records the Gram network the model was
     trained with. ``dtype`` e.g. float16 for shipping (loading converts back to float32)."""
-    tensors = dict(model.state_dict())
-    if dtype is not None:
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     config = {**model.config.to_dict(), "gram_net": gram_net}
-    return save_checkpoint(path, tensors, KIND, config, metadata)
+    return save_checkpoint(path, dict(model.state_dict()), KIND, config, metadata, dtype=dtype)
 
 
 def load_texture_mixer(path: str | Path, device: str | torch.device = "cpu") -> TextureMixer:

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from gantk.errors import GantkError
-from gantk.io.datasets import ArrayDataset
+from gantk.io.dataset_base import ArrayDataset
 from gantk.io.images import fit_image
 
 

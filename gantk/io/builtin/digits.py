@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from gantk.io.datasets import ArrayDataset
+from gantk.io.dataset_base import ArrayDataset
 
 
 def _digit_bank(resolution: int) -> tuple[np.ndarray, np.ndarray]:

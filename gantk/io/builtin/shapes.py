@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from gantk.errors import GantkError
-from gantk.io.datasets import ArrayDataset
+from gantk.io.dataset_base import ArrayDataset
 
 KINDS = ("circle", "square", "triangle")
 COLOURS = {

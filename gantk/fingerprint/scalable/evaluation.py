@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from gantk.fingerprint import bits as fpbits
-from gantk.fingerprint.registry import Registry, default_min_distance
 from gantk.fingerprint.robustness import image_sweep
+from gantk.fingerprint.scalable.instances import fold_instance
+from gantk.fingerprint.scalable.networks import BitDecoder, FingerprintedGenerator
+from gantk.fingerprint.scalable.registry import Registry, default_min_distance
 from gantk.fingerprint.stego import decode_bits
-from gantk.gan.scalable import BitDecoder, FingerprintedGenerator, fold_instance
 
 
 def _random(count: int, dim: int, seed: int, binary: bool = False) -> torch.Tensor:

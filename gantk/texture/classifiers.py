@@ -291,8 +291,9 @@ def save_texture_classifiers(
     change by far less than the scores' spread across strips, and the file ships in the wheel."""
     from gantk.io.checkpoint import save_checkpoint
 
-    tensors = {k: v.half() for k, v in model.state_dict().items()}
-    return save_checkpoint(path, tensors, KIND, asdict(model.config), metadata, force)
+    return save_checkpoint(
+        path, model.state_dict(), KIND, asdict(model.config), metadata, force, torch.float16
+    )
 
 
 def load_texture_classifiers(

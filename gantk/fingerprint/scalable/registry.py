@@ -17,13 +17,14 @@ The registry is an HDF5 file (``.h5``)::
     instance_sha256  (M,)       SHA-256 of the generator file shipped to each user, or ""
 
 ``checksum`` is an HMAC-SHA256, under a key kept apart from the registry
-(:mod:`gantk.fingerprint.registry_key`; its id is the ``key_id`` attribute), over a canonical
-serialization of everything else. An edit made outside gantk (a flipped bit, two users swapped,
-a renamed user) is caught when the registry is opened, also when made on purpose by someone who
-can write the file but does not hold the key: they cannot recompute the seal. It does not stop
-the key's holder, nor deleting the file. Format 1 registries (a plain SHA-256, which whoever
-writes the file can recompute) open only with GANTK_TRUST_UNSEALED_REGISTRY=1, since a sealed
-registry rewritten as format 1 would otherwise pass; the next save seals them with the key.
+(:mod:`gantk.fingerprint.scalable.registry_key`; its id is the ``key_id`` attribute), over a
+canonical serialization of everything else. An edit made outside gantk (a flipped bit, two
+users swapped, a renamed user) is caught when the registry is opened, also when made on purpose
+by someone who can write the file but does not hold the key: they cannot recompute the seal. It
+does not stop the key's holder, nor deleting the file. Format 1 registries (a plain SHA-256,
+which whoever writes the file can recompute) open only with GANTK_TRUST_UNSEALED_REGISTRY=1,
+since a sealed registry rewritten as format 1 would otherwise pass; the next save seals them
+with the key.
 Secrecy comes from the file mode: the registry is written 0600, because anyone who reads it can
 tell which fingerprint to forge to frame a user.
 
@@ -36,41 +37,35 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from gantk.errors import GantkError
-from gantk.fingerprint.bits import p_value, threshold, to_hex
-from gantk.fingerprint.registry_key import key_id, registry_key, same_seal, seal
-from gantk.io.atomic import (
-    missing_top,
-    partial_prefix,
-    remove_empty_folders,
-    remove_stale_partials,
+from gantk.fingerprint.bits import hamming, nearest, p_value, read_registry, threshold, to_hex
+from gantk.fingerprint.scalable.registry_file import (
+    FORMAT,
+    KIND,
+    RegistryEntry,
+    attr_str,
+    content,
+    stored_checksum,
+    strings,
+    write_h5,
 )
+from gantk.fingerprint.scalable.registry_key import key_id, registry_key, same_seal, seal
+from gantk.io.atomic import missing_top, remove_empty_folders
 from gantk.io.datasets import print_warning
+from gantk.io.safefile import exclusive, replace_file
 
-KIND = "fingerprint-registry"
 TRUST_UNSEALED_ENV = "GANTK_TRUST_UNSEALED_REGISTRY"
-FORMAT = 2  # 2: HMAC seal and key_id; 1: plain SHA-256 checksum (read, upgraded on save)
-
-MIN_DISTANCE_DEFAULT = 16
-"""Default minimum Hamming distance between two registered fingerprints for the paper's 128
-bits; other lengths use :func:`default_min_distance` (``bits // 8``)."""
 
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-# Bound the (rows x entries) match matrix of identify() to ~64 MiB of float32 per chunk.
-_CHUNK_CELLS = 1 << 24
 
 
 def default_min_distance(bits: int) -> int:
@@ -83,27 +78,6 @@ def default_min_distance(bits: int) -> int:
     short fingerprints fill up visibly instead of silently becoming ambiguous.
     """
     return max(1, bits // 8)
-
-
-def min_distance_for(bits: int, fpr: float, registry_size: int = 1) -> int:
-    """The minimum distance at which two registered fingerprints can never both verify the
-    same decoded string.
-
-    A fingerprint verifies a string when at least ``t = threshold(bits, fpr / registry_size)``
-    bits match (the threshold :meth:`Registry.identify` uses), i.e. at most ``r = bits - t``
-    differ. Two fingerprints at Hamming distance ``d`` are both within ``r`` of one string only
-    if ``d <= 2 r`` (triangle inequality), so ``d = 2 r + 1`` rules that out.
-
-    This is strict: for 128 bits at ``fpr = 1e-6`` it exceeds ``bits / 2``, and by the Plotkin
-    bound only a handful of fingerprints can be that far apart from each other, so it suits
-    small registries or long fingerprints; :func:`default_min_distance` is the everyday choice
-    (the Bonferroni threshold of ``identify`` already bounds false attributions of random bits).
-    """
-    if bits < 1:
-        raise GantkError(f"fingerprints need at least 1 bit, got {bits}")
-    t = threshold(bits, fpr / max(1, registry_size))
-    # t == bits + 1 means nothing can verify at that rate: any distinct fingerprints will do.
-    return max(1, 2 * (bits - t) + 1)
 
 
 def _now() -> str:
@@ -129,119 +103,6 @@ def _as_bits(array: np.ndarray, what: str) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-@dataclass(eq=False)
-class RegistryEntry:
-    """One user: name, fingerprint (uint8 0/1, read-only), registration time, shipped file hash."""
-
-    name: str
-    fingerprint: np.ndarray
-    created: str
-    instance_sha256: str
-
-
-def _content(
-    fmt: int, bits: int, run: str, created: str, version: str, entries: list[RegistryEntry]
-) -> str:
-    """A canonical JSON serialization, independent of the HDF5 layout (chunking, string
-    storage), so that only a change of content changes its seal."""
-    content = {
-        "kind": KIND,
-        "format": fmt,
-        "version": version,
-        "bits": bits,
-        "run": run,
-        "created": created,
-        "entries": [
-            [e.name, (e.fingerprint + ord("0")).astype(np.uint8).tobytes().decode("ascii"),
-             e.created, e.instance_sha256]
-            for e in entries
-        ],
-    }  # fmt: skip
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def _hamming(candidates: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Hamming distances (C, K) between 0/1 rows of ``candidates`` (C, bits) and ``others``."""
-    if not len(others) or not len(candidates):
-        return np.zeros((len(candidates), len(others)), dtype=np.int64)
-    a, b = candidates.astype(np.float32), others.astype(np.float32)
-    # |a xor b| = a.(1-b) + (1-a).b as two float32 matmuls: exact, since every value <= bits,
-    # far below 2**24, and much faster than an (C, K, bits) boolean comparison.
-    return np.rint(a @ (1 - b).T + (1 - a) @ b.T).astype(np.int64)
-
-
-def _attr_str(attrs, key: str) -> str:
-    value = attrs[key]
-    if isinstance(value, bytes):
-        value = value.decode("utf-8")
-    if not isinstance(value, str):
-        raise TypeError(key)
-    return value
-
-
-def _strings(dataset) -> list[str]:
-    return [str(s) for s in dataset.asstr()[...]]
-
-
-def _write_h5(tmp: Path, registry: Registry, checksum: str, version: str, key: str) -> None:
-    """Write the whole registry into ``tmp`` (a fresh file, replaced into place by the caller)."""
-    import h5py
-
-    strings = h5py.string_dtype()
-    with h5py.File(tmp, "w") as f:
-        f.attrs["gantk.kind"] = KIND
-        f.attrs["gantk.format"] = FORMAT
-        f.attrs["gantk.version"] = version
-        f.attrs["bits"] = registry.bits
-        f.attrs["run"] = registry.run
-        f.attrs["created"] = registry.created
-        f.attrs["checksum"] = checksum
-        f.attrs["key_id"] = key
-        entries = registry.entries
-        f.create_dataset("names", data=np.array([e.name for e in entries], dtype=object),
-                         dtype=strings)  # fmt: skip
-        f.create_dataset("fingerprints", data=registry.fingerprints(), dtype=np.uint8)
-        f.create_dataset("created", data=np.array([e.created for e in entries], dtype=object),
-                         dtype=strings)  # fmt: skip
-        f.create_dataset(
-            "instance_sha256",
-            data=np.array([e.instance_sha256 for e in entries], dtype=object),
-            dtype=strings,
-        )
-
-
-def _stored_checksum(path: Path) -> str | None:
-    """The checksum attribute of the file at ``path``; None if it cannot be read."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return _attr_str(f.attrs, "checksum")
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
-
-
-@contextlib.contextmanager
-def _private_tmp(target: Path) -> Iterator[Path]:
-    """A temporary file beside ``target``, mode 0600 from its creation, removed on failure.
-
-    Not gantk.io.atomic.atomic_file: that one widens the mode to the umask default before the
-    content is written, and a reader who opens the file in that window keeps reading it after a
-    later chmod (permissions are checked at open only).
-    """
-    remove_stale_partials(target)  # a killed command's registry copy (secrets in it)
-    fd, name = tempfile.mkstemp(prefix=partial_prefix(target), suffix=".partial", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        os.chmod(tmp, 0o600)  # mkstemp's mode already, but not guaranteed on every platform
-        yield tmp
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
 # How long a command waits for another one that is changing the same registry.
 LOCK_WAIT_S = 60.0
 
@@ -250,61 +111,33 @@ LOCK_WAIT_S = 60.0
 def locked(path: str | Path, wait_s: float | None = None) -> Iterator[None]:
     """Hold the registry at ``path`` for a read-modify-write against other gantk processes.
 
-    The lock is on the registry's folder (flock on its descriptor): the registry file itself is
-    replaced by a rename at each save, so a lock on it would lock an inode no one else opens, and
-    a separate lock file would be left lying about. The folder is created if missing, as the
-    save would. Without it, two commands adding users could each write instances and the one
-    whose save lost would delete files the other had registered.
+    The lock is a file beside the registry (:func:`gantk.io.safefile.exclusive`; the registry
+    itself is replaced by a rename at each save, so a lock on it would lock a file no one else
+    opens). The folder is created if missing, as the save would. Without it, two commands
+    adding users could each write instances and the one whose save lost would delete files the
+    other had registered.
     """
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): the checksum check in save() still refuses a loser
-        yield
-        return
     folder = Path(path).expanduser().absolute().parent
     made = missing_top(folder)  # removed again if still empty at the end
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError as exc:
-        raise GantkError(
-            f"cannot use the folder of registry {path} ({exc.strerror}); choose another --registry"
-        ) from exc
-    deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
-    try:
-        while True:
+        with contextlib.ExitStack() as stack:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise GantkError(
-                        f"registry {path} is being changed by another gantk process; run the "
-                        "command again when it has finished"
-                    ) from None
-                time.sleep(0.1)
-        yield
+                folder.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(exclusive(
+                    folder / f".{Path(path).name}.lock",
+                    LOCK_WAIT_S if wait_s is None else wait_s,
+                    lambda: GantkError(f"registry {path} is being changed by another gantk "
+                                       "process; run the command again when it has finished"),
+                    what="registry lock", poll=0.1,
+                ))  # fmt: skip
+            except OSError as exc:
+                raise GantkError(
+                    f"cannot use the folder of registry {path} ({exc.strerror}); choose another "
+                    "--registry"
+                ) from exc
+            yield
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
         remove_empty_folders(folder, made)  # a refused command leaves no empty folder
-
-
-def _fsync(path: Path, directory: bool = False) -> None:
-    # Without this a crash soon after os.replace can leave an empty file under the final name.
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if directory:
-            return  # some platforms cannot open folders; the rename is still atomic
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:
-            raise
-    finally:
-        os.close(fd)
 
 
 class Registry:
@@ -371,16 +204,16 @@ class Registry:
                         f"registry {path} has format {fmt}, newer than this gantk reads "
                         f"({FORMAT}); upgrade gantk"
                     )
-                version = _attr_str(f.attrs, "gantk.version")
+                version = attr_str(f.attrs, "gantk.version")
                 bits = int(f.attrs["bits"])
-                run = _attr_str(f.attrs, "run")
-                created = _attr_str(f.attrs, "created")
-                stored = _attr_str(f.attrs, "checksum")
-                sealed_by = _attr_str(f.attrs, "key_id") if fmt >= 2 else None
-                names = _strings(f["names"])
+                run = attr_str(f.attrs, "run")
+                created = attr_str(f.attrs, "created")
+                stored = attr_str(f.attrs, "checksum")
+                sealed_by = attr_str(f.attrs, "key_id") if fmt >= 2 else None
+                names = strings(f["names"])
                 fingerprints = np.asarray(f["fingerprints"][...])
-                times = _strings(f["created"])
-                hashes = _strings(f["instance_sha256"])
+                times = strings(f["created"])
+                hashes = strings(f["instance_sha256"])
         except GantkError:
             raise
         except (OSError, KeyError, TypeError, ValueError) as exc:
@@ -407,7 +240,7 @@ class Registry:
             fp = fingerprints[i].copy()
             fp.setflags(write=False)
             entries.append(RegistryEntry(names[i], fp, times[i], hashes[i]))
-        text = _content(fmt, bits, run, created, version, entries)
+        text = content(fmt, bits, run, created, version, entries)
         if fmt == 1:
             # Anyone who can write the file can forge this checksum, also by rewriting a sealed
             # registry as format 1: opened only when the user vouches for the copy.
@@ -523,7 +356,7 @@ class Registry:
         minimum = max(1, default_min_distance(self.bits) if min_distance is None else min_distance)
         # Only registered fingerprints count here: a fingerprint drawn for someone else but not
         # yet added is not a reason to refuse an explicit add.
-        dist = _hamming(fp[None, :], self.fingerprints())[0]
+        dist = hamming(fp[None, :], self.fingerprints())[0]
         if dist.size and dist.min() < minimum:
             i = int(dist.argmin())
             raise GantkError(
@@ -559,7 +392,7 @@ class Registry:
             # Candidates in batches: one matmul against all others instead of one per try.
             count = min(64, max_tries - tried)
             candidates = rng.integers(0, 2, (count, self.bits), dtype=np.uint8)
-            ok = np.flatnonzero((_hamming(candidates, others) >= min_distance).all(axis=1))
+            ok = np.flatnonzero((hamming(candidates, others) >= min_distance).all(axis=1))
             if len(ok):
                 fp = candidates[ok[0]].copy()
                 fp.setflags(write=False)
@@ -617,28 +450,17 @@ class Registry:
                 f"holds {self.bits}-bit fingerprints; decode with this run's decoder"
             )
         n = len(rows)
-        best = np.zeros(n, dtype=np.int64)
-        matches = np.zeros(n, dtype=np.int64)
-        if count:
-            # ±1 encoding: s.t = matches - mismatches, so matches = (s.t + bits) / 2; one exact
-            # float32 matmul per chunk of rows keeps N x M large registries fast and bounded.
-            signed = 2 * self.fingerprints().astype(np.float32) - 1
-            step = max(1, _CHUNK_CELLS // count)
-            for start in range(0, n, step):
-                chunk = 2 * rows[start : start + step].astype(np.float32) - 1
-                agree = np.rint((chunk @ signed.T + self.bits) / 2).astype(np.int64)
-                best[start : start + step] = agree.argmax(axis=1)  # first maximum on ties
-                matches[start : start + step] = agree.max(axis=1)
+        best, matches = nearest(rows, self.fingerprints())
         pvals = np.asarray(p_value(matches, self.bits), dtype=float).reshape(n)
         corrected = np.minimum(1.0, pvals * max(1, count))
         verified = (matches >= limit) if count else np.zeros(n, dtype=bool)
         names = self.names()
         result = []
         for i in range(n):
-            nearest = names[best[i]] if count else None
+            closest = names[best[i]] if count else None
             result.append({
-                "name": nearest if verified[i] else None,
-                "nearest": nearest,
+                "name": closest if verified[i] else None,
+                "nearest": closest,
                 "matches": int(matches[i]),
                 "bit_accuracy": float(matches[i]) / self.bits,
                 "p_value": float(pvals[i]),
@@ -661,7 +483,7 @@ class Registry:
 
         target = self.path
         if self._base is not None:
-            current = _stored_checksum(target) if target.exists() else ""
+            current = stored_checksum(target) if target.exists() else ""
             if current != self._base:
                 raise GantkError(
                     f"registry {target} was changed by someone else since it was opened; "
@@ -669,15 +491,14 @@ class Registry:
                 )
         version = str(__version__)
         key = registry_key(create=True, warn=print_warning)
-        text = _content(FORMAT, self.bits, self.run, self.created, version, self.entries)
+        text = content(FORMAT, self.bits, self.run, self.created, version, self.entries)
         checksum = seal(key, text)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with _private_tmp(target) as tmp:
-                _write_h5(tmp, self, checksum, version, key_id(key))
-                _fsync(tmp)
-                os.replace(tmp, target)
-            _fsync(target.parent, directory=True)
+            # 0600 from the file's creation on: a reader who opened it in between would keep
+            # reading after a later chmod (permissions are checked at open only).
+            with replace_file(target, mode=0o600) as tmp:
+                write_h5(tmp, self, checksum, version, key_id(key))
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise GantkError(
@@ -686,6 +507,15 @@ class Registry:
             ) from exc
         self._base = checksum
         return target
+
+
+def read_entries(path: str | Path) -> list[dict]:
+    """The entries of any fingerprint registry as JSON entries (name, hex fingerprint, bits):
+    an ``.h5`` registry of scalable fingerprints (opened and checked by :meth:`Registry.open`)
+    or a JSON one (:func:`gantk.fingerprint.bits.read_registry`)."""
+    if Path(path).suffix.lower() in {".h5", ".hdf5"}:
+        return Registry.open(path).as_json_entries()
+    return read_registry(path)
 
 
 def _check_bits(bits: int) -> int:

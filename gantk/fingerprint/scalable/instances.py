@@ -1,15 +1,17 @@
-"""Scalable fingerprints in deployment: mint per-user generator instances, keep the secret
-registry, and find the user behind a fake.
+"""Scalable fingerprints in deployment: fold a fingerprint into a generator instance, mint
+one per user, and read a run's bit decoder.
 
 ``make_instances`` draws each user a fingerprint far (in Hamming distance) from every registered
-one, folds it into the generator (:func:`gantk.gan.scalable.fold_instance`) and writes
-``OUT/NAME.safetensors`` (fingerprints at least ``bits // 8`` apart, so no decoding that
-verifies can be mixed up between users). The registry (:mod:`gantk.fingerprint.registry`) is
-saved only after every instance is written; instances of a failed call are removed again.
+one, folds it into the generator (:func:`fold_instance`: an ordinary
+:class:`gantk.gan.folded.GeneratorInstance`) and writes ``OUT/NAME.safetensors`` (fingerprints
+at least ``bits // 8`` apart, so no decoding that verifies can be mixed up between users). The
+registry (:mod:`gantk.fingerprint.scalable.registry`) is saved only after every instance is
+written; instances of a failed call are removed again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -19,11 +21,56 @@ import numpy as np
 import torch
 
 from gantk.errors import GantkError
-from gantk.fingerprint.registry import Registry, default_min_distance, locked
-from gantk.gan.scalable import BitDecoder, fold_instance, load_fingerprinted, save_instance
-from gantk.io.checkpoint import read_metadata
+from gantk.fingerprint.scalable.networks import (
+    BitDecoder,
+    FingerprintedGenerator,
+    load_fingerprinted,
+)
+from gantk.fingerprint.scalable.registry import Registry, default_min_distance, locked
+from gantk.gan.folded import INSTANCE_KIND, GeneratorInstance
+from gantk.gan.networks import AttentionLayer
+from gantk.io.checkpoint import read_metadata, save_checkpoint
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+@torch.no_grad()
+def fold_instance(G: FingerprintedGenerator, fingerprint: torch.Tensor) -> GeneratorInstance:
+    """The instance of ``G`` for one fingerprint (bits,), equal to G(z, fingerprint)."""
+    instance = GeneratorInstance(G.config).to(next(G.parameters()).device)
+    instance.input.load_state_dict(G.input.state_dict())
+    ws = G.styles(fingerprint[None].to(G.w_fixed.device))[0]
+    index = 0
+    for folded, block in zip(instance.blocks, G.blocks, strict=True):
+        if not folded.first:
+            folded.conv0.fold(block.conv0, ws[index])
+        conv1_w = ws[index + folded.num_conv - 1]
+        if isinstance(folded.conv1, AttentionLayer):
+            folded.conv1.load_state_dict(block.conv1.state_dict())
+        else:
+            folded.conv1.fold(block.conv1, conv1_w)
+        folded.torgb.fold(block.torgb, ws[index + folded.num_conv])
+        folded.resample_filter.copy_(block.resample_filter)
+        index += folded.num_conv
+    return instance.eval().requires_grad_(False)
+
+
+def instance_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of an instance's weights (tensor names and bytes, not the file, whose metadata
+    may change), recorded in the registry."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_instance(path: Path, instance: GeneratorInstance, meta: dict, force: bool) -> str:
+    tensors = instance.state_dict()
+    digest = instance_digest(tensors)
+    save_checkpoint(path, tensors, INSTANCE_KIND,
+                    {"network": instance.config.to_dict(), **meta}, force=force)  # fmt: skip
+    return digest
 
 
 def run_id(checkpoint: str | Path) -> str:

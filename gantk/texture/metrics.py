@@ -20,7 +20,7 @@ Per strip:
   on real crops against two textures concatenated (seams) or one crop tiled twice
   (repetitions); the seam classifier judges the central R x R crop, the repetition classifier
   the central R x 2R crop (the thesis's 128 x 128 and 128 x 256 at its R = 128). Lower is better.
-  See :mod:`gantk.metrics.texture_classifiers` for their definition and training.
+  See :mod:`gantk.texture.classifiers` for their definition and training.
 - CIS (centre Inception score): the Inception score (:mod:`gantk.metrics.inception_score`)
   of all central R x R crops, one part. The thesis uses an Inception-ResNet-v2 fine-tuned on
   its texture datasets; gantk has no such network and uses the FID InceptionV3's ImageNet
@@ -65,7 +65,7 @@ from gantk.metrics.features import FeatureNet
 from gantk.metrics.inception_score import inception_score
 from gantk.metrics.lpips_metric import load_lpips, lpips_distance, network_name
 from gantk.metrics.swd import swd_images
-from gantk.metrics.texture_classifiers import CLASSIFIERS, WIDTH, TextureClassifiers
+from gantk.texture.classifiers import CLASSIFIERS, WIDTH, TextureClassifiers
 from gantk.texture.data import TextureSampler, TextureSource
 from gantk.texture.gram import GramNet, gram_matrices, gram_vector
 from gantk.texture.latent import strip_weights
