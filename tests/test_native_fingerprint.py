@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gantk.fingerprint import native, perceptual
+from gantk.fingerprint import artificial, native, perceptual
 from gantk.fingerprint.artificial import embed_folder, to_tensor
 from gantk.fingerprint.stego import StegoConfig, StegoDecoder, StegoEncoder
 from gantk.fingerprint.strength import MARGIN, SAFETY, Embedder
@@ -274,6 +274,23 @@ def test_flagged_images_are_warned_about_and_recorded(tmp_path: Path) -> None:
         assert 0 <= float(row["delta_e"]) < 0.5
     assert record["psnr_db"]["min"] == pytest.approx(min(float(r["psnr_db"]) for r in rows),
                                                      rel=1e-4)  # fmt: skip
+
+
+def test_flagged_images_past_the_first_few_are_warned_about_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(artificial, "FLAGGED_NAMED", 1)
+    encoder, decoder = _models()
+    model = save_stego(tmp_path / "m.safetensors", encoder, decoder)
+    warnings: list[str] = []
+    code = np.array([1, 0, 1, 1, 0, 0, 1, 0], dtype=np.uint8)
+    embed_folder(_folder(tmp_path), tmp_path / "out", encoder, model, code,
+                 warn=warnings.append, decoder=decoder, min_psnr=60.0)  # fmt: skip
+    record = json.loads((tmp_path / "out" / "fingerprint.json").read_text())
+    assert len(record["flagged"]) == 3  # the record still names every one
+    assert len(warnings) == 2 and "--min-psnr 60 dB" in warnings[0]
+    assert warnings[1].startswith("2 more images were fingerprinted weaker than auto wanted")
+    assert "(3 of 3 in all)" in warnings[1]
 
 
 def test_fixed_strength_scales_the_residual_and_is_recorded(tmp_path: Path) -> None:

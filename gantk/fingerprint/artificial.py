@@ -66,6 +66,9 @@ from gantk.metrics.image_quality import delta_e_mean, psnr_db, ssim
 from gantk.nn.distributed import Dist, Shard, work_range
 
 EMBED_BATCH = 32  # images loaded, embedded and written per step
+# Flagged images named one warning each; the rest in one line (a folder of small images can flag
+# thousands, all listed in the record).
+FLAGGED_NAMED = 5
 FORMATS = {"png": ".png", "jpeg": ".jpg"}
 
 
@@ -160,7 +163,7 @@ def embed_folder(
             )  # fmt: skip
             if embedded.flagged:
                 flagged.append(str(relative))
-                if warn is not None:
+                if warn is not None and len(flagged) <= FLAGGED_NAMED:
                     warn(
                         f"{relative}: fingerprinted at strength {embedded.strength:.3g} "
                         f"({psnr:.1f} dB), weaker than auto wanted: it {embedded.flagged}"
@@ -212,6 +215,12 @@ def embed_folder(
                     for index, _ in chunk
                 ]  # fmt: skip
             collect(pending)
+            if warn is not None and len(flagged) > FLAGGED_NAMED:
+                warn(
+                    f"{len(flagged) - FLAGGED_NAMED} more images were fingerprinted weaker than "
+                    f"auto wanted ({len(flagged)} of {len(quality)} in all): fingerprint.json "
+                    "lists them under flagged, embedding.csv gives each one's strength and PSNR"
+                )
         except Exception as exc:  # every process stops alike, with the one error
             failed = exc
         dist.all_succeed(failed)
