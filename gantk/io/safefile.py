@@ -1,7 +1,7 @@
 """Writing and locking files safely: the primitives every writer in gantk goes through.
 
 - A new file is built under a temporary name beside its target (:func:`temporary_beside`,
-  named ``.NAME.HOST-PID.XXXXXXXX.partial`` so that a later command can clear what a killed one
+  named ``.NAME.HOST-PID.RANDOM8.partial`` so that a later command can clear what a killed one
   left: :func:`remove_stale_partials`), with its final mode from the start, then moved into
   place in one step: :func:`rename_noreplace` (never over another writer's file, for
   :mod:`gantk.io.atomic`'s outputs) or :func:`replace_file` (over the previous version, synced
@@ -99,7 +99,7 @@ def _host() -> str:
 
 
 def partial_prefix(target: Path) -> str:
-    """Temporaries are named ``.NAME.HOST-PID.XXXXXXXX.partial``: who made one is in its name,
+    """Temporaries are named ``.NAME.HOST-PID.RANDOM8.partial``: who made one is in its name,
     so a later command can tell one whose maker is gone (killed with -9, or by the machine
     going down) from one another command is still writing."""
     return f".{target.name}.{_host()}-{os.getpid()}."
