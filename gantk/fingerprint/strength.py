@@ -135,7 +135,11 @@ class Embedder:
 
     def _embed(self, image: Tensor, bits: Tensor) -> Embedding:
         raw = self.raw_residual(image, bits)
-        change = self.shaped(image, raw)
+        weight = None
+        if self.native_fits(image):  # the image's JND map: once, for every shaping below
+            with torch.autocast(image.device.type, enabled=False):
+                weight = native.attenuation(image.float())
+        change = self.shaped(image, raw, weight)
 
         def marked_at(strength: float) -> Tensor:
             return quantized(image + change * strength)
@@ -149,7 +153,7 @@ class Embedder:
             # them the wrong way, more surely the stronger the change): optimise the change
             # against the decoder itself, then search again.
             at = min(cap, REFINE_STRENGTH)
-            change = self.shaped(image, self.refine(image, raw, bits, at))
+            change = self.shaped(image, self.refine(image, raw, bits, at, weight), weight)
             cap = self.cap(change)
             chosen = self._search(lambda s: self.margin(marked_at(s), bits), cap)
         if chosen is None:
@@ -160,7 +164,14 @@ class Embedder:
         return Embedding(marked_at(chosen), chosen, None)
 
     @torch.enable_grad()
-    def refine(self, image: Tensor, raw: Tensor, bits: Tensor, strength: float) -> Tensor:
+    def refine(
+        self,
+        image: Tensor,
+        raw: Tensor,
+        bits: Tensor,
+        strength: float,
+        weight: Tensor | None = None,
+    ) -> Tensor:
         """``raw`` after REFINE_STEPS steps of Adam on the decoder's evidence: every bit's
         pooled logit (over REFINE_TILES random tiles) pushed above 2 x MARGIN, after a clean
         copy, a JPEG round trip (straight-through) or a half-size round trip in turn. The
@@ -172,8 +183,9 @@ class Embedder:
         raw = raw.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([raw], lr=rate)
         self.decoder.requires_grad_(False)
-        with torch.no_grad():
-            weight = native.attenuation(image.float())  # the same at every step
+        if weight is None:  # the same at every step
+            with torch.no_grad():
+                weight = native.attenuation(image.float())
         for step in range(REFINE_STEPS):
             marked = (image + self.shaped(image, raw, weight) * strength).clamp(-1, 1)
             attack = step % 3
