@@ -186,10 +186,18 @@ def tile_logits(
     decoder: StegoDecoder, images: Tensor, offset: tuple[int, int] = (0, 0), batch: int = 64
 ) -> Tensor:
     """The decoder's logits of every tile on the grid at ``offset``: (N, bits)."""
-    tiles = tiles_at(images, decoder.config.resolution, offset)
+    tiles = for_decoder(tiles_at(images, decoder.config.resolution, offset))
     if not len(tiles):
         return tiles.new_zeros(0, decoder.config.bits)
     return torch.cat([decoder(chunk) for chunk in tiles.split(batch)]).float()
+
+
+def for_decoder(tiles: Tensor) -> Tensor:
+    """Tiles in the memory layout the decoder is fastest with: channels-last on a CPU (oneDNN;
+    measured one thread, 90 tiles of 64 px under bf16: 41 -> 16 ms, float32: 98 -> 46 ms)."""
+    if tiles.device.type != "cpu":
+        return tiles
+    return tiles.contiguous(memory_format=torch.channels_last)
 
 
 def pooled_logits(

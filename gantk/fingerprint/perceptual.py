@@ -86,17 +86,53 @@ def _gaussian(sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
     return kernel / kernel.sum()
 
 
+def _filter(x: Tensor, kernel: Tensor, axis: int) -> Tensor:
+    """Each row (axis -1) or column (axis -2) of (B, C, H, W) ``x`` correlated with the 1-D
+    ``kernel``, keeping only whole windows ("valid"). Done as a depthwise convolution with one
+    group per row or column: oneDNN's own depthwise kernel, 7-15x faster on a CPU than a
+    (1, k) or (k, 1) kernel over a one- or three-channel image (measured one thread, 768 px)."""
+    b, c, h, w = x.shape
+    taps = kernel.numel()
+    if axis == -1:
+        weight = kernel.view(1, 1, 1, taps).expand(b * c * h, 1, 1, taps).contiguous()
+        out = F.conv2d(x.reshape(1, b * c * h, 1, w), weight, groups=b * c * h)
+        return out.view(b, c, h, w - taps + 1)
+    # Columns: the same memory seen as (B*C, W, H, 1) in channels-last order, one channel per
+    # column, so no transposed copy is made.
+    columns = x.contiguous().as_strided((b * c, w, h, 1), (h * w, 1, w, w))
+    weight = kernel.view(1, 1, taps, 1).expand(w, 1, taps, 1).contiguous()
+    out = F.conv2d(columns, weight, groups=w)  # (B*C, W, H', 1)
+    return out.permute(0, 3, 2, 1).reshape(b, c, h - taps + 1, w)
+
+
+class _SymmetricFilter(torch.autograd.Function):
+    """:func:`_filter` with a symmetric kernel, whose backward pass is the same filter over the
+    zero-padded gradient (the adjoint of correlating with a symmetric kernel is correlating
+    again): one cheap pass, where PyTorch's own backward of a tall (37, 1) kernel over a large
+    one-channel image took 8-10x its forward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: Tensor, axis: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(kernel)
+        ctx.axis = axis
+        return _filter(x, kernel, axis)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (kernel,) = ctx.saved_tensors
+        pad = kernel.numel() - 1
+        full = F.pad(grad, (pad, pad, 0, 0) if ctx.axis == -1 else (0, 0, pad, pad))
+        return _filter(full, kernel, ctx.axis), None, None
+
+
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur with reflected borders (each channel on its own)."""
     kernel = _gaussian(float(sigma), x.device, x.dtype)
     radius = kernel.numel() // 2
-    channels = x.shape[1]
     # Reflection needs the padding below the side; very small inputs replicate instead.
     mode = "reflect" if min(x.shape[-2:]) > radius else "replicate"
-    horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
-    vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode=mode), horizontal, groups=channels)
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode=mode), vertical, groups=channels)
+    x = _SymmetricFilter.apply(F.pad(x, (radius, radius, 0, 0), mode=mode), kernel, -1)
+    return _SymmetricFilter.apply(F.pad(x, (0, 0, radius, radius), mode=mode), kernel, -2)
 
 
 def band_pass(residual: Tensor, sigma: float) -> Tensor:

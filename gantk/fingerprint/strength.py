@@ -39,15 +39,38 @@ from gantk.perturb import jpeg, jpeg_straight_through
 MARGIN = 0.5  # the smallest |pooled logit| of a right bit that auto accepts
 # The refinement of images whose change leaves bits unread: steps, tiles read per step, the
 # strength it optimises at, and Adam's step as a fraction of the change's mean magnitude.
-REFINE_STEPS = 30
+REFINE_STEPS = 15
 REFINE_TILES = 16
 REFINE_STRENGTH = 2.0
-REFINE_RATE = 0.05
+REFINE_RATE = 0.1
 REFINE_SEED = 0
-SAFETY = 1.1  # the linear guess is raised by this factor
+SAFETY = 1.1  # a search ends when its bracket is narrower than this ratio
+HEADROOM = 1.03  # the bits' lines' answer is checked this much higher
 MAX_CHECKS = 8
+MAX_STRENGTH = 8.0  # the strength given when nothing up to it was robust and there is no cap
+# Strengths above this are visible on a flat photo (about budget - 6 dB): the refinement is
+# tried for them too, and kept when it needs less.
+REFINE_ABOVE = 2.0
 MIN_STRENGTH = 0.05
 ATTACK_QUALITY = 75
+
+
+class _Adam:
+    """Adam (betas 0.9, 0.999) on one tensor, updated in place. torch.optim's first optimizer
+    of a process imports torch._dynamo, 1.3 s here: most of a short fingerprint-embed run's
+    refinement time."""
+
+    def __init__(self, param: Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999)):
+        self.param, self.lr, self.betas, self.steps = param, lr, betas, 0
+        self.mean, self.square = torch.zeros_like(param), torch.zeros_like(param)
+
+    @torch.no_grad()
+    def step(self, grad: Tensor) -> None:
+        (b1, b2), self.steps = self.betas, self.steps + 1
+        self.mean.lerp_(grad, 1 - b1)
+        self.square.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = (self.square / (1 - b2**self.steps)).sqrt_().add_(1e-8)
+        self.param.addcdiv_(self.mean, denom, value=-self.lr / (1 - b1**self.steps))
 
 
 @dataclass
@@ -114,10 +137,15 @@ class Embedder:
             return [decode_any_size(self.decoder, image)[0].float() for image in readings]
         return [native.decode(self.decoder, image).logits for image in readings]
 
+    def evidence(self, marked: Tensor, bits: Tensor) -> Tensor:
+        """Each bit's signed evidence for its right value after each attack: (2, bits),
+        positive where the bit is read right."""
+        signs = bits[0].float() * 2 - 1
+        return torch.stack([logits * signs for logits in self.logits_after_attacks(marked)])
+
     def margin(self, marked: Tensor, bits: Tensor) -> float:
         """The smallest signed evidence for the right bit over both attacks."""
-        signs = bits[0] * 2 - 1
-        return min(float((logits * signs).min()) for logits in self.logits_after_attacks(marked))
+        return float(self.evidence(marked, bits).min())
 
     def cap(self, change: Tensor) -> float:
         """The strength at which this image's change reaches --min-psnr (before rounding)."""
@@ -141,27 +169,36 @@ class Embedder:
                 weight = native.attenuation(image.float())
         change = self.shaped(image, raw, weight)
 
-        def marked_at(strength: float) -> Tensor:
-            return quantized(image + change * strength)
+        def search(change: Tensor, give_up_above: float) -> tuple[float | None, float]:
+            cap = self.cap(change)
+            found = self._search(
+                lambda s: self.evidence(quantized(image + change * s), bits), cap, give_up_above
+            )
+            return found, cap
 
         if self.strength is not None:
-            return Embedding(marked_at(self.strength), self.strength, None)
-        cap = self.cap(change)
-        chosen = self._search(lambda s: self.margin(marked_at(s), bits), cap)
-        if chosen is None and self.native_fits(image):
-            # A few bits the encoder's change does not carry at any strength (the decoder reads
-            # them the wrong way, more surely the stronger the change): optimise the change
-            # against the decoder itself, then search again.
+            return Embedding(quantized(image + change * self.strength), self.strength, None)
+        # Strengths above REFINE_ABOVE are visible: past it the search stops and the change is
+        # refined (optimised against the decoder itself); both searched in full only when the
+        # refined one fails.
+        refines = self.native_fits(image)
+        chosen, cap = search(change, REFINE_ABOVE if refines else math.inf)
+        if refines and (chosen is None or chosen > REFINE_ABOVE):
             at = min(cap, REFINE_STRENGTH)
-            change = self.shaped(image, self.refine(image, raw, bits, at, weight), weight)
-            cap = self.cap(change)
-            chosen = self._search(lambda s: self.margin(marked_at(s), bits), cap)
+            refined = self.shaped(image, self.refine(image, raw, bits, at, weight), weight)
+            again, refined_cap = search(refined, math.inf)
+            if again is None:
+                chosen, cap = search(change, math.inf)
+            else:
+                chosen, change, cap = again, refined, refined_cap
         if chosen is None:
-            why = f"needs more than --min-psnr {self.min_psnr:g} dB allows"
-            if not math.isfinite(cap):  # no bound and still not robust: the largest tried
-                cap = 2.0**MAX_CHECKS
-            return Embedding(marked_at(cap), cap, why)
-        return Embedding(marked_at(chosen), chosen, None)
+            if math.isfinite(cap):
+                why = f"needs more than --min-psnr {self.min_psnr:g} dB allows"
+            else:  # no bound, and no strength made every bit robust
+                cap = MAX_STRENGTH
+                why = f"no strength up to {MAX_STRENGTH:g} makes every bit robust"
+            return Embedding(quantized(image + change * cap), cap, why)
+        return Embedding(quantized(image + change * chosen), chosen, None)
 
     @torch.enable_grad()
     def refine(
@@ -181,7 +218,7 @@ class Embedder:
         generator = torch.Generator().manual_seed(REFINE_SEED)
         rate = REFINE_RATE * float(raw.abs().mean())
         raw = raw.detach().clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([raw], lr=rate)
+        adam = _Adam(raw, rate)
         self.decoder.requires_grad_(False)
         if weight is None:  # the same at every step
             with torch.no_grad():
@@ -196,57 +233,96 @@ class Embedder:
                 marked = halved[..., : image.shape[-2], : image.shape[-1]]
             tiles = native.tiles_at(marked, tile)
             pick = torch.randperm(len(tiles), generator=generator)[:REFINE_TILES]
-            logits = self.decoder(tiles[pick.to(tiles.device)]).float().mean(0)
+            logits = self.decoder(native.for_decoder(tiles[pick.to(tiles.device)]))
+            logits = logits.float().mean(0)
             loss = F.softplus(2 * MARGIN - logits * signs).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            (grad,) = torch.autograd.grad(loss, raw)
+            adam.step(grad)
         return raw.detach()
 
-    def _search(self, margin_at: Callable[[float], float], cap: float) -> float | None:
-        """The lowest strength with a margin of at least MARGIN (within SAFETY), or None when
-        even ``cap`` falls short."""
-        checked: dict[float, float] = {}
-
-        def check(strength: float) -> bool:
-            checked[strength] = margin_at(strength)
-            return checked[strength] >= MARGIN
-
-        start = min(1.0, cap)
-        passing = [start] if check(start) else []
-        for _ in range(MAX_CHECKS - 1):
-            guess = self._next_guess(checked, cap)
+    def _search(
+        self,
+        evidence_at: Callable[[float], Tensor],
+        cap: float,
+        give_up_above: float = math.inf,
+    ) -> float | None:
+        """The lowest strength at which every entry of ``evidence_at(strength)`` (each bit
+        after each attack) is at least MARGIN, within SAFETY; None when the bits' lines say no
+        strength up to ``cap`` gets there (or MAX_CHECKS checks did not find one), or, before
+        anything passed, that it takes more than ``give_up_above``."""
+        checked: dict[float, Tensor] = {}
+        strength = min(1.0, cap)
+        for _ in range(MAX_CHECKS):
+            checked[strength] = evidence_at(strength).float().flatten()
+            guess = _next_guess(checked, cap)
             if guess is None or guess in checked:
                 break
-            if check(guess):
-                passing.append(guess)
-            elif passing and guess > min(passing):
-                break
-        if passing:
-            return min(passing)
-        return None
+            if guess > give_up_above and all(float(e.min()) < MARGIN for e in checked.values()):
+                return None
+            strength = guess
+        passing = [s for s, e in checked.items() if float(e.min()) >= MARGIN]
+        return min(passing) if passing else None
 
-    @staticmethod
-    def _next_guess(checked: dict[float, float], cap: float) -> float | None:
-        """Where the line through the last two checks (or through the origin) meets the margin
-        target, times SAFETY, kept within [MIN_STRENGTH, cap]."""
-        points = sorted(checked.items())
-        if len(points) == 1:
-            (s1, m1), (s0, m0) = points[0], (0.0, 0.0)
-        else:
-            (s0, m0), (s1, m1) = points[-2], points[-1]
-            low_fail = [s for s, m in points if m < MARGIN]
-            high_pass = [s for s, m in points if m >= MARGIN]
-            if low_fail and high_pass:  # bracketed: bisect in the log domain
-                low, high = max(low_fail), min(high_pass)
-                if high / low < SAFETY:
-                    return None
-                return math.sqrt(low * high)
-        slope = (m1 - m0) / (s1 - s0) if s1 != s0 else 0.0
-        if slope <= 0:
-            guess = s1 * 2 if m1 < MARGIN else s1 / 2
-        else:
-            guess = (s1 + (MARGIN - m1) / slope) * SAFETY
-        if guess >= cap and cap in checked:
+
+def _next_guess(checked: dict[float, Tensor], cap: float) -> float | None:
+    """The next strength to check, or None when the search is over.
+
+    Each bit's evidence is about a line in the strength (a different one per bit: its slope is
+    how well the change carries it, its intercept what the image's own content reads), so the
+    strength every bit needs is the largest of the lines' crossings of MARGIN (:func:`_crossing`),
+    checked next with HEADROOM on top. A first check has no lines yet: the next is twice or
+    two-thirds of it. When the lines point at what was checked already, the bracket between the
+    lowest passing strength and the failing one below it is halved (in the log domain) until it
+    is narrower than SAFETY."""
+    points = sorted(checked.items())
+    passing = [s for s, e in points if float(e.min()) >= MARGIN]
+    failing = [s for s, e in points if float(e.min()) < MARGIN]
+    lowest = min(passing) if passing else math.inf
+    below = max([s for s in failing if s < lowest], default=0.0)
+    if len(points) == 1:
+        guess = points[0][0] * (2 / 3 if passing else 2.0)
+    elif not math.isfinite(crossing := _crossing(points)):
+        # A bit falls short and did not rise: a reading that is noise (no grid found yet)
+        # rises late, if at all. Double.
+        guess = 2 * points[-1][0]
+    else:
+        guess = crossing * HEADROOM
+        if guess * 1.01 >= lowest:  # the lines say the lowest passing strength is the answer
             return None
-        return float(min(cap, max(MIN_STRENGTH, guess)))
+        if guess <= below:  # the lines disagree with the checks
+            if not passing:  # (a bit that rose, then fell): try higher
+                guess = 2 * below
+            elif below == 0:  # nothing failed, and the lines say nothing will: the floor
+                guess = MIN_STRENGTH
+            elif lowest / below < SAFETY:
+                return None
+            else:  # bisect the bracket
+                guess = math.sqrt(lowest * below)
+    if below > 0:  # a strength a hair above a failing one fails too (JPEG's and rounding's noise)
+        guess = max(guess, below * SAFETY**0.5)
+    if guess >= cap and cap in checked:
+        return None  # out of reach below the cap
+    return float(min(cap, max(MIN_STRENGTH, guess)))
+
+
+def _crossing(points: list[tuple[float, Tensor]]) -> float:
+    """The strength at which every entry (bit and attack) reaches MARGIN on its own line: inf
+    when an entry that falls short at every check does not rise with the strength."""
+    strengths = torch.tensor([s for s, _ in points], dtype=torch.float64)
+    evidence = torch.stack([e.double() for _, e in points])  # (checks, entries)
+    above = evidence >= MARGIN
+    # Each entry's line goes through the checks that bracket its crossing (the first where it
+    # passes and the one before); one that passes or fails everywhere takes the two checks
+    # nearest that end.
+    last = len(points) - 1
+    first_pass = torch.where(above.any(0), above.long().argmax(0), last)
+    upper = first_pass.clamp(1, last)
+    cols = torch.arange(evidence.shape[1])
+    s0, s1 = strengths[upper - 1], strengths[upper]
+    e0, e1 = evidence[upper - 1, cols], evidence[upper, cols]
+    slope = (e1 - e0) / (s1 - s0)
+    rising = slope > 0
+    crossing = torch.where(rising, s1 + (MARGIN - e1) / torch.where(rising, slope, 1), torch.inf)
+    # An entry that passes at the lowest check asks for nothing above it.
+    crossing = torch.where(above[0] & ~rising, -torch.inf, crossing)
+    return float(crossing.max())
