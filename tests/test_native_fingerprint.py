@@ -151,7 +151,7 @@ def test_gaussian_blur_gradient_is_the_true_one() -> None:
     impulse = torch.zeros(1, 1, 21, 21, dtype=torch.float64)
     impulse[..., 10, 10] = 1
     blurred = perceptual.gaussian_blur(impulse, 1.5)[0, 0]
-    g = torch.exp(-torch.arange(-10, 11, dtype=torch.float64) ** 2 / (2 * 1.5**2))
+    g = torch.exp(-(torch.arange(-10, 11, dtype=torch.float64) ** 2) / (2 * 1.5**2))
     g = torch.where(torch.arange(-10, 11).abs() <= 4, g, torch.zeros_like(g))  # radius 3 sigma
     g = g / g.sum()
     torch.testing.assert_close(blurred, g[:, None] * g[None, :], rtol=0, atol=1e-12)
