@@ -62,7 +62,7 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _model(seed: int = 0, **overrides: int) -> TextureMixer:
+def _model(seed: int = 0, **overrides: int | str) -> TextureMixer:
     """A tiny random Texture Mixer with random (not zero) biases, in eval mode."""
     torch.manual_seed(seed)
     model = TextureMixer(TextureMixerConfig(**{**TINY, **overrides}))
@@ -387,9 +387,10 @@ def test_critic_gives_one_value_per_sample() -> None:
     assert out.unique().numel() == 3
 
 
-def test_receptive_radius_bounds_the_influence_of_one_latent_cell() -> None:
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+def test_receptive_radius_bounds_the_influence_of_one_latent_cell(upsample: str) -> None:
     for res_blocks in (1, 2):
-        model = _model(res_blocks=res_blocks)
+        model = _model(res_blocks=res_blocks, upsample=upsample)
         radius = model.config.receptive_radius
         size = 2 * radius + 9
         z = torch.randn(1, 4, size, size, generator=_gen(0))
@@ -403,12 +404,28 @@ def test_receptive_radius_bounds_the_influence_of_one_latent_cell() -> None:
         assert 0 < reach <= radius
 
 
+def test_the_generator_upsamples_as_its_config_says() -> None:
+    nearest, bilinear = _model(), _model(upsample="bilinear")
+    bilinear.load_state_dict(nearest.state_dict())  # the same weights: only the mode differs
+    x = torch.randn(1, 3, 4, 5, generator=_gen(0))
+    torch.testing.assert_close(
+        bilinear.generator._up(x), F.interpolate(x, scale_factor=2, mode="bilinear")
+    )
+    torch.testing.assert_close(
+        nearest.generator._up(x), x.repeat_interleave(2, -1).repeat_interleave(2, -2)
+    )
+    z = torch.randn(1, 4, 6, 6, generator=_gen(0))
+    g = spread(torch.randn(1, 4, generator=_gen(1)), z)
+    assert not torch.allclose(nearest.decode(z, g), bilinear.decode(z, g))
+
+
 # --- tiled decoding ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
 @pytest.mark.parametrize("res_blocks", [1, 2])
-def test_tiled_decode_equals_whole_canvas_decode(res_blocks: int) -> None:
-    model = _model(res_blocks=res_blocks)
+def test_tiled_decode_equals_whole_canvas_decode(res_blocks: int, upsample: str) -> None:
+    model = _model(res_blocks=res_blocks, upsample=upsample)
     z = torch.randn(1, 4, 13, 10, generator=_gen(0))
     g = torch.randn(1, 4, 13, 10, generator=_gen(1))  # a spatially varying global code
     whole = Mixer(model, decode_tile=64).decode_tiled(z, g)
@@ -802,6 +819,14 @@ def test_init_starts_from_a_model_file(texture_dir: Path, tmp_path: Path) -> Non
     wider = _config(texture_dir, channels=TINY["channels"] * 2)
     with pytest.raises(GantkError, match="another shape"):
         start_or_resume(wider, tmp_path / "wide", resume=False, init=model_file)
+    # The upsampling has no weights: a nearest model starts a bilinear run, which keeps it.
+    smooth = start_or_resume(_config(texture_dir, upsample="bilinear"), tmp_path / "smooth",
+                             resume=False, init=model_file)  # fmt: skip
+    assert smooth.model.config.upsample == "bilinear"
+    smooth.run()
+    assert load_texture_mixer(tmp_path / "smooth" / "latest.safetensors").config.upsample == (
+        "bilinear"
+    )
 
 
 @pytest.mark.usefixtures("fast_gram")
@@ -825,6 +850,7 @@ def test_train_config_validation(texture_dir: Path) -> None:
         ({"ema": 1.0}, "--ema"),
         ({"resolution": 20}, "power of two"),
         ({"gram_weight": -1.0}, "non-negative"),
+        ({"upsample": "bicubic"}, "--upsample must be one of nearest, bilinear"),
     ):
         with pytest.raises(GantkError, match=message):
             _config(texture_dir, **bad).validate()

@@ -456,6 +456,14 @@ def train_texture(
     d_channels: Annotated[
         int, typer.Option("--d-channels", help="Critic width at full resolution.")
     ] = 64,
+    upsample: Annotated[
+        str,
+        typer.Option(
+            "--upsample",
+            help="The generator's 2x upsampling: nearest (the paper's) or bilinear (no 4-pixel "
+            "block pattern where latents are shuffled, with a narrow generator).",
+        ),
+    ] = "nearest",
     no_shuffle: Annotated[
         bool, typer.Option("--no-shuffle", help="Ablation: no latent shuffling in training.")
     ] = False,
@@ -536,6 +544,7 @@ def train_texture(
         channels=channels,
         res_blocks=res_blocks,
         d_channels=d_channels,
+        upsample=upsample,
         batch_size=batch_size,
         steps=steps,
         lr=lr,

@@ -69,6 +69,7 @@ class TextureTrainConfig:
     channels: int = 256
     res_blocks: int = 5
     d_channels: int = 64
+    upsample: str = "nearest"  # the generator's: nearest (paper) or bilinear
     batch_size: int = 8  # pairs per step
     steps: int = 100_000
     lr: float = 0.0015
@@ -102,6 +103,7 @@ class TextureTrainConfig:
             self.channels,
             self.res_blocks,
             self.d_channels,
+            upsample=self.upsample,
         ).validate()
 
     def validate(self) -> TextureTrainConfig:
@@ -456,7 +458,9 @@ def start_or_resume(
     trainer = TextureTrainer(config, out)
     if init is not None:
         start = load_texture_mixer(init, trainer.device)
-        if start.config != trainer.model.config:
+        # The upsampling mode has no weights: a nearest model may start a bilinear run.
+        shape = replace(start.config, upsample=trainer.model.config.upsample)
+        if shape != trainer.model.config:
             raise GantkError(
                 f"--init {init} has another shape ({start.config.to_dict()}) than this run "
                 f"({trainer.model.config.to_dict()}); give the same --resolution, --channels, "
