@@ -4,7 +4,7 @@ git). The scripts that train the bundled models start from these files when thei
 gone.
 
     python scripts/save_wip.py stego runs/stego-100-v3
-    python scripts/save_wip.py texture runs/texture-mixer-v2
+    python scripts/save_wip.py texture runs/texture-mixer-v2 [NAME]   # NAME: another WIP file
     python scripts/save_wip.py start models-wip/NAME.safetensors RUN   # before continuing one
 
 Writes models-wip/NAME.safetensors (fp16, with gantk.total_steps: the steps of every session so
@@ -42,6 +42,7 @@ def main() -> None:
         return
     kind, run = sys.argv[1], Path(sys.argv[2])
     name, model_file = NAMES[kind]
+    name = sys.argv[3] if len(sys.argv) > 3 else name  # a branch of the run, kept beside it
     WIP.mkdir(exist_ok=True)
     target, log = WIP / f"{name}.safetensors", WIP / f"{name}.log.jsonl"
     source = run / model_file

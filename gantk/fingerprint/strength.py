@@ -39,10 +39,10 @@ from gantk.perturb import jpeg, jpeg_straight_through
 MARGIN = 0.5  # the smallest |pooled logit| of a right bit that auto accepts
 # The refinement of images whose change leaves bits unread: steps, tiles read per step, the
 # strength it optimises at, and Adam's step as a fraction of the change's mean magnitude.
-REFINE_STEPS = 15
+REFINE_STEPS = 20
 REFINE_TILES = 16
 REFINE_STRENGTH = 2.0
-REFINE_RATE = 0.1
+REFINE_RATE = 0.075
 REFINE_SEED = 0
 SAFETY = 1.1  # a search ends when its bracket is narrower than this ratio
 HEADROOM = 1.03  # the bits' lines' answer is checked this much higher
