@@ -17,7 +17,7 @@ from PIL import Image
 from gantk.fingerprint import artificial, native, perceptual
 from gantk.fingerprint.artificial import embed_folder, to_tensor
 from gantk.fingerprint.stego import StegoConfig, StegoDecoder, StegoEncoder
-from gantk.fingerprint.strength import MARGIN, SAFETY, Embedder, _Adam
+from gantk.fingerprint.strength import MARGIN, REFINE_STRENGTH, SAFETY, Embedder, _Adam
 from gantk.fingerprint.train_stego import save_stego
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -297,6 +297,29 @@ def test_refinement_raises_the_weakest_bits_evidence_at_the_same_energy() -> Non
     assert float(after.square().mean()) == pytest.approx(float(before.square().mean()), rel=1e-4)
     assert float(evidence(after).min()) > float(evidence(before).min())
     assert float(evidence(after).mean()) > float(evidence(before).mean())
+
+
+def test_a_change_the_first_refinement_cannot_fix_is_refined_again_stronger(monkeypatch) -> None:
+    encoder, decoder = _models()
+    embedder = Embedder(encoder, decoder, "native", None, None)
+    image = _photo(4 * TILE, 4 * TILE)
+    bits = torch.tensor([[1, 0, 1, 1, 0, 0, 1, 0]], dtype=torch.float32)
+    refined_at: list[float] = []
+
+    def refine(image, raw, bits, at, weight=None):
+        refined_at.append(at)
+        return raw.flip(-1)
+
+    def evidence(marked: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        # Nothing reads before the second refinement; after it, evidence grows with strength.
+        amplitude = float((marked - image).abs().mean()) * 40.0
+        return torch.full((2, BITS), amplitude if len(refined_at) >= 2 else -1.0)
+
+    monkeypatch.setattr(embedder, "refine", refine)
+    monkeypatch.setattr(embedder, "evidence", evidence)
+    done = embedder.embed(image, bits)
+    assert refined_at == [REFINE_STRENGTH, 2 * REFINE_STRENGTH]
+    assert done.flagged is None and evidence(done.image, bits).min() >= MARGIN
 
 
 def test_auto_strength_meets_its_margin_on_a_real_image(monkeypatch) -> None:

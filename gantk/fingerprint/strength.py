@@ -9,16 +9,20 @@ photo gets a faint fingerprint, a small or flat one a stronger one. ``min_psnr``
 strength from the other side; an image that would need more than the cap is embedded at the cap
 and *flagged* (named in a warning and in the record), never silently left weak.
 
-When no strength up to the cap makes every bit robust (the encoder's change leaves a bit or two
-that the decoder reads the wrong way, more surely the stronger the change), the change is
-optimised against the decoder itself for a few steps (:meth:`Embedder.refine`, in the manner of
-FNNS: the networks fixed, the change's shaping and energy kept, only where it goes moves) and the
-search runs again.
+The search (:meth:`Embedder._search`): strength 1 is checked first, then twice or two-thirds of
+it; from then on each bit's evidence is taken as a line in the strength (its own slope: how well
+the change carries it; its own intercept: what the image's content reads), and the next check
+is where the last of the lines reaches the margin, a little above (HEADROOM); a bracket is
+bisected when the lines disagree with the checks. Three or four checks an image, each one JPEG
+round trip and two pooled decodes with the pilot search, cheap next to the encoder.
 
-The search: strength 1 is checked first; the margin grows about linearly with the strength, so
-the next guess is where the line through the last two checks reaches the margin (with
-``SAFETY`` on top), then a few steps up until it holds. Three or four checks an image, each one
-JPEG round trip and two decodes, cheap next to the encoder.
+When the bits' lines say the change needs more than REFINE_ABOVE (visible on a flat photo), or
+no strength up to the cap makes every bit robust (the encoder's change leaves a bit or two that
+the decoder reads the wrong way, more surely the stronger the change), the change is optimised
+against the decoder itself for a few steps (:meth:`Embedder.refine`, in the manner of FNNS: the
+networks fixed, the change's shaping and energy kept, only where it goes moves) and searched
+again; a change that still fails is optimised again at twice the strength, and only then is the
+unrefined change searched up to the cap.
 """
 
 from __future__ import annotations
@@ -184,13 +188,18 @@ class Embedder:
         refines = self.native_fits(image)
         chosen, cap = search(change, REFINE_ABOVE if refines else math.inf)
         if refines and (chosen is None or chosen > REFINE_ABOVE):
-            at = min(cap, REFINE_STRENGTH)
-            refined = self.shaped(image, self.refine(image, raw, bits, at, weight), weight)
-            again, refined_cap = search(refined, math.inf)
+            # Optimised at REFINE_STRENGTH first; a change that still fails everywhere is
+            # optimised again at twice that (the hardest images, dark or flat, need it there),
+            # then the unrefined change is searched in full.
+            again = None
+            for at in sorted({min(cap, REFINE_STRENGTH), min(cap, 2 * REFINE_STRENGTH)}):
+                refined = self.shaped(image, self.refine(image, raw, bits, at, weight), weight)
+                again, refined_cap = search(refined, math.inf)
+                if again is not None:
+                    chosen, change, cap = again, refined, refined_cap
+                    break
             if again is None:
                 chosen, cap = search(change, math.inf)
-            else:
-                chosen, change, cap = again, refined, refined_cap
         if chosen is None:
             if math.isfinite(cap):
                 why = f"needs more than --min-psnr {self.min_psnr:g} dB allows"
