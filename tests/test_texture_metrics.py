@@ -21,6 +21,7 @@ from gantk.errors import GantkError
 from gantk.texture.gram import load_gram_net
 from gantk.texture.metrics import (
     alpha_blend_strip,
+    gradient_energy,
     gram_scores,
     load_texture_lpips,
     periodic_peak,
@@ -104,6 +105,28 @@ def test_spd_is_zero_for_alpha_blending_and_positive_for_a_wrong_end(gram_net, l
     assert score_strip(wrong, left, right, gram_net, lpips_model).spd > 1e-3
 
 
+def test_gradient_energy_is_the_mean_squared_neighbour_difference_of_luminance() -> None:
+    image = _images(8, 1, 3, 5, 7)
+    luma = (image[0].double() * torch.tensor([0.299, 0.587, 0.114]).double().view(3, 1, 1)).sum(0)
+    rows = np.diff(luma.numpy(), axis=1) ** 2
+    cols = np.diff(luma.numpy(), axis=0) ** 2
+    assert gradient_energy(image) == pytest.approx((rows.mean() + cols.mean()) / 2, rel=1e-6)
+    assert gradient_energy(torch.full((1, 3, 4, 4), 0.3)) == 0.0
+
+
+def test_sharpness_is_one_for_the_textures_own_detail_and_about_half_for_alpha_blending(
+    gram_net, lpips_model
+) -> None:
+    left, right = _images(11, 1, 3, R, R), _images(12, 1, 3, R, R)
+    # The texture tiled along the strip: the middle crop is the texture (cut and rejoined once).
+    same = score_strip(left.repeat(1, 1, 1, 8), left, left, gram_net, lpips_model)
+    assert 0.9 < same.sharpness < 1.1
+    # Averaging two unrelated noise textures halves the energy in the middle (weights 1/2 each:
+    # 1/4 + 1/4 of the two energies); the middle crop's weights run from about 0.44 to 0.56.
+    blended = score_strip(alpha_blend_strip(left, right, 8 * R), left, right, gram_net, lpips_model)
+    assert 0.4 < blended.sharpness < 0.65
+
+
 def test_alpha_blend_strip_ends_and_middle() -> None:
     left, right = _images(6, 1, 3, R, R), _images(7, 1, 3, R, R)
     length = 3 * R + 1  # odd: one middle column, where the ramp is exactly one half
@@ -160,7 +183,7 @@ def test_cli_evaluates_both_methods(cli, tiny_model: Path, tmp_path: Path) -> No
     assert summary["networks"]["gram"]["network"] == "random-vgg19"
     assert summary["networks"]["lpips"]["network"] == "random-lpips-alex"
     names = ["spd[random-lpips-alex]", "cgd[random-vgg19]", "ccd[random-vgg19]",
-             "cis[random-inception]", "cswd", "seconds"]  # fmt: skip
+             "cis[random-inception]", "cswd", "sharpness", "seconds"]  # fmt: skip
     assert summary["metrics"] == [*names, "grid", "grid_real"]
     assert summary["grid_period_px"] == 4  # one latent cell is 4 px
     for values in summary["methods"].values():

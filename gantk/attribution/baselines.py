@@ -42,6 +42,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from gantk.errors import GantkError
+from gantk.io.images import LUMA_WEIGHTS
 
 __all__ = [
     "BASELINES",
@@ -61,7 +62,7 @@ __all__ = [
 BASELINES = ("knn", "eigenface", "eigenface-lr", "prnu", "spectral")
 
 # ITU-R BT.601 luma weights: the usual RGB -> grayscale conversion (PIL's "L" mode uses them too).
-_LUMA = np.array([0.299, 0.587, 0.114])
+_LUMA = np.array(LUMA_WEIGHTS)
 
 
 # --------------------------------------------------------------------------------------------

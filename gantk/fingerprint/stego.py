@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gantk.errors import GantkError
+from gantk.io.images import LUMA_WEIGHTS
 
 KIND = "stego"
-LUMA = torch.tensor([0.299, 0.587, 0.114])
+LUMA = torch.tensor(LUMA_WEIGHTS)
 
 
 DESIGNS = ("native", "paper")

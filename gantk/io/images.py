@@ -22,6 +22,8 @@ from gantk.errors import GantkError
 if TYPE_CHECKING:
     import torch
 
+# BT.601 luma weights of R, G, B: what "luminance" means across gantk.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 ResizePolicy = Literal["center-crop", "stretch", "pad"]
 RESIZE_POLICIES: tuple[str, ...] = ("center-crop", "stretch", "pad")

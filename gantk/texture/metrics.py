@@ -33,6 +33,11 @@ Per strip:
   multiplied by 1e3 and averaged over the pyramid levels. With tens of crops (the paper's
   setting is larger) the value is noisy and biased upwards: compare methods at equal counts.
 - seconds: wall-clock time to make one strip.
+- sharpness (gantk's, not the paper's): the mean gradient energy of the strip's central R x R
+  crop (squared differences of neighbouring pixels' luminance, both axes) over the mean of the
+  two side textures': about 1 when the middle is as detailed as the inputs, about 0.5 for
+  alpha-blending two unrelated textures (averaging halves the energy of what the two do not
+  share). Higher is better, up to about 1.
 - grid (gantk's, not the paper's): how much the strip's middle half repeats at the model's
   latent-cell period (e.g. 4 px), which is where an undertrained decoder draws grid lines: the
   power of the row- and column-mean profiles at that period over the median power of the
@@ -61,6 +66,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gantk.errors import GantkError
+from gantk.io.images import LUMA_WEIGHTS
 from gantk.metrics.features import FeatureNet
 from gantk.metrics.inception_score import inception_score
 from gantk.metrics.lpips_metric import load_lpips, lpips_distance, network_name
@@ -76,8 +82,8 @@ STANDARD_LPIPS = "lpips-alex"
 LPIPS_NETS = ("auto", "alex", "vgg", "random-alex", "random-vgg")
 RANDOM_SEED = 0  # random-lpips-* trunks are the same on every machine
 # In Table 3.1's order; css, crs and cis only when their networks are given.
-METRICS = ("spd", "cgd", "ccd", "css", "crs", "cis", "cswd", "seconds")
-PER_STRIP = ("spd", "cgd", "ccd", "css", "crs", "seconds")  # reported as mean and std
+METRICS = ("spd", "cgd", "ccd", "css", "crs", "cis", "cswd", "sharpness", "seconds")
+PER_STRIP = ("spd", "cgd", "ccd", "css", "crs", "sharpness", "seconds")  # mean and std
 CIS_BATCH = 25  # centre crops per Inception pass (each is resized to 299 x 299)
 GRID_NEIGHBOURS = 8  # frequency bins on each side that make the reference of the grid peak
 
@@ -90,6 +96,7 @@ class StripScores:
     spd: float
     cgd: float
     ccd: float
+    sharpness: float
     seconds: float
 
 
@@ -146,6 +153,7 @@ def metric_names(
         "crs": "crs",
         "cis": f"cis[{inception_name or 'none'}]",
         "cswd": "cswd",
+        "sharpness": "sharpness",
         "seconds": "seconds",
     }
 
@@ -226,7 +234,19 @@ def score_strip(
     cgd, ccd = gram_scores(
         [g[0:1] for g in grams], [g[1:2] for g in grams], [g[2:3] for g in grams]
     )
-    return StripScores(float(spd), float(cgd[0]), float(ccd[0]), float(seconds))
+    sides = (gradient_energy(left) + gradient_energy(right)) / 2
+    sharpness = gradient_energy(center_crop(strip, size)) / max(sides, 1e-12)
+    return StripScores(float(spd), float(cgd[0]), float(ccd[0]), sharpness, float(seconds))
+
+
+def gradient_energy(image: Tensor) -> float:
+    """Mean squared difference of horizontally and vertically neighbouring pixels' luminance
+    of a (1, 3, H, W) image in [-1, 1]: how much fine detail it has."""
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64, device=image.device)
+    luma = (image[0].double() * weights.view(3, 1, 1)).sum(dim=0)
+    across = (luma[:, 1:] - luma[:, :-1]).square().mean()
+    down = (luma[1:] - luma[:-1]).square().mean()
+    return float((across + down) / 2)
 
 
 # -- the baseline ------------------------------------------------------------------------------
