@@ -59,12 +59,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=2)
+    # texture-mix's defaults; the paper's operations are --cover rows --mix blend
+    parser.add_argument("--cover", default="patches")
+    parser.add_argument("--mix", default="select")
+    parser.add_argument("--precision", default="auto")
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_texture_mixer(args.model, args.device)
-    mixer = Mixer(model)
+    mixer = Mixer(model, cover=args.cover, mix=args.mix, precision=args.precision)
     res = mixer.resolution
     textures = [load_texture(spec, res)[0] for spec in CORNERS]
     rows = []
@@ -100,6 +104,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "model": args.model,
         "config": model.config.to_dict(),
+        "mixer": {"cover": args.cover, "mix": args.mix, "precision": mixer.precision},
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)

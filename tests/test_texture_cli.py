@@ -391,3 +391,14 @@ def test_bad_masks_and_small_backgrounds(
 def test_gram_weights_need_the_real_vgg(tmp_path: Path) -> None:
     with pytest.raises(GantkError, match="random-vgg19 uses none"):
         load_gram_net("random-vgg19", tmp_path / "vgg19.pth")
+
+
+def test_an_unknown_precision_is_refused_before_anything_is_written(
+    cli: Callable, files: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out" / "strip.png"
+    out.parent.mkdir()
+    result = _mix(cli, files, files["t1"], files["t2"], "--precision", "fp8", "--out", out)
+    assert result.exit_code == 2
+    assert "precision" in error_line(result)
+    assert list(out.parent.iterdir()) == []

@@ -436,6 +436,22 @@ def test_tiled_decode_equals_whole_canvas_decode(res_blocks: int, upsample: str)
     torch.testing.assert_close(tiled, model.decode(z, g), atol=1e-5, rtol=0)
 
 
+def test_mixer_decodes_in_its_precision_and_leaves_the_callers_model_as_it_was() -> None:
+    model = _model()
+    layout = {name: p.stride() for name, p in model.named_parameters()}
+    z = torch.randn(1, 4, 9, 11, generator=_gen(0))
+    g = torch.randn(1, 4, 9, 11, generator=_gen(1))
+    exact = model.decode(z, g)
+    fp32 = Mixer(model, decode_tile=4).decode_tiled(z, g)
+    torch.testing.assert_close(fp32, exact, atol=1e-5, rtol=0)  # channels-last: same pixels
+    half = Mixer(model, decode_tile=4, precision="bf16").decode_tiled(z, g)
+    assert half.dtype == torch.float32 and not torch.equal(half, fp32)
+    assert float((half - fp32).abs().mean()) < 0.02  # bf16 rounding, on a [-1, 1] image
+    assert {name: p.stride() for name, p in model.named_parameters()} == layout
+    with pytest.raises(GantkError, match="precision"):
+        Mixer(model, precision="fp8")
+
+
 def test_tiled_decode_without_global_code() -> None:
     model = _model(global_dim=0)
     z = torch.randn(1, 4, 9, 11, generator=_gen(0))

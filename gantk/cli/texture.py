@@ -359,7 +359,7 @@ def texture_mix(
         with output.progress(adapt_steps, "adapting") as advance:
             mixer_model = adapt(mixer_model, whole, adapt_steps, gram, seed, precision, advance)
         adapt_seconds = time.perf_counter() - began
-    mixer = Mixer(mixer_model, shuffle=not no_shuffle, cover=cover, mix=mix)
+    mixer = Mixer(mixer_model, shuffle=not no_shuffle, cover=cover, mix=mix, precision=precision)
 
     started = time.perf_counter()
     result: np.ndarray | list[np.ndarray]

@@ -9,6 +9,7 @@ textures exactly with a graph-cut seam and Poisson blending (postprocess.py).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from gantk.errors import GantkError
 from gantk.io.images import to_uint8 as images_to_uint8
+from gantk.nn.precision import autocast, channels_last, resolve_precision
 from gantk.texture.latent import (
     COVERS,
     MIXES,
@@ -79,10 +81,15 @@ class Mixer:
         decode_tile: int = DEFAULT_DECODE_TILE,
         cover: str = "rows",
         mix: str = "blend",
+        precision: str = "fp32",
     ) -> None:
         """``cover`` and ``mix``: see gantk.texture.latent (COVERS, MIXES); the paper's are
         rows (tiles with rows and columns shuffled) and blend (weighted latent averages).
-        ``shuffle`` False tiles the latents as they are (cover none)."""
+        ``shuffle`` False tiles the latents as they are (cover none). ``precision``: the
+        generator's autocast when decoding (gantk.nn.precision; bf16 on a CPU that has it
+        makes a 1024² palette 1.37x faster, pixels within 0.2 grey levels on average). On a
+        CPU the mixer decodes with a channels-last copy of the model (oneDNN's faster layout;
+        the same pixels to float rounding: a 1024² palette 1.33 -> 0.93 s on one thread)."""
         if cover not in COVERS:
             raise GantkError(f"--cover must be one of {', '.join(COVERS)}, got {cover!r}")
         if mix not in MIXES:
@@ -94,6 +101,10 @@ class Mixer:
         self.decode_tile = decode_tile
         self.resolution = model.config.resolution
         self.device = next(model.parameters()).device
+        self.precision = resolve_precision(precision, self.device)
+        if self.device.type == "cpu":  # a channels-last copy: the caller's model stays as it is
+            self.model = copy.deepcopy(model)
+            channels_last(self.model)
 
     # -- building blocks -----------------------------------------------------------------------
 
@@ -111,10 +122,14 @@ class Mixer:
         """Decode tile by tile with a halo of the generator's receptive radius: each output
         tile then equals the whole-canvas decode (up to float rounding), while memory stays that
         of one tile."""
+        with autocast(self.precision, self.device):
+            return self._decode_tiled(z_local, z_global)
+
+    def _decode_tiled(self, z_local: Tensor, z_global: Tensor | None) -> Tensor:
         height, width = z_local.shape[2:]
         step = self.decode_tile
         if height <= step and width <= step:
-            return self.model.decode(z_local, z_global)
+            return self.model.decode(z_local, z_global).float()
         halo = self.model.config.receptive_radius
         f = LATENT_FACTOR
         out = torch.empty(1, 3, height * f, width * f, device=z_local.device)
