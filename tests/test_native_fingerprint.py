@@ -455,3 +455,40 @@ def test_training_ssim_equals_the_reported_ssim_on_luminance() -> None:
     expected = ssim(perceptual.luminance(a)[0, 0].double().numpy(),
                     perceptual.luminance(mixed)[0, 0].double().numpy())  # fmt: skip
     assert float(perceptual.ssim_luma(a, mixed)) == pytest.approx(expected, abs=1e-5)
+
+
+def test_worst_bit_loss_is_the_weakest_bits_shortfall_from_the_margin() -> None:
+    from gantk.fingerprint.train_native import MARGIN_TARGET, SOFTMIN_SHARPNESS, worst_bit_loss
+
+    bits = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    pooled = torch.tensor([[3.0, -2.5, 0.2, -4.0], [-5.0, -5.0, 5.0, 5.0]])
+    signed = (pooled * (bits * 2 - 1)).double().numpy()
+    softmin = -np.log(np.exp(-SOFTMIN_SHARPNESS * signed).sum(axis=1)) / SOFTMIN_SHARPNESS
+    expected = np.log1p(np.exp(MARGIN_TARGET - softmin)).mean()
+    assert float(worst_bit_loss(pooled, bits)) == pytest.approx(expected, rel=1e-6)
+    # The first canvas's weak bit (0.2) owns its term: raising it lowers the loss, raising a
+    # strong one hardly moves it.
+    weak, strong = pooled.clone(), pooled.clone()
+    weak[0, 2], strong[0, 0] = 1.2, 4.0
+    base = float(worst_bit_loss(pooled, bits))
+    assert base - float(worst_bit_loss(weak, bits)) > 0.25  # (mean over the two canvases)
+    assert base - float(worst_bit_loss(strong, bits)) < 1e-3
+
+
+def test_native_training_with_the_margin_weight_runs_and_records_it(tmp_path: Path) -> None:
+    from gantk.fingerprint.stego_runs import start_or_resume
+    from gantk.fingerprint.train_stego import StegoTrainConfig
+
+    config = StegoTrainConfig("builtin:photos?n=16&resolution=64", bits=8, resolution=32,
+                              batch_size=2, steps=2, snapshot_every=2, log_every=1,
+                              design="native", margin_weight=2.0, precision="fp32")  # fmt: skip
+    trainer = start_or_resume(config, tmp_path / "run", False)
+    trainer.run()
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["margin_weight"] == 2.0
+    entries = [
+        json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    ]
+    assert len(entries) == 2 and all(math.isfinite(e["bce"]) for e in entries)
+    with pytest.raises(Exception, match="--margin-weight"):
+        StegoTrainConfig("x", design="native", margin_weight=-1.0).validate()

@@ -20,7 +20,7 @@ from gantk.cli.evaluate_common import (
     LpipsWeightsOpt,
     is_path,
 )
-from gantk.cli.texture import CoverOpt, GramNetOpt, GramWeightsOpt, MixOpt
+from gantk.cli.texture_options import CoverOpt, GramNetOpt, GramWeightsOpt, MixOpt
 
 if TYPE_CHECKING:  # torch stays out of `gantk --help`
     from gantk.metrics.features import FeatureNet

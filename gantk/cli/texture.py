@@ -23,6 +23,13 @@ from gantk.cli.common import (
     resolve_device,
     set_threads,
 )
+from gantk.cli.texture_options import (
+    CoverOpt,
+    GramNetOpt,
+    GramWeightsOpt,
+    MixOpt,
+    MixPrecisionOpt,
+)
 
 
 def _mode(palette: bool, dissolve: bool, brush: Path | None, fill: Path | None) -> str:
@@ -72,43 +79,7 @@ def _read_image(spec: str, role: str):
     return torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
-# Shared by `train texture` and `evaluate texture`.
-GramNetOpt = Annotated[
-    str,
-    typer.Option(
-        "--gram-net",
-        help="Gram-matrix features: vgg19 (ImageNet weights, vgg19-dcbb9e9d.pth), random-vgg19 "
-        "(fixed random weights), or auto (vgg19 when its weight file is found).",
-    ),
-]
-GramWeightsOpt = Annotated[
-    Path | None,
-    typer.Option("--gram-weights", help="The VGG-19 weight file, instead of the search path."),
-]
 MIN_SIDE = 16  # four latent cells: the generator's reflect padding needs at least two
-# Shared by `texture-mix` and `evaluate texture`.
-CoverOpt = Annotated[
-    str,
-    typer.Option(
-        "--cover",
-        help="How a texture's latent fills the canvas: patches (random patches of it; the "
-        "default), rows (the paper's: tiled, rows and columns shuffled) or none (tiled as it "
-        "is).",
-    ),
-]
-MixOpt = Annotated[
-    str,
-    typer.Option(
-        "--mix",
-        help="How textures meet: select (each point one texture, in organic regions whose "
-        "share follows the interpolation weight; the default: on 48 held-out pairs nearer the "
-        "textures than blend, docs/models.md) or blend (the paper's weighted average of "
-        "latents, which averages textures into grey mush where a small model cannot decode "
-        "the average).",
-    ),
-]
-
-
 # Memory the mixer holds per output pixel: latents, float32 RGB and blending buffers.
 BYTES_PER_PIXEL = 64
 
@@ -247,7 +218,7 @@ def texture_mix(
             "one CPU core for the bundled model. 0: mix with the model as it is.",
         ),
     ] = 0,
-    precision: PrecisionOpt = "auto",
+    precision: MixPrecisionOpt = "auto",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,

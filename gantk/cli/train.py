@@ -189,6 +189,14 @@ def train_stego_command(
             "areas into textured ones).",
         ),
     ] = 1.0,
+    margin_weight: Annotated[
+        float,
+        typer.Option(
+            "--margin-weight",
+            help="native: weight of each canvas's weakest bits' shortfall from a margin (what "
+            "--strength auto raises the strength for); 0: off.",
+        ),
+    ] = 0.0,
     snapshot_every: Annotated[
         int, typer.Option("--snapshot-every", help="Save model and state every N steps.")
     ] = 500,
@@ -260,6 +268,7 @@ def train_stego_command(
         budget_db=budget,
         visibility_weight=visibility_weight,
         ssim_weight=ssim_weight,
+        margin_weight=margin_weight,
         seed=seed,
         device=process_device(device),
         snapshot_every=snapshot_every,

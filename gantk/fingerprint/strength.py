@@ -191,14 +191,15 @@ class Embedder:
             # Optimised at REFINE_STRENGTH first; a change that still fails everywhere is
             # optimised again at twice that (the hardest images, dark or flat, need it there),
             # then the unrefined change is searched in full.
-            again = None
+            found, refined, refined_cap = None, change, cap
             for at in sorted({min(cap, REFINE_STRENGTH), min(cap, 2 * REFINE_STRENGTH)}):
                 refined = self.shaped(image, self.refine(image, raw, bits, at, weight), weight)
-                again, refined_cap = search(refined, math.inf)
-                if again is not None:
-                    chosen, change, cap = again, refined, refined_cap
+                found, refined_cap = search(refined, math.inf)
+                if found is not None:
                     break
-            if again is None:
+            if found is not None and (chosen is None or found < chosen):
+                chosen, change, cap = found, refined, refined_cap
+            elif chosen is None:
                 chosen, cap = search(change, math.inf)
         if chosen is None:
             if math.isfinite(cap):

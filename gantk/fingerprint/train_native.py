@@ -16,7 +16,10 @@ Two more loss terms shape where the fixed energy goes: ``visibility_weight`` tim
 square of how far the change exceeds the JND at each pixel (zero while it stays below the
 threshold everywhere), so the encoder spreads its energy rather than spiking where a viewer would
 see it; and ``ssim_weight`` times 1 - SSIM of the luminance, so it moves energy out of smooth
-areas, where SSIM (and a viewer) notices a change most, into textured ones.
+areas, where SSIM (and a viewer) notices a change most, into textured ones. ``margin_weight``
+adds the loss of each canvas's weakest bits (:func:`worst_bit_loss`): auto strength raises an
+image's strength until its *weakest* bit reads with a margin, so a bit the change carries badly
+costs every bit's energy; the mean cross-entropy hardly sees one such bit among a hundred.
 
 Perturbations, one per batch: none, JPEG (straight-through), a half-size round trip (what
 decoding a halved image at scale 2 sees, shifted by up to ``SHIFT`` pixel: how far off the grid
@@ -64,6 +67,21 @@ def canvas_tiles(images: Tensor, tile: int) -> Tensor:
     channels = images.shape[1]
     grid = images.unfold(2, tile, tile).unfold(3, tile, tile)  # B, C, k, k, R, R
     return grid.permute(0, 2, 3, 1, 4, 5).reshape(-1, channels, tile, tile)
+
+
+# The worst-bit loss: a soft minimum over bits with this sharpness (in logits), pushing the
+# weakest bit's signed evidence above MARGIN_TARGET (the margin --strength auto asks for, in
+# pooled logits, with room for the attacks training does not simulate).
+SOFTMIN_SHARPNESS = 4.0
+MARGIN_TARGET = 1.0
+
+
+def worst_bit_loss(pooled: Tensor, bits: Tensor) -> Tensor:
+    """Mean over canvases of softplus(MARGIN_TARGET - softmin over bits of the signed logits):
+    the weakest bits' shortfall from the margin."""
+    signed = pooled.float() * (bits * 2 - 1)
+    weakest = -torch.logsumexp(-SOFTMIN_SHARPNESS * signed, dim=1) / SOFTMIN_SHARPNESS
+    return F.softplus(MARGIN_TARGET - weakest).mean()
 
 
 def visibility(change: Tensor, images: Tensor) -> Tensor:
@@ -128,6 +146,8 @@ class NativeStegoTrainer(StegoTrainer):
         seen_change = visibility(change, images)
         structure = 1 - ssim_luma(marked, images)
         loss = bce + cfg.visibility_weight * seen_change + cfg.ssim_weight * structure
+        if cfg.margin_weight:
+            loss = loss + cfg.margin_weight * worst_bit_loss(pooled, bits)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -95,6 +95,9 @@ class StegoTrainConfig:
     budget_db: float = 30.0
     visibility_weight: float = 1.0
     ssim_weight: float = 1.0
+    # native: weight of the worst bit's loss per canvas (what --strength auto searches on: every
+    # bit read with a margin), beside the mean over bits.
+    margin_weight: float = 0.0
     seed: int = 0
     device: str = "cpu"
     snapshot_every: int = 500
@@ -115,8 +118,10 @@ class StegoTrainConfig:
         StegoConfig(design=self.design, budget_db=self.budget_db).validate()
         if not 1 <= self.canvas <= 8:
             raise GantkError(f"--canvas must be in 1..8 tiles, got {self.canvas}")
-        if self.visibility_weight < 0 or self.ssim_weight < 0:
-            raise GantkError("--visibility-weight and --ssim-weight must be non-negative")
+        if min(self.visibility_weight, self.ssim_weight, self.margin_weight) < 0:
+            raise GantkError(
+                "--visibility-weight, --ssim-weight and --margin-weight must be non-negative"
+            )
         return self
 
     def model_config(self, budget_db: float | None = None) -> StegoConfig:
