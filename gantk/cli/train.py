@@ -194,7 +194,8 @@ def train_stego_command(
         typer.Option(
             "--margin-weight",
             help="native: weight of each canvas's weakest bits' shortfall from a margin (what "
-            "--strength auto raises the strength for); 0: off.",
+            "--strength auto raises the strength for); 0: off. Weight 1 on the bundled model "
+            "made auto's held-out PSNR worse (docs/models.md).",
         ),
     ] = 0.0,
     snapshot_every: Annotated[
