@@ -63,12 +63,18 @@ def main() -> None:
     parser.add_argument("--cover", default="patches")
     parser.add_argument("--mix", default="select")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument(
+        "--no-deblock", dest="deblock", action="store_false",
+        help="time without the grid removal texture-mix does by default",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_texture_mixer(args.model, args.device)
-    mixer = Mixer(model, cover=args.cover, mix=args.mix, precision=args.precision)
+    mixer = Mixer(
+        model, cover=args.cover, mix=args.mix, precision=args.precision, deblock=args.deblock
+    )
     res = mixer.resolution
     textures = [load_texture(spec, res)[0] for spec in CORNERS]
     rows = []
@@ -104,7 +110,12 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "model": args.model,
         "config": model.config.to_dict(),
-        "mixer": {"cover": args.cover, "mix": args.mix, "precision": mixer.precision},
+        "mixer": {
+            "cover": args.cover,
+            "mix": args.mix,
+            "precision": mixer.precision,
+            "deblock": args.deblock,
+        },
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -59,9 +59,9 @@ for run in full no-shuffle no-blend no-global; do
   methods=ours
   [ "$run" = full ] && methods=ours,alpha
   # The paper's latent operations (tiles with rows and columns shuffled, blended latents), not
-  # texture-mix's defaults: the table is the paper's method and its ablations.
+  # texture-mix's defaults, no deblocking: the table is the paper's method and its ablations.
   $GANTK evaluate texture "$OUT/$run/latest.safetensors" "builtin:textures" --cover rows \
-    --mix blend --methods "$methods" --pairs "$PAIRS" --classifiers "$CLASSIFIERS" \
+    --mix blend --no-deblock --methods "$methods" --pairs "$PAIRS" --classifiers "$CLASSIFIERS" \
     --device "$DEVICE" --json \
     ${SAMPLES:+--samples "$OUT/$run-strips.png"} > "$OUT/$run.json"
 done

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SRC=$1
 PY=${PY:-.venv/bin/python}
 GANTK=${GANTK:-.venv/bin/gantk}
-PAIRS=${PAIRS:-50}
+PAIRS=${PAIRS:-768}  # CSWD's noise floor needs hundreds of strips (docs/models.md)
 DATA=${DATA:-data/training}
 "$PY" - "$SRC" <<'PYEOF'
 import sys

@@ -110,13 +110,13 @@ def _stego_config(design: str, steps: int):
                             **extra)  # fmt: skip
 
 
-def _texture_config(data: Path, steps: int):
+def _texture_config(data: Path, steps: int, mix: str = "blend"):
     from helpers import TINY_TEXTURE_MIXER
 
     from gantk.texture.train import TextureTrainConfig
 
     return TextureTrainConfig(data=str(data), **TINY_TEXTURE_MIXER, batch_size=2, steps=steps,
-                              snapshot_every=2, log_every=1,
+                              snapshot_every=2, log_every=1, mix=mix,
                               gram_net="random-vgg19")  # fmt: skip
 
 
@@ -150,6 +150,8 @@ def _train_everything(root: Path, textures: Path, sources: Path) -> None:
     half.accurate_since = 0
     half.run()
     TextureTrainer(_texture_config(textures, 2), root / "texture").run()
+    # The select task's regions are drawn for the whole batch too.
+    TextureTrainer(_texture_config(textures, 2, "select"), root / "texture-select").run()
     TextureTrainer(_texture_config(textures, 1), root / "texture-resumed").run()
     texture_resume(_texture_config(textures, 2), root / "texture-resumed", resume=True).run()
     for variant in ("full", "visnet"):
@@ -172,6 +174,7 @@ def _initial(root: Path, textures: Path, sources: Path) -> dict[str, dict[str, t
     initial["stego-resumed"] = initial["stego-paper"]
     texture = TextureTrainer(_texture_config(textures, 2), root / "unused")
     initial["texture"] = initial["texture-resumed"] = dict(texture.model_ema.state_dict())
+    initial["texture-select"] = initial["texture"]
     for variant in ("full", "visnet"):
         model = AttributorTrainer(_attributor_config(sources, variant), root / "unused").model
         initial[f"attr-{variant}"] = dict(model.state_dict())
@@ -180,7 +183,8 @@ def _initial(root: Path, textures: Path, sources: Path) -> dict[str, dict[str, t
 
 MODEL_FILES = {"stego-paper": "stego.safetensors", "stego-native": "stego.safetensors",
                "stego-resumed": "stego.safetensors", "texture": "latest.safetensors",
-               "texture-resumed": "latest.safetensors", "attr-full": "latest.safetensors",
+               "texture-resumed": "latest.safetensors", "texture-select": "latest.safetensors",
+               "attr-full": "latest.safetensors",
                "attr-visnet": "latest.safetensors"}  # fmt: skip
 
 

@@ -21,10 +21,12 @@ from gantk.errors import GantkError
 from gantk.texture.gram import load_gram_net
 from gantk.texture.metrics import (
     alpha_blend_strip,
+    cswd_floor,
     gradient_energy,
     gram_scores,
     load_texture_lpips,
     periodic_peak,
+    sample_pairs,
     score_strip,
 )
 
@@ -186,6 +188,14 @@ def test_cli_evaluates_both_methods(cli, tiny_model: Path, tmp_path: Path) -> No
              "cis[random-inception]", "cswd", "sharpness", "seconds"]  # fmt: skip
     assert summary["metrics"] == [*names, "grid", "grid_real"]
     assert summary["grid_period_px"] == 4  # one latent cell is 4 px
+    assert summary["mixing"] == {"cover": "patches", "mix": "select", "deblock": True}
+    from gantk.texture.data import load_texture_sources
+
+    _, real = sample_pairs(load_texture_sources(str(textures), "all"), R, 2, seed=0)
+    assert summary["cswd_floor"] == cswd_floor(load_texture_sources(str(textures), "all"), real)
+    # Two crops are far too few: the CSWD of both methods sits at the floor, and it says so.
+    assert f"noise floor at 2 crops ({summary['cswd_floor']:.4g}" in result.stderr
+    assert "raise --pairs" in result.stderr
     for values in summary["methods"].values():
         stds = {n + "_std" for n in names if n not in ("cswd", "cis[random-inception]")}
         assert set(values) == {*names, *stds, "grid", "grid_real"}
@@ -196,6 +206,38 @@ def test_cli_evaluates_both_methods(cli, tiny_model: Path, tmp_path: Path) -> No
     assert summary["strip"] == [R, 8 * R] and summary["split"] == "all"
     with Image.open(grid) as img:  # 2 pairs x 2 methods, one strip per row, 2 px padding
         assert img.size == (8 * R + 4, 4 * (R + 2) + 2)
+
+
+def _unlike_textures(path: Path, size: int = 40) -> Path:
+    """Four textures with nothing in common: dark and smooth, bright noise, stripes, checks."""
+    path.mkdir()
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:size, :size]
+    grey = {
+        "smooth": 40 + 10 * np.sin(xx / 7.0),
+        "noise": rng.uniform(150, 255, (size, size)),
+        "stripes": 128 + 120 * np.sign(np.sin(xx * 1.3)),
+        "checks": 255.0 * ((xx // 3 + yy // 3) % 2),
+    }
+    for name, g in grey.items():
+        rgb = np.repeat(g[..., None], 3, axis=2).clip(0, 255).astype(np.uint8)
+        Image.fromarray(rgb).save(path / f"{name}.png")
+    return path
+
+
+def test_cswd_floor_is_what_sampling_alone_gives_and_falls_with_the_count(tmp_path) -> None:
+    from gantk.texture.data import load_texture_sources
+
+    sources = load_texture_sources(str(_unlike_textures(tmp_path / "t")), "all")
+    floors = {}
+    for count in (6, 96):
+        _, real = sample_pairs(sources, R, count, seed=0)
+        floors[count] = cswd_floor(sources, real, seed=0)
+        assert cswd_floor(sources, real, seed=0) == floors[count]  # deterministic
+        # Another seed draws another second set (the first set fixed): another value.
+        assert cswd_floor(sources, real, seed=5) != floors[count]
+    # Few crops of four unlike textures: the two draws hold them in different shares.
+    assert floors[6] > 0 and floors[96] < 0.6 * floors[6]
 
 
 def test_cli_refuses_a_model_of_another_kind(cli, tmp_path: Path) -> None:

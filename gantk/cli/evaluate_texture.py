@@ -20,7 +20,7 @@ from gantk.cli.evaluate_common import (
     LpipsWeightsOpt,
     is_path,
 )
-from gantk.cli.texture_options import CoverOpt, GramNetOpt, GramWeightsOpt, MixOpt
+from gantk.cli.texture_options import CoverOpt, DeblockOpt, GramNetOpt, GramWeightsOpt, MixOpt
 
 if TYPE_CHECKING:  # torch stays out of `gantk --help`
     from gantk.metrics.features import FeatureNet
@@ -118,6 +118,7 @@ def texture_command(
     ] = None,
     cover: CoverOpt = "patches",
     mix: MixOpt = "select",
+    deblock: DeblockOpt = True,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
@@ -130,7 +131,8 @@ def texture_command(
     the central crop), CSS and CRS (probability of a seam in the central R x R crop, of a
     repetition in the central R x 2R crop, by classifiers trained on real textures), CIS
     (Inception score of the central crops, named with its network), CSWD (SWD x1e3 of central
-    crops vs real crops) and seconds per strip.
+    crops vs real crops, printed beside its noise floor: real crops vs other real crops; raise
+    --pairs until the floor is well below the methods' values) and seconds per strip.
 
     Example: gantk evaluate texture builtin:texture-mixer builtin:textures --pairs 50
     """
@@ -192,7 +194,7 @@ def texture_command(
     if critics_note:
         out.warn(critics_note)
 
-    mixer = Mixer(mixer_model, shuffle=True, cover=cover, mix=mix)
+    mixer = Mixer(mixer_model, shuffle=True, cover=cover, mix=mix, deblock=deblock)
     # One latent cell covers this many pixels: the period at which grid lines would show.
     cell_period = size // mixer_model.config.latent_size
     seeds = itertools.count(seed)  # every strip its own shuffle, the same on every run
@@ -217,6 +219,7 @@ def texture_command(
                 grid_period=cell_period, classifiers=critics, inception=inception,
             )  # fmt: skip
             results[name] = result["metrics"]
+    floor = tm.cswd_floor(sources, real, seed)
     length = tm.LENGTH_FACTOR * size
     names = tm.metric_names(gram.name, lpips_name, inception.name if inception else None)
     reported = [key for key in tm.METRICS if names[key] in results[chosen[0]]]
@@ -233,8 +236,14 @@ def texture_command(
         ["metric", *chosen],
         [[names[key], *[cell(results[m], key) for m in chosen]] for key in reported]
         + [[f"grid@{cell_period}px", *[f"{results[m]['grid']:.3g}" for m in chosen]]]
-        + [["grid of real crops", *[f"{results[m]['grid_real']:.3g}" for m in chosen]]],
+        + [["grid of real crops", *[f"{results[m]['grid_real']:.3g}" for m in chosen]]]
+        + [["cswd of real vs real crops", *[f"{floor:.4g}" for _ in chosen]]],
     )
+    if floor > 0.8 * min(results[m][names["cswd"]] for m in chosen):
+        out.warn(
+            f"cswd is within 25% of its noise floor at {pairs} crops ({floor:.4g}, real crops "
+            "against other real crops): the CSWD ranking says little; raise --pairs"
+        )
     if samples is not None:
         strips = [shown[name][i] for i in range(keep) for name in chosen]
         with atomic_file(samples, force) as tmp:
@@ -263,6 +272,8 @@ def texture_command(
         },
         "metrics": [names[key] for key in reported] + ["grid", "grid_real"],
         "grid_period_px": cell_period,
+        "mixing": {"cover": cover, "mix": mix, "deblock": deblock},
+        "cswd_floor": floor,
         "methods": results,
     }
     if samples is not None:

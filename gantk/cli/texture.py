@@ -25,6 +25,7 @@ from gantk.cli.common import (
 )
 from gantk.cli.texture_options import (
     CoverOpt,
+    DeblockOpt,
     GramNetOpt,
     GramWeightsOpt,
     MixOpt,
@@ -208,6 +209,7 @@ def texture_mix(
     ] = 2.0,
     cover: CoverOpt = "patches",
     mix: MixOpt = "select",
+    deblock: DeblockOpt = True,
     adapt_steps: Annotated[
         int,
         typer.Option(
@@ -330,7 +332,8 @@ def texture_mix(
         with output.progress(adapt_steps, "adapting") as advance:
             mixer_model = adapt(mixer_model, whole, adapt_steps, gram, seed, precision, advance)
         adapt_seconds = time.perf_counter() - began
-    mixer = Mixer(mixer_model, shuffle=not no_shuffle, cover=cover, mix=mix, precision=precision)
+    mixer = Mixer(mixer_model, shuffle=not no_shuffle, cover=cover, mix=mix, precision=precision,
+                  deblock=deblock)  # fmt: skip
 
     started = time.perf_counter()
     result: np.ndarray | list[np.ndarray]
@@ -388,6 +391,7 @@ def texture_mix(
             "seconds": round(seconds, 4),
             "adapt_steps": adapt_steps,
             "adapt_seconds": round(adapt_seconds, 4),
+            "deblock": deblock,
             "model": model,
         }
     )
@@ -438,6 +442,16 @@ def train_texture(
             "block pattern where latents are shuffled, with a narrow generator).",
         ),
     ] = "nearest",
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            "--mix",
+            help="The interpolation task: blend (the paper's: the two latents averaged, "
+            "default for a new run) or select (each latent cell one texture, in the regions "
+            "texture-mix --mix select draws, so the generator learns their edges). With "
+            "--resume it switches the run's task; left out, the run keeps its own.",
+        ),
+    ] = None,
     no_shuffle: Annotated[
         bool, typer.Option("--no-shuffle", help="Ablation: no latent shuffling in training.")
     ] = False,
@@ -528,6 +542,7 @@ def train_texture(
         gram_every=gram_every,
         shuffle=not no_shuffle,
         blend=not no_blend,
+        mix=mix or "blend",
         gram_net=gram_net,
         gram_weights=str(gram_weights) if gram_weights else None,
         precision=precision,
@@ -543,7 +558,7 @@ def train_texture(
     # --resume reads a state file anyone can edit: a part missing or of the wrong shape is one
     # error naming it.
     if resume:
-        resumed = lambda _: start_or_resume(config, out, True, init)  # noqa: E731
+        resumed = lambda _: start_or_resume(config, out, True, init, mix)  # noqa: E731
         trainer = load_checked_state(resumed, None, out / STATE_FILE)
     else:
         trainer = start_or_resume(config, out, False, init)

@@ -144,12 +144,13 @@ def cover(
 
 
 # How selection draws its regions: the noise's grain and the feathering of region edges, in
-# latent cells. Measured on 48 held-out pairs (the v2 WIP, 6750 steps; docs/models.md): a
-# feather of 0.5 against 1.0 and 2.0 gave CGD 1.132 / 1.144 / 1.171 and CSWD 131 / 140 / 156;
-# 0.25 draws hard outlines (sharpness 1.6: edges that are not the textures'); grains of 9 and
-# 12 cells traded CGD for CSWD.
+# latent cells. Measured on 192 held-out pairs (the v2 WIP, 12019 steps; docs/models.md): a
+# feather of 1.0 against 0.5 gave CGD 1.107 / 1.110, CSS 0.325 / 0.341 and sharpness 0.95 /
+# 1.30 (0.5 outlines every region: edge energy the textures do not have; 0.25 more so), and the
+# same order on 96 pairs of training textures. 48 pairs at 6750 steps had put 0.5 ahead (CGD
+# 1.132 / 1.144), within their noise. Grains of 9 and 12 cells traded CGD for CSS.
 SELECT_GRAIN = 6
-SELECT_FEATHER = 0.5
+SELECT_FEATHER = 1.0
 
 
 def select_weights(weights: Tensor, generator: torch.Generator) -> Tensor:
@@ -157,8 +158,8 @@ def select_weights(weights: Tensor, generator: torch.Generator) -> Tensor:
     of the log-weights plus smooth random noise with Gumbel marginals (a smooth Gaussian field
     per texture, made Gumbel through its quantiles): the Gumbel-max trick, so every cell goes to
     texture k with probability w_k, while neighbouring cells agree, which draws organic blobs;
-    edges feathered over half a cell. Cells where one weight is 1 (placed textures) keep it
-    exactly.
+    edges feathered over about a cell (SELECT_FEATHER). Cells where one weight is 1 (placed
+    textures) keep it exactly.
 
     Averaging the latents of different textures (``blend``) decodes, with a generator of the
     bundled model's size, to a washed-out mixture that is neither texture; selecting keeps

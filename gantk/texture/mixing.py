@@ -20,6 +20,7 @@ from torch import Tensor
 from gantk.errors import GantkError
 from gantk.io.images import to_uint8 as images_to_uint8
 from gantk.nn.precision import autocast, channels_last, resolve_precision
+from gantk.texture.deblock import deblock
 from gantk.texture.latent import (
     COVERS,
     MIXES,
@@ -82,6 +83,7 @@ class Mixer:
         cover: str = "rows",
         mix: str = "blend",
         precision: str = "fp32",
+        deblock: bool = False,
     ) -> None:
         """``cover`` and ``mix``: see gantk.texture.latent (COVERS, MIXES); the paper's are
         rows (tiles with rows and columns shuffled) and blend (weighted latent averages).
@@ -89,7 +91,9 @@ class Mixer:
         generator's autocast when decoding (gantk.nn.precision; bf16 on a CPU that has it
         makes a 1024² palette 1.37x faster, pixels within 0.2 grey levels on average). On a
         CPU the mixer decodes with a channels-last copy of the model (oneDNN's faster layout;
-        the same pixels to float rounding: a 1024² palette 1.33 -> 0.93 s on one thread)."""
+        the same pixels to float rounding: a 1024² palette 1.33 -> 0.93 s on one thread).
+        ``deblock``: subtract the grid at the latent-cell period from every decoded canvas
+        (gantk.texture.deblock; not the paper's, the commands' default)."""
         if cover not in COVERS:
             raise GantkError(f"--cover must be one of {', '.join(COVERS)}, got {cover!r}")
         if mix not in MIXES:
@@ -99,6 +103,7 @@ class Mixer:
         self.cover = cover if shuffle else "none"
         self.mix = mix
         self.decode_tile = decode_tile
+        self.deblock = deblock
         self.resolution = model.config.resolution
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device)
@@ -165,6 +170,8 @@ class Mixer:
         z_local, z_global = blend(locals_, globals_, weights, anchors, generator, self.cover,
                                   self.mix)  # fmt: skip
         image = self.decode_tiled(z_local, z_global)
+        if self.deblock:  # cells start at pixel 0 of the canvas, so the grid's phase is known
+            image = deblock(image, LATENT_FACTOR)
         return image[:, :, : size[0], : size[1]]
 
     # -- operations ----------------------------------------------------------------------------

@@ -6,7 +6,10 @@ Per step, for pairs of real crops (S1, S2):
   critic D_rec) losses;
 - interpolation: z^l_i tiled 3x3, shuffled with the corner tiles kept, blended with α ~ U(0, 1)
   (as are the global codes), decoded at 3x size, a random crop judged by Gram (λ4) and
-  adversarial (λ5, critic D_itp) losses, each α-weighted between S1 and S2.
+  adversarial (λ5, critic D_itp) losses, each α-weighted between S1 and S2. With ``mix``
+  ``select`` (gantk's) the two latents are not averaged: each cell takes one of them, in the
+  regions ``texture-mix --mix select`` draws (S1's share α), so the generator is trained on the
+  region edges it meets when mixing, and D_itp, whose real side is S1 and S2, sees their seams.
 Ablations of Table 3.1: ``no_shuffle``, ``no_blend`` (S2 = S1), ``global_dim=0`` (no z^g).
 
 Under torchrun the processes train data-parallel on one global batch of pairs
@@ -51,7 +54,7 @@ from gantk.nn.precision import (
     resolve_precision,
 )
 from gantk.texture.gram import GramNet, gram_distance, gram_matrices, load_gram_net
-from gantk.texture.latent import training_tiles
+from gantk.texture.latent import MIXES, select_weights, training_tiles, uniform_weights
 from gantk.texture.networks import KIND, TextureCritic, TextureMixer, TextureMixerConfig, spread
 
 MODEL_FILE = "latest.safetensors"
@@ -84,6 +87,7 @@ class TextureTrainConfig:
     drift_weight: float = 0.001  # keeps critic outputs near zero (Karras et al. 2018)
     shuffle: bool = True
     blend: bool = True
+    mix: str = "blend"  # the interpolation task's: blend (the paper's) or select (see above)
     gram_net: str = "auto"
     gram_weights: str | None = None
     augment: bool = True
@@ -115,6 +119,8 @@ class TextureTrainConfig:
             raise GantkError("--lr must be positive and --ema in [0, 1)")
         if min(self.l1_weight, self.gram_weight, self.adv_weight, self.gp_weight) < 0:
             raise GantkError("loss weights must be non-negative")
+        if self.mix not in MIXES:
+            raise GantkError(f"--mix must be one of {', '.join(MIXES)}, got {self.mix!r}")
         resolve_precision(self.precision, self.device)  # a known name, usable on the device
         return self
 
@@ -146,26 +152,48 @@ def interpolation_crop(
     generator: torch.Generator,
     shuffle: bool = True,
     dist: Dist | None = None,
+    mix: str = "blend",
 ) -> tuple[Tensor, Tensor]:
     """The interpolation task (eqs. 3.7-3.9): a random crop of the pair's decoded 3x3 tiled,
-    shuffled, α-blended latents, and the blend weights α. ``dist``: the pairs are a process's
-    share of the batch; every draw is made as for the whole batch."""
+    shuffled, α-blended latents, and the blend weights α; with ``mix`` select, S1's latent in
+    regions covering a share α of the canvas and S2's elsewhere. ``dist``: the pairs are a
+    process's share of the batch; every draw is made as for the whole batch."""
     dist = dist or Dist()
     zl, zg = model.encode(torch.cat([s1, s2]))
     zl1, zl2 = zl.chunk(2)
-    alpha = dist.draw(s1.shape[0], lambda n: torch.rand(n, generator=generator)).to(s1.device)
-    a = alpha[:, None, None, None]
+    n = s1.shape[0]
+    canvas = (3 * zl.shape[2], 3 * zl.shape[3])
+    if mix == "select":
+        # One draw of α and regions for the whole batch: (α, S1's weight map) per row.
+        drawn = dist.draw(n, lambda rows: _selections(rows, canvas, generator))
+        alpha = drawn[:, 0].to(s1.device)
+        w = drawn[:, 1:].reshape(n, 1, *canvas).to(s1.device)
+    else:
+        alpha = dist.draw(n, lambda rows: torch.rand(rows, generator=generator)).to(s1.device)
+        w = alpha[:, None, None, None]
 
     def tiles(z: Tensor) -> Tensor:
         return dist.sample_wise(lambda part: training_tiles(part, generator, shuffle), z)
 
-    big = a * tiles(zl1) + (1 - a) * tiles(zl2)
+    big = w * tiles(zl1) + (1 - w) * tiles(zl2)
     glob = None
     if zg is not None:
         g1, g2 = zg.chunk(2)
-        glob = spread(alpha[:, None] * g1 + (1 - alpha[:, None]) * g2, big)
+        if mix == "select":  # the global code follows the regions, as when mixing
+            glob = w * g1[:, :, None, None] + (1 - w) * g2[:, :, None, None]
+        else:
+            a = alpha[:, None]
+            glob = spread(a * g1 + (1 - a) * g2, big)
     image = model.decode(big, glob).float()
     return random_crops(image, model.config.resolution, generator, dist), alpha
+
+
+def _selections(rows: int, canvas: tuple[int, int], generator: torch.Generator) -> Tensor:
+    """``rows`` draws of (α ~ U(0, 1), then S1's weight map over the latent ``canvas`` from
+    :func:`select_weights` at share α), flattened to (rows, 1 + h*w)."""
+    alphas = torch.rand(rows, generator=generator)
+    maps = [select_weights(uniform_weights(*canvas, 1 - float(a)), generator)[0] for a in alphas]
+    return torch.cat([alphas[:, None], torch.stack(maps).flatten(1)], dim=1)
 
 
 class TextureTrainer:
@@ -218,7 +246,7 @@ class TextureTrainer:
 
     def _interpolate(self, s1: Tensor, s2: Tensor) -> tuple[Tensor, Tensor]:
         return interpolation_crop(
-            self.model, s1, s2, self.generator, self.config.shuffle, self.dist
+            self.model, s1, s2, self.generator, self.config.shuffle, self.dist, self.config.mix
         )
 
     def _gram_losses(
@@ -429,10 +457,15 @@ class TextureTrainer:
 
 
 def start_or_resume(
-    config: TextureTrainConfig, out: Path, resume: bool, init: str | Path | None = None
+    config: TextureTrainConfig,
+    out: Path,
+    resume: bool,
+    init: str | Path | None = None,
+    mix: str | None = None,
 ) -> TextureTrainer:
     """A trainer for a new run in ``out`` or, with ``resume``, for the run already there (only
-    the number of steps and the device may change).
+    the number of steps, the device and, given ``mix``, the interpolation task may change: a
+    run trained on blends can go on to learn the select task with its critics and optimizers).
 
     ``init`` starts the new run from a trained model's encoders and generator (e.g.
     builtin:texture-mixer, to train it further on other textures); the critics and the
@@ -449,7 +482,9 @@ def start_or_resume(
             restored = TextureTrainConfig.from_dict(saved)
         except ValueError as exc:
             raise GantkError(f"{state} is damaged ({exc}); start a new run instead") from None
-        config = replace(restored, steps=config.steps, device=config.device)
+        config = replace(
+            restored, steps=config.steps, device=config.device, mix=mix or restored.mix
+        )
         trainer = TextureTrainer(config, out)
         trainer.load_state()
         return trainer
