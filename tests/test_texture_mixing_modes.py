@@ -108,6 +108,11 @@ def test_adaptation_improves_the_reconstruction_of_the_given_textures(random_gra
 
     tuned = adapt(model, textures, 40, random_gram, seed=0, precision="fp32")
     assert error(tuned) < 0.9 * error(model)
+    # On the select task (texture-mix --mix select passes it on): as good, and not the same.
+    selected = adapt(model, textures, 40, random_gram, seed=0, precision="fp32", mix="select")
+    assert error(selected) < 0.9 * error(model)
+    a, b = selected.generator.state_dict(), tuned.generator.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
     # The model given stays as it was (the shipped one is never changed).
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert adapt(model, textures, 0, random_gram) is model

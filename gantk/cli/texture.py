@@ -330,7 +330,9 @@ def texture_mix(
         trained = getattr(mixer_model, "gram_net", "auto")
         gram = load_gram_net("random-vgg19" if trained == "random-vgg19" else "auto", None, dev)
         with output.progress(adapt_steps, "adapting") as advance:
-            mixer_model = adapt(mixer_model, whole, adapt_steps, gram, seed, precision, advance)
+            mixer_model = adapt(
+                mixer_model, whole, adapt_steps, gram, seed, precision, advance, mix=mix
+            )
         adapt_seconds = time.perf_counter() - began
     mixer = Mixer(mixer_model, shuffle=not no_shuffle, cover=cover, mix=mix, precision=precision,
                   deblock=deblock)  # fmt: skip

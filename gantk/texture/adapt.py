@@ -6,8 +6,9 @@ textures teach the encoders and the generator those very textures: the training 
 ``gantk train texture`` without its adversarial terms (the critics are not shipped), i.e.
 
 - reconstruction: L1 (λ1) and Gram (λ2) losses of each texture's crops (eqs. 3.4-3.5);
-- interpolation: a random crop of two of the textures' 3x3 tiled, shuffled, α-blended latents,
-  its Gram matrices α-weighted between the two (eq. 3.8),
+- interpolation: a random crop of two of the textures' 3x3 tiled, shuffled, α-blended latents
+  (or, with ``mix`` select, the regions texture-mix will draw), its Gram matrices α-weighted
+  between the two (eq. 3.8),
 
 with the trainer's Adam settings at a fine-tuning learning rate. Crops come from the textures as
 texture-mix reads them (scaled by ``--scale``), mirrored and rotated, never colour-matched to
@@ -68,6 +69,7 @@ def adapt(
     seed: int = 0,
     precision: str = "auto",
     advance: Callable[[int], None] | None = None,
+    mix: str = "blend",
 ) -> TextureMixer:
     """A copy of ``model`` fine-tuned for ``steps`` on crops of ``textures`` ((1, 3, H, W) in
     [-1, 1] at the scale the model sees them, each at least the model's size)."""
@@ -95,7 +97,7 @@ def adapt(
         partner = torch.roll(crops, 1, dims=0)
         with autocast(resolved, device):
             recon = tuned(crops).float()
-            mixed, alpha = interpolation_crop(tuned, crops, partner, generator)
+            mixed, alpha = interpolation_crop(tuned, crops, partner, generator, mix=mix)
             with torch.no_grad():
                 real = gram_matrices(gram, torch.cat([crops, partner]))
             grams_mix = gram_matrices(gram, mixed)
