@@ -143,3 +143,21 @@ def test_cli_palette_with_selection_and_adaptation(cli, tmp_path: Path) -> None:
               tmp_path / "q.png")  # fmt: skip
     assert bad.exit_code == 2 and "--adapt must be in 0..100000" in bad.stderr
     assert not (tmp_path / "q.png").exists()
+
+
+def test_adaptation_reads_a_resized_texture_without_a_torch_warning(tmp_path: Path) -> None:
+    """The resized texture is a read-only array (Pillow's): torch warned about it once per run
+    of texture-mix --adapt (a fresh process, as torch warns only once per process)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "t.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(path)
+    code = (
+        "from gantk.texture.adapt import at_model_scale\n"
+        f"x = at_model_scale({str(path)!r}, 16, 2.0)\n"  # a 32 px window read at 16 px
+        "assert tuple(x.shape) == (1, 3, 16, 16) and float(x.min()) == -1.0\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "not writable" not in done.stderr
