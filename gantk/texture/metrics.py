@@ -34,9 +34,9 @@ Per strip:
   setting is larger) the value is noisy and biased upwards: compare methods at equal counts.
   ``cswd_floor`` is the same distance between the real crops and as many other real crops
   drawn independently: what sampling alone gives at this count. A method's CSWD near it says
-  nothing about realism; measured on 30 held-out texture folders, the floor was 74 at 48
-  crops, 74 at 192 and 24 at 768, and alpha-blending (73, 97, 65) beat the v2 Mixer (114, 82,
-  53) only at 48, at the floor.
+  nothing about realism; measured on 30 held-out texture folders (one draw each), the floor
+  was 74 at 48 crops, 74 at 192 and 24 at 768 (34 in another draw), and alpha-blending (73,
+  97, 65) beat the v2 Mixer (114, 82, 53) only at 48, at the floor.
 - seconds: wall-clock time to make one strip.
 - sharpness (gantk's, not the paper's): the mean gradient energy of the strip's central R x R
   crop (squared differences of neighbouring pixels' luminance, both axes) over the mean of the
