@@ -20,7 +20,7 @@ from torch import Tensor
 from gantk.errors import GantkError
 from gantk.io.images import to_uint8 as images_to_uint8
 from gantk.nn.precision import autocast, channels_last, resolve_precision
-from gantk.texture.deblock import deblock
+from gantk.texture.deblock import deblock as remove_grid
 from gantk.texture.latent import (
     COVERS,
     MIXES,
@@ -171,7 +171,7 @@ class Mixer:
                                   self.mix)  # fmt: skip
         image = self.decode_tiled(z_local, z_global)
         if self.deblock:  # cells start at pixel 0 of the canvas, so the grid's phase is known
-            image = deblock(image, LATENT_FACTOR)
+            image = remove_grid(image, LATENT_FACTOR)
         return image[:, :, : size[0], : size[1]]
 
     # -- operations ----------------------------------------------------------------------------
