@@ -218,8 +218,8 @@ def texture_mix(
             "before mixing (reconstruction and interpolation losses, no critics): the placed "
             "textures come back closer, but the mix between them gets smoother (measured at "
             "50 steps on held-out pairs: sharpness of the middle 0.79 -> 0.37; docs/models.md); "
-            "0.3-1 s a step on one CPU core for the bundled model. 0 (the default): mix "
-            "with the model as it is.",
+            "about 1 s a step for the bundled model on one CPU core shared with other jobs. "
+            "0 (the default): mix with the model as it is.",
         ),
     ] = 0,
     precision: MixPrecisionOpt = "auto",
